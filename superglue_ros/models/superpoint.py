@@ -1,0 +1,188 @@
+"""SuperPoint: self-supervised interest point detector and descriptor.
+
+Written from the paper (DeTone, Malisiewicz, Rabinovich, "SuperPoint: Self-Supervised Interest
+Point Detection and Description", CVPR-W 2018). Layer names follow the published
+``superpoint_v1.pth`` state dict so those weights load unchanged.
+
+Coordinate convention (used everywhere in this package): a keypoint (x, y) is in pixels of the
+image given to ``forward``, with pixel centres at integer coordinates (pixel i covers
+[i - 0.5, i + 0.5]). Descriptor cell j of the 1/8 map covers pixels [8j, 8j + 8), so its centre
+sits at 8j + 3.5. Sampling the 1/8 map at x therefore uses cell coordinate u = (x - 3.5) / 8,
+which with ``grid_sample(align_corners=False)`` is the normalised coordinate
+(x + 0.5) / W_pad * 2 - 1 (W_pad = padded width = 8 * cells). Outside the outermost cell centres
+the border descriptor is repeated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def nms_torch(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
+    """Keep pixels that are the maximum of their (2r+1)^2 window; zero the rest.
+
+    heatmap: [B,H,W] float. Returns [B,H,W]. Equal values on a plateau are all kept.
+    """
+    if radius <= 0:
+        return heatmap
+    k = 2 * radius + 1
+    window_max = F.max_pool2d(heatmap[:, None], kernel_size=k, stride=1, padding=radius)[:, 0]
+    return torch.where(heatmap == window_max, heatmap, torch.zeros_like(heatmap))
+
+
+def nms_cv2(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
+    """Same result as ``nms_torch`` but the window maximum is a cv2.dilate (far faster on CPU)."""
+    if radius <= 0:
+        return heatmap
+    import cv2
+
+    k = 2 * radius + 1
+    kernel = np.ones((k, k), np.uint8)
+    heat_np = heatmap.detach().float().cpu().numpy()
+    out = np.empty_like(heat_np)
+    for b in range(heat_np.shape[0]):
+        # BORDER_CONSTANT with -inf-like value mimics max_pool2d's implicit -inf padding.
+        window_max = cv2.dilate(heat_np[b], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-1.0)
+        out[b] = np.where(heat_np[b] == window_max, heat_np[b], 0.0)
+    return torch.from_numpy(out).to(device=heatmap.device, dtype=heatmap.dtype)
+
+
+NMS_FUNCTIONS = {"torch": nms_torch, "cv2": nms_cv2}
+
+
+def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """Bilinearly sample an L2-normalised descriptor at each keypoint.
+
+    keypoints: [N,2] (x, y) pixels; dense: [D,Hc,Wc] 1/cell-resolution map. Returns [N,D].
+    See the module docstring for the pixel-centre convention.
+    """
+    d, hc, wc = dense.shape
+    if keypoints.shape[0] == 0:
+        return dense.new_zeros((0, d))
+    size = keypoints.new_tensor([wc * cell, hc * cell])
+    grid = (keypoints + 0.5) / size * 2 - 1  # [N,2]
+    sampled = F.grid_sample(
+        dense[None].float(), grid[None, None].float(), mode="bilinear",
+        padding_mode="border", align_corners=False,
+    )  # [1,D,1,N]
+    return F.normalize(sampled[0, :, 0].t(), p=2, dim=1)
+
+
+class SuperPoint(nn.Module):
+    """Shared VGG encoder (1/8 resolution) + detector head (65 bins) + descriptor head."""
+
+    default_conf = dict(
+        descriptor_dim=256,
+        nms_radius=4,
+        keypoint_threshold=0.005,
+        max_keypoints=-1,
+        remove_borders=4,
+        nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
+    )
+    cell = 8
+
+    def __init__(self, conf: dict | None = None):
+        super().__init__()
+        self.conf = {**self.default_conf, **(conf or {})}
+        if self.conf["nms"] not in NMS_FUNCTIONS:
+            raise ValueError(f"unknown nms {self.conf['nms']!r}; choose from {sorted(NMS_FUNCTIONS)}")
+        c1, c2, c3, c4, c5 = 64, 64, 128, 128, 256
+        dim = self.conf["descriptor_dim"]
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.conv1a = nn.Conv2d(1, c1, 3, padding=1)
+        self.conv1b = nn.Conv2d(c1, c1, 3, padding=1)
+        self.conv2a = nn.Conv2d(c1, c2, 3, padding=1)
+        self.conv2b = nn.Conv2d(c2, c2, 3, padding=1)
+        self.conv3a = nn.Conv2d(c2, c3, 3, padding=1)
+        self.conv3b = nn.Conv2d(c3, c3, 3, padding=1)
+        self.conv4a = nn.Conv2d(c3, c4, 3, padding=1)
+        self.conv4b = nn.Conv2d(c4, c4, 3, padding=1)
+        self.convPa = nn.Conv2d(c4, c5, 3, padding=1)
+        self.convPb = nn.Conv2d(c5, self.cell * self.cell + 1, 1)
+        self.convDa = nn.Conv2d(c4, c5, 3, padding=1)
+        self.convDb = nn.Conv2d(c5, dim, 1)
+
+    def forward_dense(self, image: torch.Tensor) -> dict:
+        """image [B,1,H,W] in [0,1], H and W multiples of 8 ->
+        logits [B,65,H/8,W/8] (raw) and descriptors [B,D,H/8,W/8] (L2-normalised over D)."""
+        x = self.relu(self.conv1a(image))
+        x = self.pool(self.relu(self.conv1b(x)))
+        x = self.relu(self.conv2a(x))
+        x = self.pool(self.relu(self.conv2b(x)))
+        x = self.relu(self.conv3a(x))
+        x = self.pool(self.relu(self.conv3b(x)))
+        x = self.relu(self.conv4a(x))
+        x = self.relu(self.conv4b(x))
+        logits = self.convPb(self.relu(self.convPa(x)))
+        desc = self.convDb(self.relu(self.convDa(x)))
+        desc = F.normalize(desc, p=2, dim=1)
+        return dict(logits=logits, descriptors=desc)
+
+    @staticmethod
+    def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
+        """[B,65,Hc,Wc] logits -> [B,8Hc,8Wc] keypoint probability (dustbin dropped).
+
+        Channel c = 8 * row + col inside the 8x8 cell (pixel_shuffle order)."""
+        prob = torch.softmax(logits.float(), dim=1)[:, :-1]
+        return F.pixel_shuffle(prob, 8)[:, 0]
+
+    @staticmethod
+    def to_gray(image: torch.Tensor) -> torch.Tensor:
+        if image.dim() == 3:
+            image = image[:, None]
+        if image.shape[1] == 3:
+            w = image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            image = (image * w).sum(1, keepdim=True)
+        if image.shape[1] != 1:
+            raise ValueError(f"SuperPoint expects [B,1,H,W] or [B,3,H,W] images, got {tuple(image.shape)}")
+        return image
+
+    def pad_to_cell(self, image: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad bottom/right so H and W are multiples of 8 (keypoints there are dropped)."""
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % self.cell, (-w) % self.cell
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), mode="replicate")
+        return image
+
+    def extract_keypoints(self, heatmap: torch.Tensor, height: int, width: int):
+        """heatmap [B,Hp,Wp] (padded size) -> per image (keypoints [N,2] xy, scores [N]).
+
+        NMS, then drop the pad and a border of ``remove_borders`` px of the real image,
+        threshold, keep the top ``max_keypoints`` by score (sorted by decreasing score)."""
+        conf = self.conf
+        heat = NMS_FUNCTIONS[conf["nms"]](heatmap, conf["nms_radius"])
+        b = conf["remove_borders"]
+        valid = torch.zeros_like(heat, dtype=torch.bool)
+        valid[:, b:height - b, b:width - b] = True
+        heat = torch.where(valid, heat, torch.zeros_like(heat))
+        keypoints, scores = [], []
+        for hb in heat:
+            ys, xs = torch.nonzero(hb > conf["keypoint_threshold"], as_tuple=True)
+            s = hb[ys, xs]
+            # stable sort: equal scores keep raster order, so results don't depend on the crop
+            s, idx = torch.sort(s, descending=True, stable=True)
+            k = conf["max_keypoints"]
+            if k is not None and k >= 0:
+                s, idx = s[:k], idx[:k]
+            kpts = torch.stack([xs[idx], ys[idx]], dim=-1).to(heatmap.dtype)
+            keypoints.append(kpts)
+            scores.append(s)
+        return keypoints, scores
+
+    def forward(self, image: torch.Tensor) -> dict:
+        """image [B,1,H,W] (or [B,3,H,W] RGB) in [0,1], any H, W ->
+        keypoints list of [N_i,2] (x, y) px, scores list of [N_i], descriptors list of [N_i,D]."""
+        image = self.to_gray(image)
+        height, width = image.shape[-2:]
+        dense = self.forward_dense(self.pad_to_cell(image))
+        heatmap = self.logits_to_heatmap(dense["logits"])
+        keypoints, scores = self.extract_keypoints(heatmap, height, width)
+        descriptors = [
+            sample_descriptors(k, d, self.cell) for k, d in zip(keypoints, dense["descriptors"])
+        ]
+        return dict(keypoints=keypoints, scores=scores, descriptors=descriptors)
