@@ -1,0 +1,198 @@
+"""Camera data -> numpy arrays, without ROS.
+
+The node receives raw bytes plus a few header fields (encoding, size, row stride);
+everything here works on those plain values so it can be tested without a ROS install
+and reused by offline tools (rosbag readers give the same fields). The message-level
+wrappers in `messages.py` only unpack ROS messages and call these functions.
+
+Output images are what `Extractor.extract` takes: uint8 HxW gray or HxWx3 BGR, a fresh
+C-contiguous copy that owns its memory (safe to keep after the message is released).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+# encoding -> (numpy dtype, channels, conversion to the output layout)
+_LAYOUTS = {
+    'mono8': ('u1', 1, 'gray'),
+    '8UC1': ('u1', 1, 'gray'),
+    'mono16': ('u2', 1, 'gray16'),
+    '16UC1': ('u2', 1, 'gray16'),
+    'bgr8': ('u1', 3, 'bgr'),
+    '8UC3': ('u1', 3, 'bgr'),
+    'rgb8': ('u1', 3, 'rgb'),
+    'bgra8': ('u1', 4, 'bgra'),
+    '8UC4': ('u1', 4, 'bgra'),
+    'rgba8': ('u1', 4, 'rgba'),
+    '32FC1': ('f4', 1, 'float'),
+}
+SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
+MONO16_SCALINGS = ('range', 'full')
+
+
+class ImageConversionError(ValueError):
+    """A camera message that cannot become an image; the message says why."""
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f'zero-size image ({width}x{height})')
+    if height * width > max_pixels:
+        raise ImageConversionError(
+            f'image too large: {width}x{height} = {width * height} pixels > '
+            f'max_image_pixels {max_pixels}')
+
+
+def _scale_to_uint8(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Linearly map the [min, max] of the valid values to [0, 255]; invalid -> 0.
+
+    Used for 16-bit and float images, whose useful range is camera specific (12-bit
+    sensors in mono16, depth in metres in 32FC1): a fixed scale would leave them dark.
+    """
+    vals = values[valid] if valid is not None else values
+    out = np.zeros(values.shape, np.uint8)
+    if vals.size == 0:
+        return out
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi <= lo:
+        scaled = np.zeros(values.shape, np.float64)
+    else:
+        scaled = (values.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    scaled = np.rint(np.clip(scaled, 0, 255))
+    if valid is None:
+        out[...] = scaled
+    else:
+        out[valid] = scaled[valid]
+    return out
+
+
+def image_to_array(encoding: str, height: int, width: int, step: int, data,
+                   is_bigendian: bool = False, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   mono16_scaling: str = 'range',
+                   warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """Decode raw image bytes (as in sensor_msgs/Image) to uint8 gray [H,W] or BGR [H,W,3].
+
+    step is the row stride in bytes (rows may be padded). mono16 is scaled to 8 bit by the
+    image's own range ('range') or by 1/257 ('full'). 32FC1 is range-scaled over its finite
+    values; NaN/inf pixels become 0 and are reported through `warn`.
+    Raises ImageConversionError naming the problem for anything it cannot convert.
+    """
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        raise ImageConversionError(
+            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    dtype_code, channels, kind = layout
+    height, width, step = int(height), int(width), int(step)
+    _check_size(height, width, max_pixels)
+    dtype = np.dtype(dtype_code).newbyteorder('>' if is_bigendian else '<')
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageConversionError(
+            f'step {step} < width*channels*bytes {row_bytes} for {encoding} {width}x{height}')
+    if step % dtype.itemsize:
+        raise ImageConversionError(
+            f'step {step} is not a multiple of the {dtype.itemsize}-byte pixel element of {encoding}')
+    buf = np.frombuffer(data, np.uint8)
+    # Standard size is step*height; also accept a last row without its padding.
+    if buf.size != step * height and buf.size != step * (height - 1) + row_bytes:
+        raise ImageConversionError(
+            f'data size {buf.size} does not match step*height = {step}*{height} = {step * height} '
+            f'({encoding} {width}x{height})')
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+
+    if kind == 'gray':
+        return pixels[:, :, 0].copy()
+    if kind == 'bgr':
+        return pixels.copy()
+    if kind == 'rgb':
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    if kind == 'bgra':
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if kind == 'rgba':
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    if kind == 'gray16':
+        return mono16_to_uint8(pixels[:, :, 0], mono16_scaling)
+    # float
+    values = pixels[:, :, 0].astype(np.float32)
+    finite = np.isfinite(values)
+    n_bad = int(values.size - np.count_nonzero(finite))
+    if n_bad == values.size:
+        raise ImageConversionError(f'{encoding} image {width}x{height} has no finite pixel (all NaN/inf)')
+    if n_bad and warn is not None:
+        warn(f'{encoding} image {width}x{height}: {n_bad} NaN/inf pixels set to 0')
+    return _scale_to_uint8(values, finite if n_bad else None)
+
+
+def mono16_to_uint8(values: np.ndarray, scaling: str = 'range') -> np.ndarray:
+    """uint16 [H,W] -> uint8 [H,W]: 'range' stretches min..max, 'full' divides by 257."""
+    if scaling == 'full':
+        return np.rint(values.astype(np.float32) / 257.0).astype(np.uint8)
+    if scaling == 'range':
+        return _scale_to_uint8(values)
+    raise ImageConversionError(f"unknown mono16 scaling '{scaling}' (use one of {MONO16_SCALINGS})")
+
+
+def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        mono16_scaling: str = 'range') -> np.ndarray:
+    """Decode a jpeg/png payload (as in sensor_msgs/CompressedImage) to uint8 gray or BGR."""
+    import cv2
+
+    buf = np.frombuffer(data, np.uint8)
+    if buf.size == 0:
+        raise ImageConversionError(f"empty compressed image (format '{fmt}')")
+    if 'compresseddepth' in fmt.lower().replace(' ', ''):
+        raise ImageConversionError(f"unsupported compressed format '{fmt}' (compressedDepth)")
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageConversionError(
+            f"could not decode compressed image (format '{fmt}', {buf.size} bytes)")
+    _check_size(image.shape[0], image.shape[1], max_pixels)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype == np.uint16:
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        image = mono16_to_uint8(image, mono16_scaling)
+    if image.dtype != np.uint8:
+        raise ImageConversionError(f"unsupported compressed pixel type {image.dtype} (format '{fmt}')")
+    return np.ascontiguousarray(image)
+
+
+def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int] | None = None,
+                  warn: Callable[[str], None] | None = None) -> np.ndarray | None:
+    """CameraInfo.k (9 values, row-major) -> K [3,3] float64, or None when unusable.
+
+    Unusable: non-finite values, zero/negative focal length (an uncalibrated camera
+    publishes all zeros), or a calibration size that differs from the image's (w, h).
+    Each case is reported through `warn`; the caller then matches without intrinsics.
+    """
+    K = np.asarray(k, dtype=np.float64).reshape(-1)
+    if K.size != 9:
+        _warn(warn, f'camera_info K has {K.size} values, expected 9: ignored')
+        return None
+    K = K.reshape(3, 3)
+    if not np.all(np.isfinite(K)):
+        _warn(warn, 'camera_info K has NaN/inf values: ignored')
+        return None
+    fx, fy = K[0, 0], K[1, 1]
+    if fx <= 0 or fy <= 0:
+        _warn(warn, f'camera_info has zero or negative focal length (fx={fx:g}, fy={fy:g}): '
+                    'K ignored, matching without intrinsics')
+        return None
+    if image_size is not None and width > 0 and height > 0 and (width, height) != tuple(image_size):
+        _warn(warn, f'camera_info size {width}x{height} differs from image size '
+                    f'{image_size[0]}x{image_size[1]}: K ignored')
+        return None
+    return K
+
+
+def _warn(warn, text: str) -> None:
+    if warn is not None:
+        warn(text)

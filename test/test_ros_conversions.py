@@ -1,0 +1,147 @@
+"""Raw camera bytes -> arrays: every supported encoding with exact pixel values, and every
+malformed input rejected with an error that names the problem."""
+import cv2
+import numpy as np
+import pytest
+
+from superglue_ros.ros.conversions import (ImageConversionError, camera_matrix,
+                                           compressed_to_array, image_to_array)
+
+RNG = np.random.default_rng(0)
+H, W = 5, 7
+BGR = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+GRAY = RNG.integers(0, 256, (H, W), dtype=np.uint8)
+
+
+def padded(rows: np.ndarray, pad: int) -> tuple[int, bytes]:
+    """Row-major bytes of `rows` [H, row_bytes] with `pad` junk bytes after each row."""
+    rows = rows.reshape(rows.shape[0], -1).view(np.uint8)
+    junk = np.full((rows.shape[0], pad), 0xAB, np.uint8)
+    return rows.shape[1] + pad, np.hstack([rows, junk]).tobytes()
+
+
+@pytest.mark.parametrize('pad', [0, 3])
+@pytest.mark.parametrize('encoding,source,expected', [
+    ('mono8', GRAY, GRAY),
+    ('8UC1', GRAY, GRAY),
+    ('bgr8', BGR, BGR),
+    ('8UC3', BGR, BGR),
+    ('rgb8', BGR[:, :, ::-1], BGR),
+    ('bgra8', np.dstack([BGR, np.full((H, W), 9, np.uint8)]), BGR),
+    ('rgba8', np.dstack([BGR[:, :, ::-1], np.full((H, W), 9, np.uint8)]), BGR),
+])
+def test_8bit_encodings_exact(encoding, source, expected, pad):
+    step, data = padded(np.ascontiguousarray(source), pad)
+    out = image_to_array(encoding, H, W, step, data)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_last_row_without_padding_is_accepted():
+    step, data = padded(GRAY, 4)
+    out = image_to_array('mono8', H, W, step, data[:-4])
+    np.testing.assert_array_equal(out, GRAY)
+
+
+@pytest.mark.parametrize('bigendian', [False, True])
+def test_mono16_range_and_full_scaling(bigendian):
+    values = np.array([[1000, 2000, 3000], [1500, 2500, 1000]], np.uint16)
+    raw = values.astype('>u2' if bigendian else '<u2')
+    step, data = padded(raw, 2)
+    ranged = image_to_array('mono16', 2, 3, step, data, is_bigendian=bigendian)
+    np.testing.assert_array_equal(ranged, [[0, 128, 255], [64, 191, 0]])
+    full = image_to_array('16UC1', 2, 3, step, data, is_bigendian=bigendian, mono16_scaling='full')
+    np.testing.assert_array_equal(full, np.rint(values / 257.0).astype(np.uint8))
+
+
+def test_32fc1_nan_inf_are_zeroed_and_reported():
+    values = np.array([[0.5, np.nan, 1.5], [np.inf, 1.0, -np.inf]], np.float32)
+    warnings = []
+    out = image_to_array('32FC1', 2, 3, 12, values.tobytes(), warn=warnings.append)
+    np.testing.assert_array_equal(out, [[0, 0, 255], [0, 128, 0]])
+    assert len(warnings) == 1 and '3 NaN/inf' in warnings[0]
+
+
+def test_32fc1_all_nan_is_an_error():
+    values = np.full((2, 2), np.nan, np.float32)
+    with pytest.raises(ImageConversionError, match='no finite pixel'):
+        image_to_array('32FC1', 2, 2, 8, values.tobytes())
+
+
+@pytest.mark.parametrize('args,match', [
+    (('yuv422', H, W, W * 2, bytes(H * W * 2)), "unsupported encoding 'yuv422'"),
+    (('bgr8', H, W, W * 3, bytes(H * W * 3 - 5)), 'data size'),
+    (('bgr8', H, W, W * 3 + 1, bytes(H * W * 3 + H)), None),   # padded by one: valid
+    (('bgr8', H, W, W * 2, bytes(H * W * 2)), 'step 14 < width'),
+    (('mono16', H, W, W * 2 + 1, bytes((W * 2 + 1) * H)), 'not a multiple'),
+    (('mono8', 0, W, W, b''), 'zero-size'),
+    (('mono8', H, 0, 0, b''), 'zero-size'),
+])
+def test_malformed_raw_images(args, match):
+    if match is None:
+        assert image_to_array(*args).shape == (H, W, 3)
+        return
+    with pytest.raises(ImageConversionError, match=match):
+        image_to_array(*args)
+
+
+def test_huge_image_rejected_before_reading_data():
+    with pytest.raises(ImageConversionError, match='too large.*max_image_pixels 1000'):
+        image_to_array('mono8', 100, 100, 100, b'', max_pixels=1000)
+
+
+def test_output_owns_its_memory():
+    data = bytearray(GRAY.tobytes())
+    out = image_to_array('mono8', H, W, W, data)
+    data[:] = bytes(len(data))
+    np.testing.assert_array_equal(out, GRAY)
+
+
+@pytest.mark.parametrize('ext', ['.png', '.jpg'])
+def test_compressed_color_and_gray(ext):
+    image = cv2.resize(BGR, (64, 48), interpolation=cv2.INTER_NEAREST)
+    ok, buf = cv2.imencode(ext, image)
+    out = compressed_to_array(ext[1:], buf.tobytes())
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    if ext == '.png':
+        np.testing.assert_array_equal(out, image)
+    ok, buf = cv2.imencode(ext, image[:, :, 0])
+    gray = compressed_to_array(ext[1:], buf.tobytes())
+    assert gray.shape == (48, 64)
+    if ext == '.png':
+        np.testing.assert_array_equal(gray, image[:, :, 0])
+
+
+def test_compressed_png16_and_rgba():
+    values = np.array([[100, 200], [300, 400]], np.uint16)
+    ok, buf = cv2.imencode('.png', values)
+    np.testing.assert_array_equal(compressed_to_array('png', buf.tobytes()), [[0, 85], [170, 255]])
+    bgra = np.dstack([BGR, np.full((H, W), 7, np.uint8)])
+    ok, buf = cv2.imencode('.png', bgra)
+    np.testing.assert_array_equal(compressed_to_array('png', buf.tobytes()), BGR)
+
+
+@pytest.mark.parametrize('payload,match', [
+    (b'', 'empty compressed'), (b'not an image at all', 'could not decode')])
+def test_compressed_garbage(payload, match):
+    with pytest.raises(ImageConversionError, match=match):
+        compressed_to_array('jpeg', payload)
+
+
+def test_compressed_huge_rejected():
+    ok, buf = cv2.imencode('.png', np.zeros((40, 50), np.uint8))
+    with pytest.raises(ImageConversionError, match='too large'):
+        compressed_to_array('png', buf.tobytes(), max_pixels=1999)
+
+
+def test_camera_matrix_validation():
+    k = [500.0, 0, 320, 0, 510.0, 240, 0, 0, 1]
+    np.testing.assert_array_equal(camera_matrix(k, 640, 480, (640, 480)), np.reshape(k, (3, 3)))
+    warnings = []
+    assert camera_matrix([0.0] * 9, warn=warnings.append) is None
+    assert 'zero or negative focal length' in warnings[-1]
+    assert camera_matrix([np.nan] + k[1:], warn=warnings.append) is None
+    assert 'NaN' in warnings[-1]
+    assert camera_matrix(k, 1280, 960, (640, 480), warn=warnings.append) is None
+    assert 'differs from image size' in warnings[-1]
+    assert camera_matrix(k[:6], warn=warnings.append) is None and '6 values' in warnings[-1]
