@@ -41,7 +41,6 @@ def generate_launch_description():
         Node(
             package='superglue_ros',
             executable='superglue_node',
-            name='superglue',
             namespace=namespace,
             parameters=[params_file],
             remappings=[('image', image), ('camera_info', camera_info)],
