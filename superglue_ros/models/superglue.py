@@ -1,0 +1,289 @@
+"""SuperGlue: attentional graph neural network + optimal transport for feature matching.
+
+Written from the paper (Sarlin, DeTone, Malisiewicz, Rabinovich, "SuperGlue: Learning Feature
+Matching with Graph Neural Networks", CVPR 2020). Parameter names follow the published
+``superglue_indoor.pth`` / ``superglue_outdoor.pth`` state dicts, and the multi-head channel
+split follows the published implementation (channel c = d * num_heads + h), so the same weights
+compute the same function.
+
+Tensor layout inside the network is channels-first [B,D,N] (Conv1d); the public ``forward``
+takes and returns keypoint-major tensors ([B,N,2], [B,N,D]) as in the team contract.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Finite stand-in for log(0) inside Sinkhorn: exp() of it is exactly 0 in fp32, and unlike -inf
+# it never produces NaN values or gradients for padded rows/columns.
+LOG_ZERO = -1e6
+
+
+def mlp(channels: list[int]) -> nn.Sequential:
+    """Conv1d(k=1) + BatchNorm1d + ReLU per hidden layer; the last layer is a plain Conv1d."""
+    layers: list[nn.Module] = []
+    for i in range(1, len(channels)):
+        layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1, bias=True))
+        if i < len(channels) - 1:
+            layers.append(nn.BatchNorm1d(channels[i]))
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def normalize_keypoints(kpts: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """kpts [B,N,2] px, image_size [B,2] (w, h) -> centred and divided by 0.7 * max(w, h)."""
+    size = image_size.to(kpts)
+    center = size / 2
+    scale = size.max(dim=1).values * 0.7
+    return (kpts - center[:, None, :]) / scale[:, None, None]
+
+
+class KeypointEncoder(nn.Module):
+    """MLP lifting (x, y, score) to the descriptor dimension so position enters the GNN."""
+
+    def __init__(self, feature_dim: int, layers: list[int]):
+        super().__init__()
+        self.encoder = mlp([3] + list(layers) + [feature_dim])
+        nn.init.constant_(self.encoder[-1].bias, 0.0)
+
+    def forward(self, kpts: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """kpts [B,N,2] normalised, scores [B,N] -> [B,D,N]."""
+        x = torch.cat([kpts.transpose(1, 2), scores[:, None, :]], dim=1)
+        return self.encoder(x)
+
+
+class MultiHeadedAttention(nn.Module):
+    """Multi-head attention over Conv1d projections (proj.0/1/2 = query/key/value, merge)."""
+
+    def __init__(self, num_heads: int, d_model: int):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"descriptor_dim {d_model} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.merge = nn.Conv1d(d_model, d_model, kernel_size=1)
+        self.proj = nn.ModuleList([nn.Conv1d(d_model, d_model, kernel_size=1) for _ in range(3)])
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,D,N] -> [B,head_dim,heads,N]; channel c = d * heads + h (published convention)."""
+        return x.reshape(x.shape[0], self.head_dim, self.num_heads, x.shape[-1])
+
+    def attend(self, q, k, v, key_mask=None) -> torch.Tensor:
+        """q [B,d,h,N], k/v [B,d,h,M], key_mask [B,M] bool -> message [B,D,N]."""
+        scores = torch.einsum("bdhn,bdhm->bhnm", q, k) / math.sqrt(self.head_dim)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        prob = torch.softmax(scores, dim=-1)
+        msg = torch.einsum("bhnm,bdhm->bdhn", prob, v)
+        return self.merge(msg.reshape(msg.shape[0], -1, msg.shape[-1]))
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, key_mask=None) -> torch.Tensor:
+        q = self.split_heads(self.proj[0](x))
+        k = self.split_heads(self.proj[1](source))
+        v = self.split_heads(self.proj[2](source))
+        return self.attend(q, k, v, key_mask)
+
+
+class AttentionalPropagation(nn.Module):
+    """One GNN layer: message from attention, MLP on [x | message], residual update outside."""
+
+    def __init__(self, feature_dim: int, num_heads: int):
+        super().__init__()
+        self.attn = MultiHeadedAttention(num_heads, feature_dim)
+        self.mlp = mlp([2 * feature_dim, 2 * feature_dim, feature_dim])
+        nn.init.constant_(self.mlp[-1].bias, 0.0)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, key_mask=None) -> torch.Tensor:
+        """x [B,D,N], source [B,D,M] -> delta [B,D,N]."""
+        message = self.attn(x, source, key_mask)
+        return self.mlp(torch.cat([x, message], dim=1))
+
+
+class AttentionalGNN(nn.Module):
+    def __init__(self, feature_dim: int, layer_names: list[str], num_heads: int):
+        super().__init__()
+        for name in layer_names:
+            if name not in ("self", "cross"):
+                raise ValueError(f"gnn layer must be 'self' or 'cross', got {name!r}")
+        self.names = list(layer_names)
+        self.layers = nn.ModuleList(
+            [AttentionalPropagation(feature_dim, num_heads) for _ in layer_names]
+        )
+
+    def forward(self, desc0, desc1, mask0=None, mask1=None):
+        """desc0 [B,D,M], desc1 [B,D,N], masks [B,M]/[B,N] bool -> updated descriptors."""
+        for layer, name in zip(self.layers, self.names):
+            if name == "cross":
+                src0, src1, kmask0, kmask1 = desc1, desc0, mask1, mask0
+            else:
+                src0, src1, kmask0, kmask1 = desc0, desc1, mask0, mask1
+            delta0 = layer(desc0, src0, kmask0)
+            delta1 = layer(desc1, src1, kmask1)
+            desc0, desc1 = desc0 + delta0, desc1 + delta1
+        return desc0, desc1
+
+
+def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
+                          mask0: torch.Tensor | None = None,
+                          mask1: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-domain Sinkhorn with one dustbin row and column, always computed in fp32.
+
+    scores [B,M,N], alpha scalar dustbin score, masks [B,M]/[B,N] bool (True = real).
+    Marginals per batch item with m real rows and n real columns: a = [1_m; n], b = [1_n; m],
+    both divided by (m + n); the result is multiplied back by (m + n), so each real row and
+    column of exp(result) sums to 1, the dustbin row to n and the dustbin column to m.
+    Returns the log assignment [B,M+1,N+1]; padded rows/columns hold LOG_ZERO.
+    """
+    scores = scores.float()
+    b, m, n = scores.shape
+    device = scores.device
+    if mask0 is None:
+        mask0 = torch.ones(b, m, dtype=torch.bool, device=device)
+    if mask1 is None:
+        mask1 = torch.ones(b, n, dtype=torch.bool, device=device)
+    ms = mask0.sum(1).float()  # [B]
+    ns = mask1.sum(1).float()
+    alpha = alpha.float().to(device)
+
+    couplings = torch.cat([
+        torch.cat([scores, alpha.expand(b, m, 1)], dim=2),
+        torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], dim=2),
+    ], dim=1)  # [B,M+1,N+1]
+    row_real = torch.cat([mask0, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
+    col_real = torch.cat([mask1, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
+    pair_real = row_real[:, :, None] & col_real[:, None, :]
+    couplings = couplings.masked_fill(~pair_real, LOG_ZERO)
+
+    norm = -torch.log((ms + ns).clamp(min=1.0))  # [B]
+    log_zero = torch.full_like(norm, LOG_ZERO)
+    bin_row = torch.where(ns > 0, torch.log(ns.clamp(min=1.0)) + norm, log_zero)
+    bin_col = torch.where(ms > 0, torch.log(ms.clamp(min=1.0)) + norm, log_zero)
+    log_mu = torch.cat([torch.where(mask0, norm[:, None], LOG_ZERO), bin_row[:, None]], dim=1)
+    log_nu = torch.cat([torch.where(mask1, norm[:, None], LOG_ZERO), bin_col[:, None]], dim=1)
+
+    u = torch.zeros_like(log_mu)
+    v = torch.zeros_like(log_nu)
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(couplings + v[:, None, :], dim=2)
+        v = log_nu - torch.logsumexp(couplings + u[:, :, None], dim=1)
+    log_p = couplings + u[:, :, None] + v[:, None, :] - norm[:, None, None]
+    return log_p.masked_fill(~pair_real, LOG_ZERO)
+
+
+def extract_matches(log_assignment: torch.Tensor, threshold: float,
+                    mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None) -> dict:
+    """Mutual argmax over the inner [M,N] block, confidence exp(log assignment) > threshold."""
+    inner = log_assignment[:, :-1, :-1]
+    b, m, n = inner.shape
+    device = inner.device
+    if m == 0 or n == 0:
+        return dict(
+            matches0=torch.full((b, m), -1, dtype=torch.long, device=device),
+            matches1=torch.full((b, n), -1, dtype=torch.long, device=device),
+            matching_scores0=inner.new_zeros((b, m)),
+            matching_scores1=inner.new_zeros((b, n)),
+        )
+    max0, idx0 = inner.max(dim=2)  # best column for each row
+    max1, idx1 = inner.max(dim=1)  # best row for each column
+    mutual0 = torch.arange(m, device=device)[None] == idx1.gather(1, idx0)
+    mutual1 = torch.arange(n, device=device)[None] == idx0.gather(1, idx1)
+    zero = inner.new_zeros(())
+    mscores0 = torch.where(mutual0, max0.exp(), zero)
+    mscores1 = torch.where(mutual1, mscores0.gather(1, idx1), zero)
+    valid0 = mutual0 & (mscores0 > threshold)
+    if mask0 is not None:
+        valid0 &= mask0
+    valid1 = mutual1 & valid0.gather(1, idx1)
+    if mask1 is not None:
+        valid1 &= mask1
+    return dict(
+        matches0=torch.where(valid0, idx0, torch.full_like(idx0, -1)),
+        matches1=torch.where(valid1, idx1, torch.full_like(idx1, -1)),
+        matching_scores0=torch.where(valid0, mscores0, zero),
+        matching_scores1=torch.where(valid1, mscores1, zero),
+    )
+
+
+def pad_batch(keypoints: list[torch.Tensor], scores: list[torch.Tensor],
+              descriptors: list[torch.Tensor]) -> dict:
+    """Stack variable-length keypoint sets into padded [B,Nmax,...] tensors + mask [B,Nmax].
+
+    keypoints[i] [N_i,2], scores[i] [N_i], descriptors[i] [N_i,D]. Padding is zeros."""
+    n_max = max([k.shape[0] for k in keypoints] + [0])
+    bsz = len(keypoints)
+    ref = descriptors[0]
+    d = ref.shape[-1]
+    kp = ref.new_zeros((bsz, n_max, 2))
+    sc = ref.new_zeros((bsz, n_max))
+    de = ref.new_zeros((bsz, n_max, d))
+    mask = torch.zeros((bsz, n_max), dtype=torch.bool, device=ref.device)
+    for i, (k, s, dsc) in enumerate(zip(keypoints, scores, descriptors)):
+        n = k.shape[0]
+        kp[i, :n], sc[i, :n], de[i, :n], mask[i, :n] = k, s, dsc, True
+    return dict(keypoints=kp, scores=sc, descriptors=de, mask=mask)
+
+
+class SuperGlue(nn.Module):
+    """Keypoint encoder + attentional GNN + final projection + Sinkhorn with a dustbin."""
+
+    default_conf = dict(
+        descriptor_dim=256,
+        keypoint_encoder=[32, 64, 128, 256],
+        gnn_layers=["self", "cross"] * 9,
+        num_heads=4,
+        sinkhorn_iterations=100,
+        match_threshold=0.2,
+    )
+
+    def __init__(self, conf: dict | None = None):
+        super().__init__()
+        self.conf = {**self.default_conf, **(conf or {})}
+        dim = self.conf["descriptor_dim"]
+        self.kenc = KeypointEncoder(dim, self.conf["keypoint_encoder"])
+        self.gnn = AttentionalGNN(dim, self.conf["gnn_layers"], self.conf["num_heads"])
+        self.final_proj = nn.Conv1d(dim, dim, kernel_size=1, bias=True)
+        self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
+
+    @staticmethod
+    def _broadcast_query(data: dict) -> dict:
+        """One query (batch 1 on side 0) against B candidates on side 1: repeat the query."""
+        b1 = data["keypoints1"].shape[0]
+        if data["keypoints0"].shape[0] == 1 and b1 > 1:
+            data = dict(data)
+            for key in ("keypoints0", "scores0", "descriptors0", "image_size0", "mask0"):
+                if data.get(key) is not None:
+                    data[key] = data[key].expand(b1, *data[key].shape[1:])
+        return data
+
+    def encode(self, kpts, scores, desc, image_size) -> torch.Tensor:
+        """Descriptor + keypoint encoding -> [B,D,N] GNN input."""
+        kpts_n = normalize_keypoints(kpts, image_size)
+        return desc.transpose(1, 2) + self.kenc(kpts_n, scores)
+
+    def forward(self, data: dict) -> dict:
+        """data: keypoints0 [B,M,2] px, scores0 [B,M], descriptors0 [B,M,D], image_size0 [B,2]
+        (w, h), optional mask0 [B,M] bool (True = real); the same with 1.
+        Returns log_assignment [B,M+1,N+1], matches0 [B,M], matches1 [B,N] (-1 = none),
+        matching_scores0 [B,M], matching_scores1 [B,N]."""
+        data = self._broadcast_query(data)
+        mask0, mask1 = data.get("mask0"), data.get("mask1")
+        kpts0, kpts1 = data["keypoints0"], data["keypoints1"]
+        b, m, n = kpts0.shape[0], kpts0.shape[1], kpts1.shape[1]
+        if m == 0 or n == 0:
+            log_assignment = kpts0.new_full((b, m + 1, n + 1), LOG_ZERO)
+            return dict(log_assignment=log_assignment,
+                        **extract_matches(log_assignment, self.conf["match_threshold"]))
+
+        desc0 = self.encode(kpts0, data["scores0"], data["descriptors0"], data["image_size0"])
+        desc1 = self.encode(kpts1, data["scores1"], data["descriptors1"], data["image_size1"])
+        desc0, desc1 = self.gnn(desc0, desc1, mask0, mask1)
+        mdesc0, mdesc1 = self.final_proj(desc0), self.final_proj(desc1)
+        scores = torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(self.conf["descriptor_dim"])
+        log_assignment = log_optimal_transport(
+            scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)
+        out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
+        return dict(log_assignment=log_assignment, **out)
