@@ -1,0 +1,149 @@
+"""Package plumbing: set-up idempotence, manifests, launch file, installed share/ layout.
+
+`ros2 launch` cannot run here (launch / launch_ros are not on PyPI), so the launch
+file is checked statically: it parses, declares the documented arguments, and
+starts the installed executable of this package with the params file and remaps.
+"""
+import ast
+import configparser
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.prefix)
+
+
+def test_setup_second_run_is_a_no_op():
+    """CI ran scripts/setup.sh from empty before the tests; running it again must skip every step."""
+    env = dict(os.environ)
+    env.pop('FORCE', None)
+    proc = subprocess.run(['bash', str(ROOT / 'scripts' / 'setup.sh')], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    lines = [ln for ln in out.splitlines() if ln.startswith('[setup] ')]
+    steps = ('venv:', 'torch:', 'requirements:', 'ros:', 'msgs:', 'package:', 'share:')
+    for step in steps:
+        step_lines = [ln for ln in lines if ln.startswith(f'[setup] {step}')]
+        assert step_lines, f'setup printed nothing for step {step}:\n{out}'
+        assert all('(skipped)' in ln for ln in step_lines), f'step {step} was not skipped:\n{out}'
+    assert 'pip install' not in out.replace('[setup]', ''), out
+    assert lines[-1].startswith('[setup] ready:'), out
+
+
+def test_setup_stamps_track_their_inputs(tmp_path):
+    """A stamp is keyed by a hash of the inputs: change an input and the step is no longer done."""
+    stamps = VENV / '.setup-stamps'
+    if not stamps.is_dir():
+        pytest.skip(f'{VENV} was not set up by scripts/setup.sh')
+    for name in ('torch', 'requirements', 'msgs', 'package'):
+        value = (stamps / name).read_text().strip()
+        assert re.fullmatch(r'[0-9a-f]{64}', value), f'{name}: {value!r}'
+    # The requirements stamp is the digest of requirements.txt and the torch version:
+    # reproduce it with the script's own digest function, then with a modified copy.
+    script = (ROOT / 'scripts' / 'setup.sh').read_text()
+    digest_fn = script[script.index('digest() {'):script.index('is_done()')]
+    from importlib.metadata import version
+    changed = tmp_path / 'requirements.txt'
+    changed.write_text((ROOT / 'requirements.txt').read_text() + 'extra-package\n')
+
+    def digest(*args):
+        return subprocess.run(['bash', '-c', digest_fn + '\ndigest "$@"', 'digest', *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    torch_version = version('torch')
+    assert digest(str(ROOT / 'requirements.txt'), torch_version) == (stamps / 'requirements').read_text().strip()
+    assert digest(str(changed), torch_version) != (stamps / 'requirements').read_text().strip()
+
+
+@pytest.mark.parametrize('manifest', ['package.xml', 'msg/superglue_ros_msgs/package.xml'])
+def test_package_manifests_are_valid_format_3(manifest):
+    from catkin_pkg.package import parse_package
+
+    pkg = parse_package(str(ROOT / manifest))  # validates names, e-mails, versions
+    assert pkg.package_format == 3
+    assert pkg.get_build_type() == ('ament_python' if manifest == 'package.xml' else 'ament_cmake')
+    if manifest == 'package.xml':
+        deps = {d.name for d in pkg.exec_depends}
+        assert {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'superglue_ros_msgs',
+                'builtin_interfaces'} <= deps
+    else:
+        assert 'rosidl_interface_packages' in {g.name for g in pkg.member_of_groups}
+
+
+def test_every_interface_file_is_generated_and_documented():
+    """Each .msg/.srv is listed in CMakeLists.txt, importable, and every field line has a comment."""
+    pkg = ROOT / 'msg' / 'superglue_ros_msgs'
+    cmake = (pkg / 'CMakeLists.txt').read_text()
+    files = sorted(pkg.glob('msg/*.msg')) + sorted(pkg.glob('srv/*.srv'))
+    assert {f.name for f in files} >= {'Correspondences.msg', 'KeyframeFeatures.msg',
+                                       'LoopCandidates.msg', 'LoopResult.msg', 'VerifyLoop.srv'}
+    import importlib
+    for f in files:
+        assert f'"{f.parent.name}/{f.name}"' in cmake, f'{f.name} missing from CMakeLists.txt'
+        module = importlib.import_module(f'superglue_ros_msgs.{f.parent.name}')
+        assert hasattr(module, f.stem), f'superglue_ros_msgs.{f.parent.name}.{f.stem} not generated'
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.strip()
+            if code and not code.startswith('#') and code != '---':
+                assert '#' in code, f'{f.name}:{n} has no comment: {code}'
+
+
+def _launch_tree():
+    return ast.parse((ROOT / 'launch' / 'superglue.launch.py').read_text())
+
+
+def _calls(tree, name):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
+
+
+def test_launch_file_declares_arguments_and_runs_the_node():
+    tree = _launch_tree()
+    assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description' for n in tree.body)
+    declared = {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')}
+    assert {'params_file', 'namespace', 'image', 'camera_info'} <= declared
+    used = {c.args[0].value for c in _calls(tree, 'LaunchConfiguration')}
+    assert declared == used, f'declared {declared} but used {used}'
+    (node,) = _calls(tree, 'Node')
+    kw = {k.arg: k.value for k in node.keywords}
+    assert kw['package'].value == 'superglue_ros'
+    assert kw['executable'].value == 'superglue_node'
+    remapped = {e.elts[0].value for e in kw['remappings'].elts}
+    assert remapped == {'image', 'camera_info'}
+    # the default params file is the installed config/superglue.yaml
+    src = ast.unparse(tree)
+    assert "get_package_share_directory('superglue_ros'), 'config', 'superglue.yaml'" in src
+
+
+def test_launch_executable_is_a_console_script():
+    """`ros2 run/launch superglue_ros superglue_node` needs that entry point in setup.py."""
+    tree = ast.parse((ROOT / 'setup.py').read_text())
+    (setup_call,) = _calls(tree, 'setup')
+    kw = {k.arg: k.value for k in setup_call.keywords}
+    scripts = ast.literal_eval(kw['entry_points'])['console_scripts']
+    entries = dict(re.fullmatch(r'\s*(\S+)\s*=\s*(\S+)\s*', s).groups() for s in scripts)
+    assert entries['superglue_node'] == 'superglue_ros.ros.node:main'
+    assert entries['superglue-demo'] == 'superglue_ros.ros.demo:main'
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / 'setup.cfg')
+    assert cfg['install']['install_scripts'] == '$base/lib/superglue_ros'
+
+
+def test_installed_share_layout_for_ament_index():
+    """What ament_index / get_package_share_directory see after set-up."""
+    from ament_index_python.packages import get_package_share_directory
+
+    os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+    share = Path(get_package_share_directory('superglue_ros'))
+    assert (share / 'package.xml').resolve() == (ROOT / 'package.xml').resolve()
+    assert (share / 'launch' / 'superglue.launch.py').is_file()
+    assert (share / 'config').resolve() == (ROOT / 'config').resolve()
+    msgs_share = Path(get_package_share_directory('superglue_ros_msgs'))
+    assert (msgs_share / 'msg' / 'Correspondences.msg').is_file()
+    assert (msgs_share / 'srv' / 'VerifyLoop.srv').is_file()
