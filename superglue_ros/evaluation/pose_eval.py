@@ -1,0 +1,200 @@
+"""Relative-pose evaluation on calibrated image pairs.
+
+Pairs file format (one pair per line, as in the SuperGlue reference evaluation):
+    name0 name1 rot0 rot1 K0(9 values) K1(9) T_0to1(16, row-major 4x4)
+T_0to1 maps camera-0 coordinates to camera-1 coordinates (X1 = R X0 + t). rot0/rot1 are EXIF
+rotations in multiples of 90 degrees; only 0 is supported here.
+"""
+from __future__ import annotations
+
+import pathlib
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..geometry import DEFAULT_ESTIMATOR, normalize_points, verify
+from .metrics import error_auc, relative_pose_error
+
+AUC_THRESHOLDS_DEG = (5, 10, 20)
+NUM_COLUMNS = 2 + 2 + 9 + 9 + 16
+
+
+@dataclass
+class PosePair:
+    name0: str
+    name1: str
+    K0: np.ndarray       # 3x3
+    K1: np.ndarray       # 3x3
+    T_0to1: np.ndarray   # 4x4
+
+
+def parse_pose_pair(line: str, where: str = '') -> PosePair:
+    """One pairs-file line -> PosePair; ValueError naming `where` on malformed input."""
+    fields = line.split()
+    if len(fields) != NUM_COLUMNS:
+        raise ValueError(f'{where}: expected {NUM_COLUMNS} columns (name0 name1 rot0 rot1 '
+                         f'K0(9) K1(9) T_0to1(16)), got {len(fields)}')
+    try:
+        rot0, rot1 = int(fields[2]), int(fields[3])
+        values = np.array(fields[4:], np.float64)
+    except ValueError as error:
+        raise ValueError(f'{where}: non-numeric value ({error})') from None
+    if rot0 % 4 or rot1 % 4:
+        raise ValueError(f'{where}: EXIF rotations {rot0} {rot1} are not supported (only 0)')
+    return PosePair(fields[0], fields[1], values[:9].reshape(3, 3), values[9:18].reshape(3, 3),
+                    values[18:].reshape(4, 4))
+
+
+def read_pose_pairs(path) -> list[PosePair]:
+    """Parse a pairs file; blank lines and '#' comments are skipped."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'pairs file not found: {path}')
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith('#'):
+            pairs.append(parse_pose_pair(line, f'{path}:{number}'))
+    return pairs
+
+
+def format_pose_pair(pair: PosePair) -> str:
+    values = np.r_[pair.K0.reshape(-1), pair.K1.reshape(-1), pair.T_0to1.reshape(-1)]
+    return ' '.join([pair.name0, pair.name1, '0', '0'] + [repr(float(v)) for v in values])
+
+
+def relative_transform(R0, t0, R1, t1) -> np.ndarray:
+    """4x4 T_0to1 from world-to-camera poses (X_i = R_i X_w + t_i)."""
+    T = np.eye(4)
+    T[:3, :3] = R1 @ R0.T
+    T[:3, 3] = t1 - R1 @ R0.T @ t0
+    return T
+
+
+def read_middlebury_par(par_file) -> dict:
+    """Middlebury multi-view `*_par.txt` -> {name: (K, R, t)} (projection = K [R t])."""
+    par_file = pathlib.Path(par_file)
+    cameras = {}
+    lines = par_file.read_text().split('\n')
+    for number, line in enumerate(lines[1:], 2):  # first line: number of cameras
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 22:
+            raise ValueError(f'{par_file}:{number}: expected 22 columns (name K(9) R(9) t(3)),'
+                             f' got {len(fields)}')
+        try:
+            values = np.array(fields[1:], np.float64)
+        except ValueError as error:
+            raise ValueError(f'{par_file}:{number}: non-numeric value ({error})') from None
+        cameras[fields[0]] = (values[:9].reshape(3, 3), values[9:18].reshape(3, 3),
+                              values[18:21])
+    return cameras
+
+
+def make_middlebury_pairs(par_file, image_dir=None, min_angle_deg=5.0, max_angle_deg=25.0
+                          ) -> list[PosePair]:
+    """Pairs of views whose relative rotation lies in [min_angle_deg, max_angle_deg]
+    (moderate baselines; neighbours on the templeRing are 7.7 deg apart). With image_dir,
+    only views whose image file exists there are used."""
+    cameras = read_middlebury_par(par_file)
+    names = sorted(cameras)
+    if image_dir is not None:
+        names = [n for n in names if (pathlib.Path(image_dir) / n).is_file()]
+    pairs = []
+    for i, name0 in enumerate(names):
+        K0, R0, t0 = cameras[name0]
+        for name1 in names[i + 1:]:
+            K1, R1, t1 = cameras[name1]
+            T = relative_transform(R0, t0, R1, t1)
+            angle = np.degrees(np.arccos(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1, 1)))
+            if min_angle_deg <= angle <= max_angle_deg:
+                pairs.append(PosePair(name0, name1, K0, K1, T))
+    return pairs
+
+
+def write_pose_pairs(path, pairs: list[PosePair]) -> None:
+    pathlib.Path(path).write_text(''.join(format_pose_pair(p) + '\n' for p in pairs))
+
+
+def epipolar_errors(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
+    """Symmetric squared epipolar distance [K] in normalised coordinates under the GT pose."""
+    if len(pts0) == 0:
+        return np.zeros(0)
+    n0 = np.c_[normalize_points(pts0, K0), np.ones(len(pts0))]
+    n1 = np.c_[normalize_points(pts1, K1), np.ones(len(pts1))]
+    t = T_0to1[:3, 3]
+    t_skew = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    E = t_skew @ T_0to1[:3, :3]
+    Ep0 = n0 @ E.T
+    Etp1 = n1 @ E
+    d = np.sum(n1 * Ep0, 1)
+    return d ** 2 * (1.0 / (Ep0[:, 0] ** 2 + Ep0[:, 1] ** 2)
+                     + 1.0 / (Etp1[:, 0] ** 2 + Etp1[:, 1] ** 2))
+
+
+def evaluate_pose(extractor, matcher, pairs: list[PosePair], input_dir, resize=-1,
+                  threshold_px=1.0, estimator=DEFAULT_ESTIMATOR, epipolar_threshold=5e-4,
+                  progress=False, return_per_pair=False, desc='pose') -> dict:
+    """Relative-pose AUC at 5/10/20 degrees (error = max(rotation, translation angle)) with
+    E estimated by geometry.verify, plus match precision by epipolar distance.
+
+    resize: -1 keeps the images; else the larger side is scaled to `resize` and keypoints
+    are mapped back to original pixels before estimation (K stays valid).
+    """
+    input_dir = pathlib.Path(input_dir)
+    per_pair = []
+    for pair in tqdm(pairs, desc=desc, disable=not progress, leave=False):
+        feats = []
+        start = time.perf_counter()
+        for name in (pair.name0, pair.name1):
+            image = cv2.imread(str(input_dir / name), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                raise ValueError(f'cannot read image {input_dir / name}')
+            height, width = image.shape
+            scale = 1.0 if resize is None or resize <= 0 else resize / max(height, width)
+            if scale != 1.0:
+                small = cv2.resize(image, (round(width * scale), round(height * scale)),
+                                   interpolation=cv2.INTER_AREA)
+                f = extractor.extract(small)
+                f = f.scaled(width / small.shape[1], height / small.shape[0], (width, height))
+            else:
+                f = extractor.extract(image)
+            feats.append(f)
+        extract_s = (time.perf_counter() - start) / 2
+        start = time.perf_counter()
+        matches = matcher.match(feats[0], feats[1])
+        match_s = time.perf_counter() - start
+        idx0, idx1 = matches.indices()
+        pts0 = feats[0].keypoints[idx0].astype(np.float64)
+        pts1 = feats[1].keypoints[idx1].astype(np.float64)
+        model = verify(pts0, pts1, pair.K0, pair.K1, model='essential',
+                       threshold_px=threshold_px, estimator=estimator)
+        err_R, err_t = relative_pose_error(pair.T_0to1, model.R, model.t)
+        correct = epipolar_errors(pts0, pts1, pair.T_0to1, pair.K0, pair.K1) \
+            < epipolar_threshold
+        per_pair.append(dict(
+            name=f'{pair.name0} {pair.name1}', num_keypoints0=len(feats[0]),
+            num_matches=len(idx0), num_correct=int(correct.sum()),
+            precision=float(correct.mean()) if len(idx0) else float('nan'),
+            num_inliers=model.num_inliers, error_R=err_R, error_t=err_t,
+            error_pose=max(err_R, err_t), extract_ms=1000 * extract_s, match_ms=1000 * match_s))
+    summary = summarize_pose(per_pair)
+    if return_per_pair:
+        summary['per_pair'] = per_pair
+    return summary
+
+
+def summarize_pose(per_pair: list[dict], thresholds=AUC_THRESHOLDS_DEG) -> dict:
+    summary = dict(num_pairs=len(per_pair))
+    for key in ('precision', 'num_keypoints0', 'num_matches', 'num_correct', 'num_inliers',
+                'extract_ms', 'match_ms'):
+        values = np.array([p[key] for p in per_pair], np.float64)
+        values = values[np.isfinite(values)]
+        summary[key] = float(values.mean()) if len(values) else float('nan')
+    aucs = error_auc([p['error_pose'] for p in per_pair], thresholds)
+    for threshold, auc in zip(thresholds, aucs):
+        summary[f'pose_auc@{threshold}deg'] = auc
+    return summary

@@ -1,0 +1,362 @@
+"""Feature and match containers, the extractor/matcher interfaces and the registry.
+
+Everything that produces or consumes correspondences (the node, ``superglue-match``, the
+evaluation toolkit, training validation) talks to these types only, so a classical baseline and
+the learned SuperPoint/SuperGlue pair are interchangeable by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = 'auto') -> torch.device:
+    """Map 'auto' to CUDA when available, else CPU; pass explicit devices through.
+
+    Asking for 'cuda' on a machine without it raises a clear error instead of failing later.
+    """
+    if isinstance(device, torch.device):
+        return device
+    device = str(device or 'auto').lower()
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available "
+                         "(use 'cpu' or 'auto')")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r} (expected 'auto', 'cpu' or 'cuda[:N]')") \
+            from error
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW gray from uint8 HxW gray, HxWx1, HxWx3 BGR or HxWx4 BGRA."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    if image.ndim != 2:
+        raise ValueError(f'expected an HxW or HxWx3 image, got shape {image.shape}')
+    if image.dtype != np.uint8:
+        raise ValueError(f'expected a uint8 image, got dtype {image.dtype}')
+    return image
+
+
+@dataclass
+class Features:
+    """Keypoints of one image.
+
+    keypoints: float32 [N,2] (x, y) pixels of the image given to extract()
+    scores: float32 [N]
+    descriptors: [N,D] float32 L2-normalised, or uint8 [N,32] for ORB
+    image_size: (width, height)
+    cache: matcher-private data (e.g. tensors on the compute device) so reference frames are
+        not re-uploaded for every match; never part of the public value of the features.
+    """
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.keypoints = np.asarray(self.keypoints, np.float32).reshape(-1, 2)
+        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+        self.descriptors = np.asarray(self.descriptors)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        n = len(self.keypoints)
+        if len(self.scores) != n or len(self.descriptors) != n:
+            raise ValueError(f'inconsistent feature counts: {n} keypoints, {len(self.scores)} '
+                             f'scores, {len(self.descriptors)} descriptors')
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def scaled(self, sx: float, sy: float, image_size) -> 'Features':
+        """Copy with keypoints mapped to the same image resized by sx = new_width / width,
+        sy = new_height / height; image_size is the new (width, height).
+
+        Pixel centres are aligned as cv2.resize does: x' = (x + 0.5) * sx - 0.5. The cache is
+        dropped because cached tensors hold the old coordinates.
+        """
+        scale = np.array([sx, sy], np.float32)
+        kpts = (self.keypoints + 0.5) * scale - 0.5
+        return Features(kpts, self.scores.copy(), self.descriptors.copy(), tuple(image_size))
+
+    def nbytes(self) -> int:
+        """Host memory of the arrays plus tensors in the cache (for bounded keyframe caches)."""
+        total = self.keypoints.nbytes + self.scores.nbytes + self.descriptors.nbytes
+
+        def size(value):
+            if isinstance(value, torch.Tensor):
+                return value.element_size() * value.nelement()
+            if isinstance(value, np.ndarray):
+                return value.nbytes
+            if isinstance(value, dict):
+                return sum(size(v) for v in value.values())
+            if isinstance(value, (list, tuple)):
+                return sum(size(v) for v in value)
+            return 0
+        return total + size(self.cache)
+
+    @classmethod
+    def empty(cls, image_size, descriptor_dim=256, dtype=np.float32) -> 'Features':
+        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, descriptor_dim), dtype), image_size)
+
+
+@dataclass
+class Matches:
+    """Matches from image 0 to image 1.
+
+    matches0: int64 [N0], index into keypoints1 or -1
+    scores0: float32 [N0], confidence, 0 where unmatched
+    """
+    matches0: np.ndarray
+    scores0: np.ndarray
+
+    def __post_init__(self):
+        self.matches0 = np.asarray(self.matches0, np.int64).reshape(-1)
+        self.scores0 = np.asarray(self.scores0, np.float32).reshape(-1)
+        if len(self.matches0) != len(self.scores0):
+            raise ValueError(f'matches0 has {len(self.matches0)} entries but scores0 '
+                             f'{len(self.scores0)}')
+
+    def __len__(self) -> int:
+        return int((self.matches0 >= 0).sum())
+
+    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(idx0, idx1) int64 [K] of the matched pairs."""
+        idx0 = np.flatnonzero(self.matches0 >= 0)
+        return idx0, self.matches0[idx0]
+
+    @classmethod
+    def none(cls, n0: int) -> 'Matches':
+        return cls(np.full(n0, -1, np.int64), np.zeros(n0, np.float32))
+
+    @classmethod
+    def from_pairs(cls, n0: int, idx0, idx1, scores) -> 'Matches':
+        matches = cls.none(n0)
+        matches.matches0[np.asarray(idx0, np.int64)] = np.asarray(idx1, np.int64)
+        matches.scores0[np.asarray(idx0, np.int64)] = np.asarray(scores, np.float32)
+        return matches
+
+
+class Extractor:
+    """Turns a uint8 image (HxW gray or HxWx3 BGR) into Features."""
+    name = 'extractor'
+    default_conf: dict = {}
+
+    def __init__(self, device='cpu', **conf):
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f'{self.name}: unknown option(s) {sorted(unknown)}; '
+                             f'known: {sorted(self.default_conf)}')
+        self.conf = {**self.default_conf, **conf}
+        self.device = resolve_device(device)
+
+    def extract(self, image: np.ndarray) -> Features:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f'{type(self).__name__}({self.conf})'
+
+
+class Matcher:
+    """Matches Features of image 0 against Features of image 1 (or many references)."""
+    name = 'matcher'
+    default_conf: dict = {}
+
+    def __init__(self, device='cpu', **conf):
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f'{self.name}: unknown option(s) {sorted(unknown)}; '
+                             f'known: {sorted(self.default_conf)}')
+        self.conf = {**self.default_conf, **conf}
+        self.device = resolve_device(device)
+
+    def match(self, f0: Features, f1: Features) -> Matches:
+        raise NotImplementedError
+
+    def match_many(self, f0: Features, refs: list[Features]) -> list[Matches]:
+        """Match one query against several references (loop closure). Default: one by one."""
+        return [self.match(f0, f1) for f1 in refs]
+
+    def __repr__(self):
+        return f'{type(self).__name__}({self.conf})'
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned features: SuperPoint + SuperGlue wrappers around superglue_ros.models
+# ---------------------------------------------------------------------------------------------
+
+CACHE_KEY = 'torch'  # Features.cache[CACHE_KEY] = dict(device=str, keypoints, scores, descriptors)
+
+
+def _cached_tensors(features: Features, device: torch.device) -> dict:
+    """Tensors of `features` on `device`, uploaded once and kept in features.cache.
+
+    keypoints [N,2], scores [N], descriptors [N,D] float32.
+    """
+    entry = features.cache.get(CACHE_KEY)
+    if entry is None or entry['device'] != str(device):
+        entry = dict(
+            device=str(device),
+            keypoints=torch.from_numpy(features.keypoints).to(device),
+            scores=torch.from_numpy(features.scores).to(device),
+            descriptors=torch.from_numpy(
+                np.ascontiguousarray(features.descriptors, np.float32)).to(device))
+        features.cache[CACHE_KEY] = entry
+    return entry
+
+
+class SuperPointExtractor(Extractor):
+    """SuperPoint keypoints and 256-d descriptors (weights: shipped file or `weights` path)."""
+    name = 'superpoint'
+    default_conf = dict(max_keypoints=512, keypoint_threshold=0.005, nms_radius=4,
+                        remove_borders=4, weights=None, keep_on_device=True)
+
+    def __init__(self, device='cpu', model=None, **conf):
+        """model: an already built SuperPoint (e.g. during training); else loaded from
+        conf["weights"] or the shipped file. A given model is put in eval mode (call
+        .train() again afterwards when training)."""
+        super().__init__(device, **conf)
+        model_conf = {k: self.conf[k] for k in
+                      ('max_keypoints', 'keypoint_threshold', 'nms_radius', 'remove_borders')}
+        if model is None:
+            from .models.weights import load_model
+            model = load_model('superpoint', self.conf['weights'], conf=model_conf,
+                               device=self.device)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def extract(self, image: np.ndarray) -> Features:
+        gray = to_gray(image)
+        height, width = gray.shape
+        tensor = torch.from_numpy(gray).to(self.device, torch.float32)[None, None] / 255.0
+        pred = self.model(tensor)
+        kpts, scores, desc = (pred['keypoints'][0], pred['scores'][0], pred['descriptors'][0])
+        features = Features(kpts.float().cpu().numpy(), scores.float().cpu().numpy(),
+                            desc.float().cpu().numpy(), (width, height))
+        if self.conf['keep_on_device']:
+            features.cache[CACHE_KEY] = dict(device=str(self.device), keypoints=kpts.float(),
+                                             scores=scores.float(), descriptors=desc.float())
+        return features
+
+
+class SuperGlueMatcher(Matcher):
+    """SuperGlue attentional matcher; match_many runs one padded batch for N references."""
+    name = 'superglue'
+    default_conf = dict(weights=None, sinkhorn_iterations=100, match_threshold=0.2)
+
+    def __init__(self, device='cpu', model=None, **conf):
+        """model: an already built SuperGlue (e.g. during training); else loaded from
+        conf["weights"] or the shipped file. A given model is put in eval mode (call
+        .train() again afterwards when training)."""
+        super().__init__(device, **conf)
+        model_conf = {k: self.conf[k] for k in ('sinkhorn_iterations', 'match_threshold')}
+        if model is None:
+            from .models.weights import load_model
+            model = load_model('superglue', self.conf['weights'], conf=model_conf,
+                               device=self.device)
+        self.model = model.to(self.device).eval()
+
+    def match(self, f0: Features, f1: Features) -> Matches:
+        return self.match_many(f0, [f1])[0]
+
+    @torch.inference_mode()
+    def match_many(self, f0: Features, refs: list[Features]) -> list[Matches]:
+        results = [Matches.none(len(f0)) for _ in refs]
+        batch = [i for i, f1 in enumerate(refs) if len(f1) > 0]
+        if len(f0) == 0 or not batch:
+            return results
+        q = _cached_tensors(f0, self.device)
+        r = [_cached_tensors(refs[i], self.device) for i in batch]
+        size_b, max_n = len(batch), max(len(refs[i]) for i in batch)
+        dim = q['descriptors'].shape[-1]
+        kpts1 = q['keypoints'].new_zeros(size_b, max_n, 2)
+        scores1 = q['scores'].new_zeros(size_b, max_n)
+        desc1 = q['descriptors'].new_zeros(size_b, max_n, dim)
+        mask1 = torch.zeros(size_b, max_n, dtype=torch.bool, device=self.device)
+        for b, entry in enumerate(r):
+            n = len(entry['keypoints'])
+            kpts1[b, :n], scores1[b, :n], desc1[b, :n] = (
+                entry['keypoints'], entry['scores'], entry['descriptors'])
+            mask1[b, :n] = True
+        m = len(f0)
+        data = dict(
+            keypoints0=q['keypoints'][None].expand(size_b, m, 2),
+            scores0=q['scores'][None].expand(size_b, m),
+            descriptors0=q['descriptors'][None].expand(size_b, m, dim),
+            image_size0=torch.tensor([f0.image_size] * size_b, dtype=torch.float32,
+                                     device=self.device),
+            mask0=torch.ones(size_b, m, dtype=torch.bool, device=self.device),
+            keypoints1=kpts1, scores1=scores1, descriptors1=desc1,
+            image_size1=torch.tensor([refs[i].image_size for i in batch], dtype=torch.float32,
+                                     device=self.device),
+            mask1=mask1)
+        pred = self.model(data)
+        matches0 = pred['matches0'].cpu().numpy()
+        scores0 = pred['matching_scores0'].float().cpu().numpy()
+        for b, i in enumerate(batch):
+            n = len(refs[i])
+            valid = (matches0[b] >= 0) & (matches0[b] < n)  # never point into padding
+            results[i] = Matches(np.where(valid, matches0[b], -1),
+                                 np.where(valid, scores0[b], 0.0))
+        return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+def _extractors() -> dict:
+    from . import baselines
+    return {'superpoint': SuperPointExtractor, 'orb': baselines.ORBExtractor,
+            'sift': baselines.SIFTExtractor}
+
+
+def _matchers() -> dict:
+    from . import baselines
+    return {'superglue': SuperGlueMatcher, 'mnn': baselines.MutualNearestNeighborMatcher,
+            'ratio': baselines.RatioMatcher, 'ratio-hamming': baselines.HammingRatioMatcher}
+
+
+def build_extractor(name: str, device='cpu', **conf) -> Extractor:
+    """Extractor by name: 'superpoint', 'orb', 'sift'."""
+    extractors = _extractors()
+    if name not in extractors:
+        raise ValueError(f'unknown extractor {name!r}; choose one of {sorted(extractors)}')
+    return extractors[name](device=device, **conf)
+
+
+def build_matcher(name: str, device='cpu', **conf) -> Matcher:
+    """Matcher by name: 'superglue', 'mnn', 'ratio' (SIFT), 'ratio-hamming' (ORB)."""
+    matchers = _matchers()
+    if name not in matchers:
+        raise ValueError(f'unknown matcher {name!r}; choose one of {sorted(matchers)}')
+    return matchers[name](device=device, **conf)
+
+
+PRESETS = {'superglue': ('superpoint', 'superglue'), 'superpoint-mnn': ('superpoint', 'mnn'),
+           'sift': ('sift', 'ratio'), 'orb': ('orb', 'ratio-hamming')}
+
+
+def build_preset(name: str, device='cpu', **conf) -> tuple[Extractor, Matcher]:
+    """(extractor, matcher) of a preset. conf may hold `extractor`/`matcher` option dicts;
+    any other key (e.g. max_keypoints) goes to the extractor."""
+    if name not in PRESETS:
+        raise ValueError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
+    extractor_name, matcher_name = PRESETS[name]
+    conf = dict(conf)
+    matcher_conf = dict(conf.pop('matcher', None) or {})
+    extractor_conf = {**dict(conf.pop('extractor', None) or {}), **conf}
+    return (build_extractor(extractor_name, device, **extractor_conf),
+            build_matcher(matcher_name, device, **matcher_conf))

@@ -1,0 +1,169 @@
+"""Geometric verification of correspondences with OpenCV's USAC robust estimators.
+
+Matches are only useful to SLAM once the outliers are gone; this module fits an essential
+matrix (intrinsics known), a fundamental matrix or a homography and returns the inlier mask,
+plus the relative pose (R, t) for the essential case. The robust estimator is OpenCV's USAC
+framework; the default (MAGSAC++) was chosen by measurement, see
+``superglue_ros.evaluation.robust_estimators``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+ESTIMATORS = {
+    'magsac': cv2.USAC_MAGSAC,      # MAGSAC++ scoring, threshold-robust
+    'accurate': cv2.USAC_ACCURATE,  # GC-RANSAC local optimisation
+    'usac': cv2.USAC_DEFAULT,
+    'prosac': cv2.USAC_PROSAC,      # expects points sorted by confidence
+    'ransac': cv2.RANSAC,           # classic RANSAC
+    'lmeds': cv2.LMEDS,
+}
+DEFAULT_ESTIMATOR = 'magsac'
+MIN_POINTS = {'homography': 4, 'fundamental': 8, 'essential': 5}
+
+
+@dataclass
+class GeometricModel:
+    """Result of verify().
+
+    kind: 'essential' | 'fundamental' | 'homography' | 'none'
+    matrix: 3x3 model (zeros when kind == 'none')
+    inliers: bool [K], one per input correspondence
+    R, t: rotation 3x3 and unit translation (3,) from camera 0 to camera 1 (x1 = R x0 + t),
+        essential only, else None
+    """
+    kind: str
+    matrix: np.ndarray
+    inliers: np.ndarray
+    R: np.ndarray | None = None
+    t: np.ndarray | None = None
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+    @classmethod
+    def none(cls, num_points: int) -> 'GeometricModel':
+        return cls('none', np.zeros((3, 3)), np.zeros(num_points, bool))
+
+
+def _points(pts, name) -> np.ndarray:
+    pts = np.asarray(pts, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f'{name} must have shape [K,2], got {pts.shape}')
+    return np.ascontiguousarray(pts)
+
+
+def _method(estimator: str) -> int:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f'unknown robust estimator {estimator!r}; choose from '
+                         f'{sorted(ESTIMATORS)}')
+    return ESTIMATORS[estimator]
+
+
+def _mask(mask, num_points) -> np.ndarray:
+    if mask is None:
+        return np.zeros(num_points, bool)
+    return np.asarray(mask).reshape(-1).astype(bool)
+
+
+def estimate_homography(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
+                        confidence=0.9999, max_iters=10000):
+    """H (3x3, pts1 ~ H pts0) and inlier mask bool [K], or (None, all False)."""
+    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+    if len(pts0) < MIN_POINTS['homography']:
+        return None, np.zeros(len(pts0), bool)
+    H, mask = cv2.findHomography(pts0, pts1, _method(estimator), threshold_px,
+                                 maxIters=max_iters, confidence=confidence)
+    if H is None or H.shape != (3, 3):
+        return None, np.zeros(len(pts0), bool)
+    return H, _mask(mask, len(pts0))
+
+
+def estimate_fundamental(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
+                         confidence=0.9999, max_iters=10000):
+    """F (3x3, x1^T F x0 = 0) and inlier mask bool [K], or (None, all False)."""
+    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+    if len(pts0) < MIN_POINTS['fundamental']:
+        return None, np.zeros(len(pts0), bool)
+    F, mask = cv2.findFundamentalMat(pts0, pts1, _method(estimator), threshold_px, confidence,
+                                     max_iters)
+    if F is None or F.shape != (3, 3):  # 7-point can return up to 3 stacked solutions
+        return None, np.zeros(len(pts0), bool)
+    return F, _mask(mask, len(pts0))
+
+
+def normalize_points(pts, K) -> np.ndarray:
+    """Pixels [K,2] -> normalised camera coordinates [K,2] (K^-1 applied)."""
+    pts = _points(pts, 'pts')
+    homogeneous = np.c_[pts, np.ones(len(pts))] @ np.linalg.inv(np.asarray(K, np.float64)).T
+    return homogeneous[:, :2] / homogeneous[:, 2:]
+
+
+def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
+                       confidence=0.9999, max_iters=10000):
+    """(E, inliers bool [K], R, t) with x1 = R x0 + t, |t| = 1; (None, all False, None, None).
+
+    OpenCV's USAC scores (MAGSAC++ in particular) assume pixel-scale residuals, so points of
+    image 1 are re-expressed in the pixel frame of camera 0 (K0 K1^-1 x1, same normalised
+    coordinates) and E is fitted in pixels with K0; R, t come from the normalised points.
+    """
+    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+    failed = (None, np.zeros(len(pts0), bool), None, None)
+    if len(pts0) < MIN_POINTS['essential']:
+        return failed
+    K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
+    n0, n1 = normalize_points(pts0, K0), normalize_points(pts1, K1)
+    pts1_in_0 = np.c_[n1, np.ones(len(n1))] @ K0[:2].T
+    E, mask = cv2.findEssentialMat(pts0, pts1_in_0, K0, method=_method(estimator),
+                                   prob=confidence, threshold=threshold_px,
+                                   maxIters=max_iters)
+    if E is None or E.shape[0] < 3 or E.shape[1] != 3:
+        return failed
+    inliers = _mask(mask, len(pts0))
+    best = None
+    for i in range(E.shape[0] // 3):  # RANSAC/LMEDS may return several candidates
+        E_i = E[3 * i:3 * i + 3]
+        count, R, t, _ = cv2.recoverPose(E_i, n0, n1, np.eye(3),
+                                         mask=inliers.astype(np.uint8).copy())
+        if best is None or count > best[0]:
+            best = (count, E_i, R, t.reshape(3))
+    _, E, R, t = best
+    return E, inliers, R, t
+
+
+def verify(pts0, pts1, K0=None, K1=None, model='auto', threshold_px=2.0,
+           estimator=DEFAULT_ESTIMATOR, confidence=0.9999, max_iters=10000) -> GeometricModel:
+    """Fit a two-view model to correspondences pts0 [K,2] <-> pts1 [K,2] (pixels).
+
+    model: 'auto' (essential when both K0 and K1 are given, else fundamental), 'essential',
+    'fundamental' or 'homography'. Too few points or a failed fit give kind 'none' with all
+    inliers False, never an exception.
+    """
+    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+    if len(pts0) != len(pts1):
+        raise ValueError(f'pts0 has {len(pts0)} points but pts1 has {len(pts1)}')
+    if model == 'auto':
+        model = 'essential' if K0 is not None and K1 is not None else 'fundamental'
+    options = dict(threshold_px=threshold_px, estimator=estimator, confidence=confidence,
+                   max_iters=max_iters)
+    if model == 'essential':
+        if K0 is None or K1 is None:
+            raise ValueError("model 'essential' needs both K0 and K1")
+        E, inliers, R, t = estimate_essential(pts0, pts1, K0, K1, **options)
+        if E is None:
+            return GeometricModel.none(len(pts0))
+        return GeometricModel('essential', E, inliers, R, t)
+    if model == 'fundamental':
+        F, inliers = estimate_fundamental(pts0, pts1, **options)
+        return GeometricModel.none(len(pts0)) if F is None else \
+            GeometricModel('fundamental', F, inliers)
+    if model == 'homography':
+        H, inliers = estimate_homography(pts0, pts1, **options)
+        return GeometricModel.none(len(pts0)) if H is None else \
+            GeometricModel('homography', H, inliers)
+    raise ValueError(f"unknown model {model!r}; expected 'auto', 'essential', 'fundamental' "
+                     "or 'homography'")
