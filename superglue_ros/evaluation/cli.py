@@ -1,0 +1,197 @@
+"""`superglue-eval`: compare matchers on synthetic homography pairs or calibrated pose pairs.
+
+    superglue-eval --images DIR [--num_pairs 200 --seed 0] --methods orb,sift,superglue --output out/
+    superglue-eval --pairs pairs.txt --input_dir DIR --output out/
+    superglue-eval --middlebury_par templeR_par.txt --input_dir DIR --output out/
+Prints a table and writes results.json and results.png to --output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+
+from ..features import PRESETS, build_preset
+from ..geometry import DEFAULT_ESTIMATOR, ESTIMATORS
+
+HOMOGRAPHY_COLUMNS = ['repeatability', 'precision', 'recall', 'num_matches',
+                      'auc_robust@1px', 'auc_robust@3px', 'auc_robust@5px',
+                      'auc_dlt@1px', 'auc_dlt@3px', 'auc_dlt@5px', 'extract_ms', 'match_ms']
+POSE_COLUMNS = ['precision', 'num_matches', 'pose_auc@5deg', 'pose_auc@10deg',
+                'pose_auc@20deg', 'extract_ms', 'match_ms']
+
+
+def format_table(results: dict, columns: list[str]) -> str:
+    """Plain-text table, one row per method; ratios in percent."""
+    header = f"{'method':16s}" + ''.join(f'{c:>16s}' for c in columns)
+    rows = [header, '-' * len(header)]
+    for method, summary in results.items():
+        cells = []
+        for column in columns:
+            value = summary.get(column, float('nan'))
+            percent = column.startswith(('auc', 'pose_auc', 'precision', 'recall',
+                                         'repeatability'))
+            cells.append(f'{100 * value:16.1f}' if percent else f'{value:16.1f}')
+        rows.append(f'{method:16s}' + ''.join(cells))
+    return '\n'.join(rows)
+
+
+def plot_results(results: dict, columns: list[str], path, title: str) -> None:
+    """Grouped bar chart of the percentage metrics per method (matplotlib, Agg)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    metrics = [c for c in columns if not c.endswith('_ms') and not c.startswith('num_')]
+    methods = list(results)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(methods)) / 2), 4))
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(metrics))
+    for i, method in enumerate(methods):
+        values = [100 * results[method].get(m, float('nan')) for m in metrics]
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=method)
+    ax.set_xticks(x, metrics, rotation=30, ha='right')
+    ax.set_ylabel('%')
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='superglue-eval', description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mode = parser.add_argument_group('data (choose one)')
+    mode.add_argument('--images', help='folder of photos for synthetic homography pairs')
+    mode.add_argument('--pairs', help='pose pairs file: name0 name1 rot0 rot1 K0 K1 T_0to1')
+    mode.add_argument('--middlebury_par', help='Middlebury *_par.txt: build pose pairs of '
+                      'moderate baseline (written to OUTPUT/pairs.txt) and evaluate them')
+    parser.add_argument('--input_dir', help='image folder of --pairs / --middlebury_par')
+    parser.add_argument('--num_pairs', type=int, default=200)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--difficulty', type=float, default=1.0,
+                        help='homography difficulty (0 = identity)')
+    parser.add_argument('--methods', default='orb,sift,superpoint-mnn,superglue',
+                        help=f'comma-separated presets from {sorted(PRESETS)}')
+    parser.add_argument('--max_keypoints', type=int, default=512)
+    parser.add_argument('--superpoint_weights', help='SuperPoint weights (default: shipped)')
+    parser.add_argument('--superglue_weights', help='SuperGlue weights (default: shipped)')
+    parser.add_argument('--estimator', default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS))
+    parser.add_argument('--threshold_px', type=float, default=3.0,
+                        help='correctness threshold for repeatability/precision/recall')
+    parser.add_argument('--ransac_threshold_px', type=float, default=None,
+                        help='robust estimator threshold (default 3 px homography, 1 px pose)')
+    parser.add_argument('--min_angle', type=float, default=5.0)
+    parser.add_argument('--max_angle', type=float, default=25.0)
+    parser.add_argument('--resize', type=int, default=-1,
+                        help='pose mode: max image dimension for extraction (-1 = keep)')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--output', default='eval_out', help='folder for results.json/png')
+    args = parser.parse_args(argv)
+    if sum(x is not None for x in (args.images, args.pairs, args.middlebury_par)) != 1:
+        parser.error('give exactly one of --images, --pairs, --middlebury_par')
+    if (args.pairs or args.middlebury_par) and not args.input_dir:
+        parser.error('--pairs/--middlebury_par need --input_dir')
+    methods = [m.strip() for m in args.methods.split(',') if m.strip()]
+    unknown = [m for m in methods if m not in PRESETS]
+    if unknown:
+        parser.error(f'unknown method(s) {unknown}; choose from {sorted(PRESETS)}')
+    args.methods = methods
+    return args
+
+
+def build_method(name, args):
+    extractor_conf = dict(max_keypoints=args.max_keypoints)
+    matcher_conf = {}
+    extractor_name, matcher_name = PRESETS[name]
+    if extractor_name == 'superpoint' and args.superpoint_weights:
+        extractor_conf['weights'] = args.superpoint_weights
+    if matcher_name == 'superglue' and args.superglue_weights:
+        matcher_conf['weights'] = args.superglue_weights
+    return build_preset(name, device=args.device, extractor=extractor_conf,
+                        matcher=matcher_conf)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    from .homography_eval import evaluate_homography
+    from .pose_eval import evaluate_pose, make_middlebury_pairs, read_pose_pairs, \
+        write_pose_pairs
+    from .synthetic import make_homography_pairs
+
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        pairs = make_homography_pairs(args.images, args.num_pairs, args.seed,
+                                      difficulty=args.difficulty)
+        columns, title = HOMOGRAPHY_COLUMNS, f'{len(pairs)} synthetic pairs from {args.images}'
+        threshold = 3.0 if args.ransac_threshold_px is None else args.ransac_threshold_px
+
+        def run(extractor, matcher, name):
+            return evaluate_homography(extractor, matcher, pairs, args.threshold_px,
+                                       threshold, args.estimator, progress=True,
+                                       return_per_pair=True, desc=name)
+    else:
+        if args.middlebury_par:
+            pose_pairs = make_middlebury_pairs(args.middlebury_par, args.input_dir,
+                                               args.min_angle, args.max_angle)
+            write_pose_pairs(output / 'pairs.txt', pose_pairs)
+            print(f'{len(pose_pairs)} pairs written to {output / "pairs.txt"}')
+        else:
+            pose_pairs = read_pose_pairs(args.pairs)
+        if not pose_pairs:
+            print('error: no pose pairs to evaluate', file=sys.stderr)
+            return 1
+        columns, title = POSE_COLUMNS, f'{len(pose_pairs)} pose pairs from {args.input_dir}'
+        threshold = 1.0 if args.ransac_threshold_px is None else args.ransac_threshold_px
+
+        def run(extractor, matcher, name):
+            return evaluate_pose(extractor, matcher, pose_pairs, args.input_dir, args.resize,
+                                 threshold, args.estimator, progress=True,
+                                 return_per_pair=True, desc=name)
+
+    results, failures = {}, {}
+    for name in args.methods:
+        try:
+            extractor, matcher = build_method(name, args)
+        except Exception as error:  # missing weights etc.: report, evaluate the others
+            failures[name] = f'{type(error).__name__}: {error}'
+            print(f'skipping {name}: {failures[name]}', file=sys.stderr)
+            continue
+        results[name] = run(extractor, matcher, name)
+    summaries = {name: {k: v for k, v in r.items() if k != 'per_pair'}
+                 for name, r in results.items()}
+    print(title)
+    print(format_table(summaries, columns))
+    report = dict(title=title, args={k: v for k, v in vars(args).items()},
+                  results=results, skipped=failures)
+    (output / 'results.json').write_text(json.dumps(_json_safe(report), indent=1))
+    if summaries:
+        plot_results(summaries, columns, output / 'results.png', title)
+    print(f'wrote {output / "results.json"} and {output / "results.png"}')
+    return 0 if results else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
