@@ -1,0 +1,194 @@
+"""ROS messages <-> the front-end's plain values.
+
+Incoming: sensor_msgs Image / CompressedImage / CameraInfo -> numpy (via `conversions`, or
+cv_bridge when it is importable). Outgoing: Correspondence / Keyframe / LoopVerification ->
+superglue_ros_msgs, and a BGR/gray array -> sensor_msgs/Image for the debug view.
+Array fields are filled through array.array so large point lists are copied in one go
+instead of being validated element by element by the generated setters.
+"""
+from __future__ import annotations
+
+import array
+from typing import Callable
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopResult
+
+from .conversions import (DEFAULT_MAX_PIXELS, ImageConversionError, camera_matrix,
+                          compressed_to_array, image_to_array)
+
+try:  # cv_bridge is optional: ROS installs ship it, the PyPI wheels do not
+    from cv_bridge import CvBridge
+    _BRIDGE = CvBridge()
+except Exception:  # noqa: BLE001 - any import/initialisation failure means "not available"
+    _BRIDGE = None
+
+_CV_BRIDGE_ENCODINGS = {'mono8', 'bgr8', 'rgb8', 'bgra8', 'rgba8'}
+
+MODEL_TYPES = {'none': Correspondences.MODEL_NONE, 'essential': Correspondences.MODEL_ESSENTIAL,
+               'fundamental': Correspondences.MODEL_FUNDAMENTAL,
+               'homography': Correspondences.MODEL_HOMOGRAPHY}
+KINDS = {'odometry': Correspondences.ODOMETRY, 'loop_closure': Correspondences.LOOP_CLOSURE}
+LOOP_STATUSES = {'verified': LoopResult.VERIFIED, 'rejected': LoopResult.REJECTED,
+                 'unknown_query': LoopResult.UNKNOWN_QUERY,
+                 'unknown_candidate': LoopResult.UNKNOWN_CANDIDATE,
+                 'evicted': LoopResult.EVICTED, 'failed': LoopResult.FAILED}
+
+
+# ------------------------------------------------------------------------------------------
+# time
+# ------------------------------------------------------------------------------------------
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=int(ns) // 1_000_000_000, nanosec=int(ns) % 1_000_000_000)
+
+
+def make_header(stamp_ns: int, frame_id: str) -> Header:
+    return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+# ------------------------------------------------------------------------------------------
+# incoming
+# ------------------------------------------------------------------------------------------
+
+def image_msg_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS, mono16_scaling: str = 'range',
+                       warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 gray [H,W] or BGR [H,W,3]; ImageConversionError if unusable."""
+    if _BRIDGE is not None and msg.encoding in _CV_BRIDGE_ENCODINGS:
+        if msg.height * msg.width > max_pixels or msg.height == 0 or msg.width == 0:
+            # same size checks as the numpy path, before cv_bridge allocates anything
+            image_to_array(msg.encoding, msg.height, msg.width, msg.step, b'', max_pixels=max_pixels)
+        try:
+            desired = 'mono8' if msg.encoding == 'mono8' else 'bgr8'
+            return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding=desired)).copy()
+        except Exception as error:  # noqa: BLE001 - cv_bridge raises its own error types
+            raise ImageConversionError(f'cv_bridge: {error}') from error
+    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                          bool(msg.is_bigendian), max_pixels=max_pixels,
+                          mono16_scaling=mono16_scaling, warn=warn)
+
+
+def compressed_msg_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                            mono16_scaling: str = 'range') -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 gray [H,W] or BGR [H,W,3]."""
+    return compressed_to_array(msg.format, msg.data, max_pixels=max_pixels,
+                               mono16_scaling=mono16_scaling)
+
+
+def camera_info_to_K(msg, image_size: tuple[int, int] | None = None,
+                     warn: Callable[[str], None] | None = None) -> np.ndarray | None:
+    """sensor_msgs/CameraInfo -> K [3,3] in original pixels, or None (reason sent to `warn`)."""
+    return camera_matrix(msg.k, int(msg.width), int(msg.height), image_size, warn)
+
+
+# ------------------------------------------------------------------------------------------
+# outgoing
+# ------------------------------------------------------------------------------------------
+
+def _f32(values) -> array.array:
+    out = array.array('f')
+    out.frombytes(np.ascontiguousarray(values, np.float32).tobytes())
+    return out
+
+
+def _u32(values) -> array.array:
+    out = array.array('I')
+    assert out.itemsize == 4
+    out.frombytes(np.ascontiguousarray(values, np.uint32).tobytes())
+    return out
+
+
+def array_to_image_msg(image: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
+    """uint8 gray [H,W] (mono8) or BGR [H,W,3] (bgr8) -> sensor_msgs/Image."""
+    image = np.ascontiguousarray(image, np.uint8)
+    msg = Image(header=make_header(stamp_ns, frame_id), height=image.shape[0], width=image.shape[1])
+    msg.encoding = 'mono8' if image.ndim == 2 else 'bgr8'
+    msg.is_bigendian = 0
+    msg.step = image.shape[1] * (1 if image.ndim == 2 else image.shape[2])
+    msg.data = image.tobytes()
+    return msg
+
+
+def correspondence_to_msg(corr, *, extractor: str = '', matcher: str = '',
+                          query_size: tuple[int, int] = (0, 0),
+                          reference_size: tuple[int, int] = (0, 0),
+                          query_is_keyframe: bool = False,
+                          reference_frame_id: str = '') -> Correspondences:
+    """frontend.Correspondence -> superglue_ros_msgs/Correspondences (points in original px)."""
+    msg = Correspondences()
+    msg.header = make_header(corr.query_stamp_ns, corr.frame_id)
+    msg.kind = KINDS[corr.kind]
+    msg.query_id = int(corr.query_id)
+    msg.reference_id = int(corr.reference_id)
+    msg.reference_stamp = ns_to_stamp(corr.reference_stamp_ns)
+    msg.reference_frame_id = getattr(corr, 'reference_frame_id', None) or reference_frame_id
+    msg.query_is_keyframe = bool(getattr(corr, 'query_is_keyframe', query_is_keyframe))
+    msg.query_width, msg.query_height = (int(v) for v in query_size)
+    msg.reference_width, msg.reference_height = (int(v) for v in reference_size)
+    msg.num_query_keypoints = int(corr.num_keypoints_query)
+    msg.num_reference_keypoints = int(corr.num_keypoints_reference)
+    msg.query_points = _f32(np.reshape(corr.query_points, -1))
+    msg.reference_points = _f32(np.reshape(corr.reference_points, -1))
+    for name, field in (('query_indices', 'query_keypoint_indices'),
+                        ('reference_indices', 'reference_keypoint_indices')):
+        indices = getattr(corr, name, None)
+        if indices is not None:
+            setattr(msg, field, _u32(indices))
+    msg.scores = _f32(corr.scores)
+    inliers = np.asarray(corr.inliers, bool).reshape(-1)
+    msg.inliers = inliers.tolist()
+    msg.num_inliers = int(inliers.sum())
+    model = corr.model
+    kind = getattr(model, 'kind', 'none') if model is not None else 'none'
+    msg.model_type = MODEL_TYPES.get(kind, Correspondences.MODEL_NONE)
+    if msg.model_type != Correspondences.MODEL_NONE and model.matrix is not None:
+        msg.model = np.asarray(model.matrix, np.float64).reshape(9)
+    if model is not None and getattr(model, 'R', None) is not None and getattr(model, 't', None) is not None:
+        msg.pose_valid = True
+        msg.rotation = np.asarray(model.R, np.float64).reshape(9)
+        msg.translation = np.asarray(model.t, np.float64).reshape(3)
+    msg.processing_time = float(corr.processing_time_s)
+    msg.extractor = extractor
+    msg.matcher = matcher
+    return msg
+
+
+def keyframe_to_msg(kf, extractor: str = '') -> KeyframeFeatures:
+    """frontend.Keyframe -> superglue_ros_msgs/KeyframeFeatures (keypoints in original px)."""
+    feats = kf.features
+    msg = KeyframeFeatures(header=make_header(kf.stamp_ns, kf.frame_id), id=int(kf.id))
+    msg.width, msg.height = (int(v) for v in kf.image_size)
+    msg.keypoints = _f32(np.reshape(feats.keypoints, -1))
+    msg.scores = _f32(feats.scores)
+    desc = np.asarray(feats.descriptors)
+    msg.descriptor_dim = int(desc.shape[1]) if desc.ndim == 2 else 0
+    msg.descriptors = _f32(desc.reshape(-1))  # uint8 ORB bytes become 0..255 floats
+    if kf.global_descriptor is not None:
+        msg.global_descriptor = _f32(np.reshape(kf.global_descriptor, -1))
+    msg.extractor = extractor
+    return msg
+
+
+def loop_result_to_msg(result, correspondences: Correspondences | None = None) -> LoopResult:
+    """frontend.LoopVerification -> superglue_ros_msgs/LoopResult with a readable reason."""
+    msg = LoopResult(candidate_id=int(result.candidate_id))
+    msg.status = LOOP_STATUSES.get(result.status, LoopResult.FAILED)
+    text = getattr(result, 'message', '') or ''
+    if not text:
+        text = {'unknown_query': 'query keyframe id was never seen',
+                'unknown_candidate': 'candidate keyframe id was never seen',
+                'evicted': 'keyframe was evicted from the bounded cache'}.get(result.status, '')
+        if result.correspondence is not None:
+            n = int(np.count_nonzero(result.correspondence.inliers))
+            text = f'{n} inliers of {len(result.correspondence.scores)} matches'
+    msg.message = text
+    if correspondences is not None:
+        msg.correspondences = correspondences
+    return msg

@@ -1,0 +1,141 @@
+"""The node's ROS parameters: one table of name, default, description and range.
+
+Node-level options are listed here; every key of ``FrontEnd.default_conf`` becomes a
+parameter of the same name (flat), so a new front-end option shows up in the node without
+editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
+The table is ROS-free so tests and docs can read it without a running node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..features import PRESETS
+from ..frontend.pipeline import FrontEnd
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: object
+    description: str
+    range: tuple | None = None        # (min, max[, step]) for int / float
+    choices: tuple | None = None      # allowed strings
+    read_only: bool = True            # most options are read at start-up only
+
+
+NODE_PARAMETERS = (
+    ParameterSpec('preset', 'superglue', 'extractor + matcher preset (superglue_ros.features.PRESETS)',
+                  choices=tuple(PRESETS)),
+    ParameterSpec('extractor', '', "extractor name overriding the preset ('superpoint', 'orb', 'sift'); "
+                  "empty = from preset", choices=('', 'superpoint', 'orb', 'sift')),
+    ParameterSpec('matcher', '', "matcher name overriding the preset ('superglue', 'mnn', 'ratio', "
+                  "'ratio-hamming'); empty = from preset",
+                  choices=('', 'superglue', 'mnn', 'ratio', 'ratio-hamming')),
+    ParameterSpec('superpoint_weights', '', 'SuperPoint weights file; empty = the shipped '
+                  'superglue_ros/weights/superpoint.pth'),
+    ParameterSpec('superglue_weights', '', 'SuperGlue weights file; empty = the shipped '
+                  'superglue_ros/weights/superglue.pth'),
+    ParameterSpec('device', 'auto', "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
+                  "'cuda', 'cuda:N'"),
+    ParameterSpec('max_keypoints', 512, 'keypoints kept per image by the extractor (-1 = all)',
+                  range=(-1, 16384, 1)),
+    ParameterSpec('cameras', [''], "camera namespaces, each with its own topics and front-end state; "
+                  "'' = topics relative to the node's namespace"),
+    ParameterSpec('use_compressed', False, "subscribe to '<camera>/image/compressed' "
+                  "(sensor_msgs/CompressedImage, jpeg/png) instead of '<camera>/image'"),
+    ParameterSpec('reliability', 'best_effort', "image/camera_info subscription reliability "
+                  "('best_effort' = SensorDataQoS, or 'reliable'); depth is always 1",
+                  choices=('best_effort', 'reliable')),
+    ParameterSpec('mono16_scaling', 'range', "mono16 -> 8 bit: 'range' stretches each image's "
+                  "min..max, 'full' divides by 257", choices=('range', 'full')),
+    ParameterSpec('frame_id_check', True, "skip frames whose header.frame_id differs from the first "
+                  "one seen on that camera (another camera publishing on the topic)"),
+    ParameterSpec('debug_image', 'on_subscribe', "publish '<camera>/debug_image' (matches drawn, "
+                  "inliers green, outliers red): 'always', 'on_subscribe' or 'never'",
+                  choices=('always', 'on_subscribe', 'never'), read_only=False),
+    ParameterSpec('debug_image_width', 640, 'width of each half of the debug image [px]',
+                  range=(64, 4096, 1), read_only=False),
+    ParameterSpec('diagnostics_period', 1.0, "seconds between '/diagnostics' messages",
+                  range=(0.1, 60.0)),
+    ParameterSpec('max_pending_requests', 2, 'verify_loop / loop_candidates requests processed '
+                  'at once; more are answered at once with a busy status', range=(1, 64, 1)),
+    ParameterSpec('warn_throttle_s', 5.0, 'the same kind of warning is logged at most once per '
+                  'this many seconds (with a count of the suppressed ones)', range=(0.0, 3600.0),
+                  read_only=False),
+)
+
+_FRONTEND_DESCRIPTIONS = {
+    'working_width': 'width of the resolution the extractor sees [px]; 0 = no resize',
+    'working_height': 'height of the resolution the extractor sees [px]; 0 = no resize',
+    'resize_mode': "'fit' keeps the aspect ratio inside working size (never upscales), 'stretch' "
+                   'resizes to exactly that size',
+    'max_image_pixels': 'larger images are rejected with a log line (width*height)',
+    'min_image_side': 'images with a smaller side are rejected [px]',
+    'geometric_model': "VO verification: 'auto' (essential with camera_info K, else fundamental), "
+                       "'essential', 'fundamental', 'homography'",
+    'ransac_threshold_px': 'RANSAC inlier threshold in original pixels',
+    'min_inliers': 'keyframe policy: new keyframe when verified inliers vs the last keyframe fall '
+                   'below this',
+    'min_inlier_ratio': "keyframe policy: new keyframe when inliers fall below this fraction of the "
+                        "last keyframe's keypoints",
+    'max_frames': 'keyframe policy: new keyframe after this many processed frames (0 disables)',
+    'max_interval_s': 'keyframe policy: new keyframe this many seconds (by stamp) after the last '
+                      '(0 disables)',
+    'min_gap_frames': 'keyframe policy: never a new keyframe fewer than this many processed frames '
+                      'after the last one',
+    'max_keyframes': 'keyframe cache bound: number of keyframes (oldest evicted first)',
+    'max_cache_bytes': 'keyframe cache bound: bytes of features, descriptors and thumbnails',
+    'loop_closure': 'compare each new keyframe with older keyframes and publish loop closures',
+    'loop_min_id_gap': 'loop candidates must be at least this many keyframe ids older',
+    'loop_top_k': 'loop candidates (by global descriptor) matched per new keyframe',
+    'loop_min_similarity': 'loop candidates below this global-descriptor cosine similarity are '
+                           'not matched',
+    'min_loop_inliers': 'inliers needed for a loop closure (internal and verify_loop)',
+    'loop_geometric_model': "loop verification model: 'auto', 'essential', 'fundamental', "
+                            "'homography'",
+    'max_verify_candidates': "candidates matched per verify_loop request; the rest get status "
+                             "FAILED",
+    'global_descriptor': "place-recognition descriptor: 'lsh-bow', 'thumbnail' or 'both'",
+    'thumbnail_width': 'width of the gray thumbnail kept per keyframe for debug drawing (0 = none)',
+}
+
+_FRONTEND_RANGES = {
+    'working_width': (0, 8192, 1), 'working_height': (0, 8192, 1),
+    'max_image_pixels': (1, 1 << 30, 1), 'min_image_side': (1, 4096, 1),
+    'ransac_threshold_px': (0.01, 100.0), 'min_inliers': (0, 100000, 1),
+    'min_inlier_ratio': (0.0, 1.0), 'max_frames': (0, 100000, 1),
+    'max_interval_s': (0.0, 3600.0), 'min_gap_frames': (1, 100000, 1),
+    'max_keyframes': (1, 1000000, 1), 'max_cache_bytes': (1, 1 << 40, 1),
+    'loop_min_id_gap': (1, 100000, 1), 'loop_top_k': (0, 64, 1),
+    'loop_min_similarity': (-1.0, 1.0), 'min_loop_inliers': (1, 100000, 1),
+    'max_verify_candidates': (1, 1024, 1), 'thumbnail_width': (0, 4096, 1),
+}
+_FRONTEND_CHOICES = {
+    'resize_mode': ('fit', 'stretch'),
+    'geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
+    'loop_geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
+    'global_descriptor': ('lsh-bow', 'thumbnail', 'both'),
+}
+
+
+def frontend_parameters() -> tuple[ParameterSpec, ...]:
+    """One spec per key of FrontEnd.default_conf (same name, same default)."""
+    return tuple(
+        ParameterSpec(key, default, _FRONTEND_DESCRIPTIONS.get(key, f'FrontEnd option {key}'),
+                      range=_FRONTEND_RANGES.get(key), choices=_FRONTEND_CHOICES.get(key))
+        for key, default in FrontEnd.default_conf.items())
+
+
+def all_parameters() -> tuple[ParameterSpec, ...]:
+    node, frontend = NODE_PARAMETERS, frontend_parameters()
+    clash = {p.name for p in node} & {p.name for p in frontend}
+    if clash:
+        raise RuntimeError(f'node and FrontEnd parameters share names: {sorted(clash)}')
+    return node + frontend
+
+
+def check_value(spec: ParameterSpec, value) -> str | None:
+    """Why `value` is not allowed for `spec` (None when it is)."""
+    if spec.choices is not None and value not in spec.choices:
+        return f"parameter '{spec.name}' = {value!r} is not one of {list(spec.choices)}"
+    return None

@@ -1,0 +1,225 @@
+"""Bad input to a running superglue_node over DDS: each kind gets a clear log line (read back
+from /rosout), the node keeps running, and the next good frame still gets its Correspondences.
+
+Plumbing only, so the fast ORB preset; the accuracy of the learned matcher is tested in
+test_ros_node_sequence.py.
+"""
+import concurrent.futures
+import time
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from superglue_ros_msgs.msg import Correspondences, LoopCandidates, LoopResult
+
+from ros_helpers import image_msg, running_node
+from superglue_ros.frontend.synthetic import make_sequence
+from superglue_ros.ros.messages import make_header, stamp_to_ns
+
+SEQUENCE = make_sequence(num_frames=200, loop_frames=200)   # slow motion: ORB tracks easily
+FRAME_ID = 'cam'
+
+
+class Stream:
+    """Good frames with increasing stamps; `good()` sends one and returns its Correspondences."""
+
+    def __init__(self, probe, compressed=False):
+        self.probe, self.compressed, self.index, self.stamp_ns = probe, compressed, 0, 10**9
+
+    def next_stamp(self) -> int:
+        self.stamp_ns += 100_000_000
+        return self.stamp_ns
+
+    def send(self, image=None, stamp_ns=None, frame_id=FRAME_ID, encoding=None):
+        image = SEQUENCE.frame(self.index % len(SEQUENCE)) if image is None else image
+        self.index += 1
+        stamp_ns = self.next_stamp() if stamp_ns is None else stamp_ns
+        if self.compressed:
+            msg = CompressedImage(header=make_header(stamp_ns, frame_id), format='jpeg')
+            msg.data = cv2.imencode('.jpg', image)[1].tobytes()
+            self.probe.compressed_pub.publish(msg)
+        else:
+            self.probe.image_pub.publish(image_msg(image, stamp_ns, frame_id, encoding))
+        return stamp_ns
+
+    def good(self):
+        stamp = self.send()
+        return self.probe.correspondence_for(stamp)
+
+
+@pytest.fixture(scope='module')
+def node_probe():
+    overrides = dict(preset='orb', max_image_pixels=2_000_000, warn_throttle_s=0.0,
+                     max_pending_requests=1, max_keyframes=4, min_gap_frames=1, max_frames=2)
+    with running_node(overrides) as (node, probe):
+        stream = Stream(probe)
+        first = stream.send()
+        probe.wait_for(lambda: any(stamp_to_ns(k.header.stamp) == first for k in probe.keyframes),
+                       what='the first keyframe')
+        yield node, probe, stream
+
+
+def raw(encoding, height, width, step, data, frame_id=FRAME_ID, stamp_ns=0) -> Image:
+    msg = Image(header=make_header(stamp_ns, frame_id), height=height, width=width,
+                encoding=encoding, is_bigendian=0, step=step)
+    msg.data = bytes(data)
+    return msg
+
+
+BAD_IMAGES = {
+    'unsupported encoding': (lambda: raw('yuv422', 48, 64, 128, bytes(48 * 128)),
+                             "unsupported encoding 'yuv422'"),
+    'step/size mismatch': (lambda: raw('bgr8', 48, 64, 192, bytes(192 * 48 - 7)),
+                           'data size 9209 does not match step*height'),
+    'step smaller than a row': (lambda: raw('bgr8', 48, 64, 100, bytes(100 * 48)),
+                                'step 100 < width*channels*bytes 192'),
+    'zero-size image': (lambda: raw('mono8', 0, 64, 64, b''), 'zero-size image (64x0)'),
+    'huge image': (lambda: raw('mono8', 1100, 2000, 2000, bytes(2000 * 1100)),
+                   'image too large: 2000x1100 = 2200000 pixels > max_image_pixels 2000000'),
+    'all-NaN float image': (lambda: raw('32FC1', 48, 64, 256,
+                                        np.full((48, 64), np.nan, np.float32).tobytes()),
+                            'has no finite pixel'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_IMAGES))
+def test_bad_image_is_logged_and_node_keeps_working(node_probe, case):
+    node, probe, stream = node_probe
+    make, expected = BAD_IMAGES[case]
+    rejected_before = node.stats()['']['rejected']
+    msg = make()
+    msg.header.stamp = make_header(stream.next_stamp(), FRAME_ID).stamp
+    probe.image_pub.publish(msg)
+    line = probe.log_containing(expected)
+    assert 'image rejected' in line
+    probe.wait_for(lambda: node.stats()['']['rejected'] > rejected_before, what='rejection count')
+    reply = stream.good()
+    assert reply.kind == Correspondences.ODOMETRY and len(reply.query_points) > 0
+    assert node.stats()['']['failed'] == 0
+
+
+def test_float_image_with_nan_is_used_and_reported(node_probe):
+    node, probe, stream = node_probe
+    gray = cv2.cvtColor(SEQUENCE.frame(stream.index), cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
+    gray[::7, ::5] = np.nan
+    gray[3, :] = np.inf
+    stamp = stream.send(gray, encoding='32FC1')
+    probe.log_containing('NaN/inf pixels set to 0')
+    reply = probe.correspondence_for(stamp)   # the frame itself is processed
+    assert reply.query_width == 640 and reply.query_height == 480
+    assert stream.good().kind == Correspondences.ODOMETRY
+
+
+def test_stale_stamps_and_foreign_frame_id_are_skipped(node_probe):
+    node, probe, stream = node_probe
+    last = stream.good()
+    last_stamp = stamp_to_ns(last.header.stamp)
+    stream.send(stamp_ns=last_stamp)
+    probe.log_containing(f'duplicate stamp {last_stamp} ns')
+    stream.send(stamp_ns=last_stamp - 50_000_000)
+    probe.log_containing(f'out-of-order stamp {last_stamp - 50_000_000} ns')
+    intruder = stream.send(frame_id='intruder_cam')
+    probe.log_containing("frame from unknown camera frame_id 'intruder_cam'")
+    reply = stream.good()
+    with probe.lock:   # none of the skipped frames was published
+        stamps = [stamp_to_ns(m.header.stamp) for m in probe.correspondences]
+    assert stamps.count(last_stamp) == 1 and intruder not in stamps
+    assert stamp_to_ns(reply.header.stamp) == stream.stamp_ns
+
+
+def test_unknown_and_evicted_keyframe_ids(node_probe):
+    node, probe, stream = node_probe
+    for _ in range(8):   # max_frames=2, max_keyframes=4: keyframe 0 gets evicted
+        stream.good()
+    known = sorted({k.id for k in probe.keyframes})
+    assert 0 in known and len(known) > 4
+    latest, previous = known[-1], known[-2]
+    response = probe.call_verify(latest, [previous, 0, 10**6])
+    assert response.success
+    statuses = [r.status for r in response.results]
+    assert statuses[0] in (LoopResult.VERIFIED, LoopResult.REJECTED)
+    assert response.results[0].correspondences.kind == Correspondences.LOOP_CLOSURE
+    assert response.results[0].correspondences.reference_id == previous
+    assert statuses[1:] == [LoopResult.EVICTED, LoopResult.UNKNOWN_CANDIDATE]
+    assert 'evicted' in response.results[1].message
+
+    unknown = probe.call_verify(10**6, [latest])
+    assert not unknown.success and 'unknown' in unknown.message
+    assert [r.status for r in unknown.results] == [LoopResult.UNKNOWN_QUERY]
+    probe.log_containing(f'loop request query {10**6}: 1 candidate(s) unknown_query')
+
+    probe.candidates_pub.publish(LoopCandidates(query_id=10**6 + 1, candidate_ids=[latest]))
+    probe.log_containing(f'loop request query {10**6 + 1}: 1 candidate(s) unknown_query')
+    assert stream.good().kind == Correspondences.ODOMETRY
+
+
+def test_request_flood_is_bounded_and_images_keep_flowing(node_probe):
+    """60 verify_loop requests at once while frames stream in: every request is answered
+    (a result or an explicit busy status), and frames sent during and after are processed."""
+    node, probe, stream = node_probe
+    stream.good()
+    ids = sorted({k.id for k in probe.keyframes})[-3:]
+    assert probe.verify.wait_for_service(timeout_sec=5.0)
+    from superglue_ros_msgs.srv import VerifyLoop
+    futures = [probe.verify.call_async(VerifyLoop.Request(query_id=ids[-1], candidate_ids=ids[:-1] * 8))
+               for _ in range(60)]
+    processed_before = node.stats()['']['processed']
+    for _ in range(5):
+        stream.send()
+        time.sleep(0.05)
+    probe.wait_for(lambda: all(f.done() for f in futures), 120.0, 'all 60 responses')
+    busy = 0
+    for future in futures:
+        response = future.result()
+        assert len(response.results) == len(ids[:-1]) * 8
+        if not response.success:
+            busy += 1
+            assert response.message.startswith('busy') and \
+                all(r.status == LoopResult.FAILED for r in response.results)
+        else:
+            assert all(r.status in (LoopResult.VERIFIED, LoopResult.REJECTED, LoopResult.FAILED)
+                       for r in response.results)
+    print(f'flood: {busy} of 60 requests answered busy')
+    if busy:
+        probe.log_containing('refused, busy')
+    assert stream.good().kind == Correspondences.ODOMETRY
+    assert node.stats()['']['processed'] > processed_before
+    assert node.stats()['']['failed'] == 0
+
+
+def test_camera_info_zero_focal_length_is_ignored_with_a_warning():
+    with running_node(dict(preset='orb', warn_throttle_s=0.0)) as (node, probe):
+        stream = Stream(probe)
+        K = SEQUENCE.K
+
+        def info(k):
+            msg = CameraInfo(header=make_header(stream.stamp_ns, FRAME_ID), width=640, height=480)
+            msg.k = np.asarray(k, float).reshape(9)
+            probe.info_pub.publish(msg)
+            time.sleep(0.3)
+
+        info(K)
+        stream.send()
+        probe.wait_for(lambda: probe.keyframes, what='first keyframe')
+        assert stream.good().model_type == Correspondences.MODEL_ESSENTIAL
+        bad = K.copy()
+        bad[0, 0] = bad[1, 1] = 0.0
+        info(bad)
+        reply = stream.good()
+        probe.log_containing('zero or negative focal length (fx=0, fy=0)')
+        assert reply.model_type == Correspondences.MODEL_FUNDAMENTAL and not reply.pose_valid
+        assert node.stats()['']['failed'] == 0
+
+
+def test_compressed_input_and_undecodable_payload():
+    with running_node(dict(preset='orb', use_compressed=True, warn_throttle_s=0.0)) as (node, probe):
+        stream = Stream(probe, compressed=True)
+        stream.send()
+        probe.wait_for(lambda: probe.keyframes, what='first keyframe from a jpeg')
+        garbage = CompressedImage(header=make_header(stream.next_stamp(), FRAME_ID), format='jpeg')
+        garbage.data = b'\xff\xd8 definitely not a jpeg'
+        probe.compressed_pub.publish(garbage)
+        probe.log_containing("could not decode compressed image (format 'jpeg', 24 bytes)")
+        reply = stream.good()
+        assert reply.query_width == 640 and len(reply.query_points) > 0
