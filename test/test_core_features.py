@@ -202,3 +202,35 @@ def test_superglue_with_shipped_weights(warped_pair):
     f0, f1, matches, result = run_preset('superglue', warped_pair, max_keypoints=512)
     assert result['num_correct'] >= 80 and result['precision'] >= 0.85
     assert np.all((matches.scores0 > 0) == (matches.matches0 >= 0))
+
+
+def test_learned_wrappers_load_weight_files(tmp_path, warped_pair):
+    """SuperPoint/SuperGlue wrappers load files written by weights.save_model and use the
+    options given by name (random weights: this checks the plumbing, not quality)."""
+    from superglue_ros.models.superpoint import SuperPoint
+    from superglue_ros.models.weights import save_model
+    torch.manual_seed(0)
+    save_model(SuperPoint(), tmp_path / 'sp.pth', meta=dict(note='random test weights'))
+    save_model(random_superglue(), tmp_path / 'sg.pth', meta=dict(note='random test weights'))
+    extractor = build_extractor('superpoint', weights=str(tmp_path / 'sp.pth'),
+                                max_keypoints=100, keypoint_threshold=0.0)
+    features = extractor.extract(warped_pair[0])
+    assert len(features) == 100 and features.image_size == (512, 512)
+    assert features.descriptors.shape == (100, 256)
+    assert np.all((features.keypoints >= 0) & (features.keypoints <= 511))
+    assert features.cache['torch']['descriptors'].device.type == extractor.device.type
+    again = extractor.extract(warped_pair[0])
+    np.testing.assert_array_equal(again.keypoints, features.keypoints)
+    matcher = build_matcher('superglue', weights=str(tmp_path / 'sg.pth'), match_threshold=0.0)
+    reference = SuperGlueMatcher(model=random_superglue(), match_threshold=0.0)
+    f0, f1 = random_features(30, 1), random_features(35, 2)
+    np.testing.assert_array_equal(matcher.match(f0, f1).matches0,
+                                  reference.match(f0, f1).matches0)
+
+
+def test_missing_weights_name_the_file(tmp_path):
+    from superglue_ros.models.weights import WeightsError
+    with pytest.raises(WeightsError, match='absent.pth'):
+        build_extractor('superpoint', weights=str(tmp_path / 'absent.pth'))
+    with pytest.raises(WeightsError, match='absent_sg.pth'):
+        build_matcher('superglue', weights=str(tmp_path / 'absent_sg.pth'))
