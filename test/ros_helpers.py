@@ -43,7 +43,7 @@ class Probe(Node):
     """Publishes camera input to the node under test and records everything it publishes."""
 
     def __init__(self, context: Context, prefix: str = ''):
-        super().__init__('superglue_test_probe', context=context)
+        super().__init__('superglue_test_probe' + (f'_{prefix}' if prefix else ''), context=context)
         t = (lambda name: f'{prefix}/{name}') if prefix else (lambda name: name)
         sensor = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, t('image'), sensor)
@@ -112,8 +112,9 @@ class Probe(Node):
 
 @contextmanager
 def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list[str] | None = None,
-                 num_threads: int = 4):
-    """Yield (node, probe) spinning in the background; everything is torn down afterwards."""
+                 num_threads: int = 4, more_prefixes: tuple[str, ...] = ()):
+    """Yield (node, probe) spinning in the background; everything is torn down afterwards.
+    `more_prefixes`: extra probes (other camera namespaces) in `probe.others[prefix]`."""
     context = Context()
     rclpy.init(context=context, args=['superglue-test'] + (['--ros-args', *ros_args] if ros_args else []))
     params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
@@ -123,17 +124,19 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
     try:
         node = SuperGlueNode(context=context, parameter_overrides=params)
         probe = Probe(context, prefix)
-        executor.add_node(node)
-        executor.add_node(probe)
+        probe.others = {p: Probe(context, p) for p in more_prefixes}
+        for n in (node, probe, *probe.others.values()):
+            executor.add_node(n)
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
-        probe.wait_for_node()
+        for p in (probe, *probe.others.values()):
+            p.wait_for_node()
         yield node, probe
     finally:
         executor.shutdown(timeout_sec=5.0)
         if thread is not None:
             thread.join(timeout=10.0)
-        for n in (probe, node):
+        for n in (*getattr(probe, 'others', {}).values(), probe, node):
             if n is not None:
                 n.destroy_node()
         if context.ok():

@@ -50,7 +50,7 @@ class Stream:
 
 @pytest.fixture(scope='module')
 def node_probe():
-    overrides = dict(preset='orb', max_image_pixels=2_000_000, warn_throttle_s=0.0,
+    overrides = dict(preset='orb', reliability='reliable', max_image_pixels=2_000_000, warn_throttle_s=0.0,
                      max_pending_requests=1, max_keyframes=4, min_gap_frames=1, max_frames=2)
     with running_node(overrides) as (node, probe):
         stream = Stream(probe)
@@ -189,7 +189,7 @@ def test_request_flood_is_bounded_and_images_keep_flowing(node_probe):
 
 
 def test_camera_info_zero_focal_length_is_ignored_with_a_warning():
-    with running_node(dict(preset='orb', warn_throttle_s=0.0)) as (node, probe):
+    with running_node(dict(preset='orb', reliability='reliable', warn_throttle_s=0.0)) as (node, probe):
         stream = Stream(probe)
         K = SEQUENCE.K
 
@@ -213,7 +213,8 @@ def test_camera_info_zero_focal_length_is_ignored_with_a_warning():
 
 
 def test_compressed_input_and_undecodable_payload():
-    with running_node(dict(preset='orb', use_compressed=True, warn_throttle_s=0.0)) as (node, probe):
+    with running_node(dict(preset='orb', reliability='reliable', use_compressed=True,
+                                 warn_throttle_s=0.0)) as (node, probe):
         stream = Stream(probe, compressed=True)
         stream.send()
         probe.wait_for(lambda: probe.keyframes, what='first keyframe from a jpeg')
@@ -223,3 +224,28 @@ def test_compressed_input_and_undecodable_payload():
         probe.log_containing("could not decode compressed image (format 'jpeg', 24 bytes)")
         reply = stream.good()
         assert reply.query_width == 640 and len(reply.query_points) > 0
+
+
+def test_two_cameras_have_separate_topics_and_state():
+    overrides = dict(preset='orb', reliability='reliable', cameras=['left', 'right'])
+    with running_node(overrides, prefix='left', more_prefixes=('right',)) as (node, left):
+        right = left.others['right']
+        streams = {'left': Stream(left), 'right': Stream(right)}
+        streams['right'].index = 50   # a different view
+        for name, stream in streams.items():
+            stream.send()
+        for probe in (left, right):
+            probe.wait_for(lambda p=probe: p.keyframes, what='first keyframe per camera')
+        replies = {name: stream.good() for name, stream in streams.items()}
+        assert {m.id for m in left.keyframes} == {m.id for m in right.keyframes} == {0}
+        assert replies['left'].reference_id == replies['right'].reference_id == 0
+        left_kf0 = np.reshape(left.keyframes[0].keypoints, (-1, 2))
+        right_kf0 = np.reshape(right.keyframes[0].keypoints, (-1, 2))
+        assert not np.array_equal(left_kf0, right_kf0)   # each camera has its own keyframe 0
+        for probe in (left, right):   # each camera answers on its own verify_loop service
+            answer = probe.call_verify(0, [99])
+            assert answer.success and answer.results[0].status == LoopResult.UNKNOWN_CANDIDATE
+        stats = node.stats()
+        assert stats['left']['processed'] == stats['right']['processed'] == 2
+        with left.lock:
+            assert all(m.header.frame_id == FRAME_ID for m in left.correspondences)
