@@ -45,6 +45,14 @@ digest() {
 is_done() { [ "${FORCE:-0}" != 1 ] && [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 mark_done() { mkdir -p "$STAMPS"; printf '%s\n' "$2" > "$STAMPS/$1"; }
 
+# One set-up at a time per checkout (teammates, parallel make test runs).
+mkdir -p "$ROOT/build"
+exec 9>"$ROOT/build/.setup.lock"
+if ! flock -n 9; then
+    say "another set-up of this checkout is running: waiting for it"
+    flock 9
+fi
+
 # --- 1. virtual environment ------------------------------------------------------
 if [ -x "$VENV/bin/python" ]; then
     say "venv: $VENV exists, kept (skipped)"
@@ -104,6 +112,7 @@ if [ -n "${ROS_DISTRO:-}" ]; then
         || die "ROS_DISTRO=$ROS_DISTRO is set but $PY cannot import rclpy: source /opt/ros/$ROS_DISTRO/setup.bash in this shell and create .venv with the same Python as that install"
     export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
     export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+    export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
     ROS_MODE="wheels"
     key="$(digest "$ROOT/scripts/ros-wheels.txt" "$PYVER")"
@@ -149,7 +158,8 @@ else
         || { tail -40 "$BUILD_DIR/build.log"; die "build failed (log: $BUILD_DIR/build.log)"; }
     cmake --install "$BUILD_DIR" > "$BUILD_DIR/install.log" 2>&1 \
         || { tail -40 "$BUILD_DIR/install.log"; die "install failed (log: $BUILD_DIR/install.log)"; }
-    "$PY" -c 'from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult; from superglue_ros_msgs.srv import VerifyLoop' \
+    # serialising loads the C type support libraries, not only the Python classes
+    "$PY" -c 'from rclpy.serialization import serialize_message as s; from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult; from superglue_ros_msgs.srv import VerifyLoop; [s(t()) for t in (Correspondences, KeyframeFeatures, LoopCandidates, LoopResult, VerifyLoop.Request, VerifyLoop.Response)]' \
         || die "superglue_ros_msgs was installed but cannot be imported by $PY"
     mark_done msgs "$key"
 fi
@@ -183,4 +193,4 @@ fi
 if [ "$ROS_MODE" != wheels ]; then
     say "note: with a sourced ROS 2, also run: export AMENT_PREFIX_PATH=$VENV:\$AMENT_PREFIX_PATH LD_LIBRARY_PATH=$VENV/lib:\$LD_LIBRARY_PATH"
 fi
-say "ready: $VENV ($ROS_MODE, torch $TORCH_VERSION)"
+say "ready: $VENV ($ROS_MODE, torch $TORCH_VERSION) in ${SECONDS} s"
