@@ -1,10 +1,17 @@
-"""Geometric verification of correspondences with OpenCV's USAC robust estimators.
+"""Geometric verification of correspondences with well-kept robust estimators.
 
 Matches are only useful to SLAM once the outliers are gone; this module fits an essential
 matrix (intrinsics known), a fundamental matrix or a homography and returns the inlier mask,
-plus the relative pose (R, t) for the essential case. The robust estimator is OpenCV's USAC
-framework; the default (MAGSAC++) was chosen by measurement, see
-``superglue_ros.evaluation.robust_estimators``.
+plus the relative pose (R, t) for the essential case. No hand-written RANSAC: OpenCV's USAC
+framework and PoseLib (LO-RANSAC + bundle refinement) do the work.
+
+Defaults chosen by measurement (``python -m superglue_ros.evaluation.robust_estimators`` and
+SIFT matches on Middlebury templeRing, 51 pairs, pose AUC@5/10/20 deg at 1 px):
+  essential:   'poselib'  templeRing 91.7/95.9/97.9 vs USAC_ACCURATE 83.7/89.9/94.2,
+               USAC_MAGSAC 81.8/89.0/93.7, RANSAC 56.6/77.3/88.6; synthetic (40% outliers,
+               0.5 px noise) median pose error 0.49 deg vs 0.57 ACCURATE, 0.67 MAGSAC.
+  homography / fundamental: 'magsac' (MAGSAC++)  synthetic median corner error 0.25 px vs
+               0.40 ACCURATE, 0.54 poselib, 0.73 RANSAC (40% outliers, 0.5 px noise).
 """
 from __future__ import annotations
 
@@ -20,8 +27,10 @@ ESTIMATORS = {
     'prosac': cv2.USAC_PROSAC,      # expects points sorted by confidence
     'ransac': cv2.RANSAC,           # classic RANSAC
     'lmeds': cv2.LMEDS,
+    'poselib': None,                # PoseLib, essential and homography only
 }
-DEFAULT_ESTIMATOR = 'magsac'
+DEFAULT_ESTIMATORS = {'essential': 'poselib', 'fundamental': 'magsac', 'homography': 'magsac'}
+DEFAULT_ESTIMATOR = None  # None = the per-model default of DEFAULT_ESTIMATORS
 MIN_POINTS = {'homography': 4, 'fundamental': 8, 'essential': 5}
 
 
@@ -57,11 +66,28 @@ def _points(pts, name) -> np.ndarray:
     return np.ascontiguousarray(pts)
 
 
-def _method(estimator: str) -> int:
+def _estimator(estimator: str | None, model: str) -> str:
+    estimator = DEFAULT_ESTIMATORS[model] if estimator is None else estimator
     if estimator not in ESTIMATORS:
         raise ValueError(f'unknown robust estimator {estimator!r}; choose from '
                          f'{sorted(ESTIMATORS)}')
-    return ESTIMATORS[estimator]
+    if estimator == 'poselib' and model == 'fundamental':
+        raise ValueError("estimator 'poselib' is used for essential and homography only")
+    return estimator
+
+
+def _poselib():
+    try:
+        import poselib
+    except ImportError as error:
+        raise ImportError("estimator 'poselib' needs the poselib package (pip install "
+                          "poselib, listed in requirements.txt) or choose e.g. "
+                          "estimator='accurate'") from error
+    return poselib
+
+
+def _skew(v) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], np.float64)
 
 
 def _mask(mask, num_points) -> np.ndarray:
@@ -76,8 +102,16 @@ def estimate_homography(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATO
     pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
     if len(pts0) < MIN_POINTS['homography']:
         return None, np.zeros(len(pts0), bool)
-    H, mask = cv2.findHomography(pts0, pts1, _method(estimator), threshold_px,
-                                 maxIters=max_iters, confidence=confidence)
+    estimator = _estimator(estimator, 'homography')
+    if estimator == 'poselib':
+        H, info = _poselib().estimate_homography(
+            pts0, pts1, {'max_reproj_error': threshold_px, 'max_iterations': max_iters,
+                         'success_prob': confidence})
+        mask = np.asarray(info['inliers'], bool)
+        H = None if mask.sum() < 4 else np.asarray(H, np.float64)
+    else:
+        H, mask = cv2.findHomography(pts0, pts1, ESTIMATORS[estimator], threshold_px,
+                                     maxIters=max_iters, confidence=confidence)
     if H is None or H.shape != (3, 3):
         return None, np.zeros(len(pts0), bool)
     return H, _mask(mask, len(pts0))
@@ -89,8 +123,8 @@ def estimate_fundamental(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMAT
     pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
     if len(pts0) < MIN_POINTS['fundamental']:
         return None, np.zeros(len(pts0), bool)
-    F, mask = cv2.findFundamentalMat(pts0, pts1, _method(estimator), threshold_px, confidence,
-                                     max_iters)
+    method = ESTIMATORS[_estimator(estimator, 'fundamental')]
+    F, mask = cv2.findFundamentalMat(pts0, pts1, method, threshold_px, confidence, max_iters)
     if F is None or F.shape != (3, 3):  # 7-point can return up to 3 stacked solutions
         return None, np.zeros(len(pts0), bool)
     return F, _mask(mask, len(pts0))
@@ -107,7 +141,8 @@ def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_E
                        confidence=0.9999, max_iters=10000):
     """(E, inliers bool [K], R, t) with x1 = R x0 + t, |t| = 1; (None, all False, None, None).
 
-    OpenCV's USAC scores (MAGSAC++ in particular) assume pixel-scale residuals, so points of
+    PoseLib takes the two pinhole cameras directly (skew ignored) and refines the pose on the
+    inliers. OpenCV's USAC scores (MAGSAC++ in particular) assume pixel-scale residuals, so points of
     image 1 are re-expressed in the pixel frame of camera 0 (K0 K1^-1 x1, same normalised
     coordinates) and E is fitted in pixels with K0; R, t come from the normalised points.
     """
@@ -116,9 +151,23 @@ def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_E
     if len(pts0) < MIN_POINTS['essential']:
         return failed
     K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
+    estimator = _estimator(estimator, 'essential')
+    if estimator == 'poselib':
+        cameras = [dict(model='PINHOLE', width=int(2 * K[0, 2] + 1), height=int(2 * K[1, 2] + 1),
+                        params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]]) for K in (K0, K1)]
+        pose, info = _poselib().estimate_relative_pose(
+            pts0, pts1, cameras[0], cameras[1],
+            {'max_epipolar_error': threshold_px, 'max_iterations': max_iters,
+             'success_prob': confidence})
+        inliers = np.asarray(info['inliers'], bool)
+        t = np.asarray(pose.t, np.float64).reshape(3)
+        if inliers.sum() < MIN_POINTS['essential'] or np.linalg.norm(t) == 0:
+            return failed
+        R, t = np.asarray(pose.R, np.float64), t / np.linalg.norm(t)
+        return _skew(t) @ R, inliers, R, t
     n0, n1 = normalize_points(pts0, K0), normalize_points(pts1, K1)
     pts1_in_0 = np.c_[n1, np.ones(len(n1))] @ K0[:2].T
-    E, mask = cv2.findEssentialMat(pts0, pts1_in_0, K0, method=_method(estimator),
+    E, mask = cv2.findEssentialMat(pts0, pts1_in_0, K0, method=ESTIMATORS[estimator],
                                    prob=confidence, threshold=threshold_px,
                                    maxIters=max_iters)
     if E is None or E.shape[0] < 3 or E.shape[1] != 3:
@@ -140,8 +189,9 @@ def verify(pts0, pts1, K0=None, K1=None, model='auto', threshold_px=2.0,
     """Fit a two-view model to correspondences pts0 [K,2] <-> pts1 [K,2] (pixels).
 
     model: 'auto' (essential when both K0 and K1 are given, else fundamental), 'essential',
-    'fundamental' or 'homography'. Too few points or a failed fit give kind 'none' with all
-    inliers False, never an exception.
+    'fundamental' or 'homography'. estimator: a key of ESTIMATORS, None = the measured
+    per-model default (DEFAULT_ESTIMATORS). Too few points or a failed fit give kind 'none'
+    with all inliers False, never an exception.
     """
     pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
     if len(pts0) != len(pts1):

@@ -18,12 +18,13 @@ def sampson_distance(F, pts0, pts1):
     return np.sqrt(num / (Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2))
 
 
+@pytest.mark.parametrize('estimator', [None, 'poselib', 'magsac', 'accurate'])
 @pytest.mark.parametrize('seed', [0, 1, 2])
-def test_essential_recovers_pose_with_outliers(seed):
+def test_essential_recovers_pose_with_outliers(seed, estimator):
     rng = np.random.default_rng(seed)
     pts0, pts1, is_inlier, R, t = synthetic_two_view(rng, 400, outlier_ratio=0.4,
                                                      noise_px=0.5)
-    model = geometry.verify(pts0, pts1, K, K)
+    model = geometry.verify(pts0, pts1, K, K, estimator=estimator)
     assert model.kind == 'essential'
     assert angle_error_mat(model.R, R) < 1.0
     assert angle_error_vec(model.t, t) < 3.0
@@ -71,12 +72,13 @@ def test_fundamental_fits_inliers():
     assert np.median(sampson_distance(F_true, pts0[is_inlier], pts1[is_inlier])) < 1.0
 
 
+@pytest.mark.parametrize('estimator', [None, 'poselib', 'accurate'])
 @pytest.mark.parametrize('seed', [0, 1])
-def test_homography_recovers_corners(seed):
+def test_homography_recovers_corners(seed, estimator):
     rng = np.random.default_rng(seed)
     pts0, pts1, is_inlier, H = synthetic_homography(rng, 300, outlier_ratio=0.5,
                                                     noise_px=0.5)
-    model = geometry.verify(pts0, pts1, model='homography')
+    model = geometry.verify(pts0, pts1, model='homography', estimator=estimator)
     assert model.kind == 'homography'
     corners = np.array([[0, 0], [639, 0], [639, 479], [0, 479]], np.float64)
     est = cv2.perspectiveTransform(corners[None], model.matrix)[0]
@@ -115,3 +117,6 @@ def test_bad_input_raises_clear_errors():
         geometry.verify(pts, pts, K0=K, model='essential')
     with pytest.raises(ValueError, match='unknown robust estimator'):
         geometry.verify(pts, pts, model='homography', estimator='magic')
+    with pytest.raises(ValueError, match='essential and homography only'):
+        geometry.verify(pts, pts, model='fundamental', estimator='poselib')
+

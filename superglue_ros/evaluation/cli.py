@@ -95,7 +95,8 @@ def parse_args(argv=None):
     parser.add_argument('--max_keypoints', type=int, default=512)
     parser.add_argument('--superpoint_weights', help='SuperPoint weights (default: shipped)')
     parser.add_argument('--superglue_weights', help='SuperGlue weights (default: shipped)')
-    parser.add_argument('--estimator', default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS))
+    parser.add_argument('--estimator', default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS),
+                        help='robust estimator (default: poselib for E, magsac for H)')
     parser.add_argument('--threshold_px', type=float, default=3.0,
                         help='correctness threshold for repeatability/precision/recall')
     parser.add_argument('--ransac_threshold_px', type=float, default=None,

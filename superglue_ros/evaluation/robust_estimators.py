@@ -64,21 +64,6 @@ def _f1(pred, true) -> float:
     return 2 * tp / max(pred.sum() + true.sum(), 1)
 
 
-def _poselib_relative(pts0, pts1, threshold_px):
-    import poselib
-    camera = dict(model='PINHOLE', width=WIDTH, height=HEIGHT,
-                  params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
-    pose, info = poselib.estimate_relative_pose(pts0, pts1, camera, camera,
-                                                {'max_epipolar_error': threshold_px})
-    return pose.R, pose.t, np.array(info['inliers'], bool)
-
-
-def _poselib_homography(pts0, pts1, threshold_px):
-    import poselib
-    H, info = poselib.estimate_homography(pts0, pts1, {'max_reproj_error': threshold_px})
-    return H, np.array(info['inliers'], bool)
-
-
 def measure(trials=100, outlier_ratio=0.4, noise_px=1.0, threshold_px=2.0, seed=0):
     """dict estimator -> dict of median/mean errors, inlier F1 and ms per call."""
     names = ['magsac', 'accurate', 'usac', 'ransac']
@@ -95,12 +80,9 @@ def measure(trials=100, outlier_ratio=0.4, noise_px=1.0, threshold_px=2.0, seed=
             pts0, pts1, inl, R, t = synthetic_two_view(rng, outlier_ratio=outlier_ratio,
                                                        noise_px=noise_px)
             start = time.perf_counter()
-            if name == 'poselib':
-                R_est, t_est, mask = _poselib_relative(pts0, pts1, threshold_px)
-            else:
-                model = geometry.verify(pts0, pts1, K, K, threshold_px=threshold_px,
-                                        estimator=name)
-                R_est, t_est, mask = model.R, model.t, model.inliers
+            model = geometry.verify(pts0, pts1, K, K, threshold_px=threshold_px,
+                                    estimator=name)
+            R_est, t_est, mask = model.R, model.t, model.inliers
             time_e.append(time.perf_counter() - start)
             if R_est is None:
                 err_pose.append(180.0)
@@ -110,10 +92,7 @@ def measure(trials=100, outlier_ratio=0.4, noise_px=1.0, threshold_px=2.0, seed=
             pts0, pts1, inl, H = synthetic_homography(rng, outlier_ratio=outlier_ratio,
                                                       noise_px=noise_px)
             start = time.perf_counter()
-            if name == 'poselib':
-                H_est, mask = _poselib_homography(pts0, pts1, threshold_px)
-            else:
-                H_est, mask = geometry.estimate_homography(pts0, pts1, threshold_px, name)
+            H_est, mask = geometry.estimate_homography(pts0, pts1, threshold_px, name)
             time_h.append(time.perf_counter() - start)
             err_h.append(np.inf if H_est is None else
                          homography_corner_error(H_est, H, (WIDTH, HEIGHT)))
