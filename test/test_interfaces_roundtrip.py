@@ -14,14 +14,13 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
-from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from superglue_ros_msgs.msg import (Correspondences, KeyframeFeatures,  # noqa: E402
-                                    LoopCandidates, LoopResult)
-from superglue_ros_msgs.srv import VerifyLoop  # noqa: E402
+import rclpy  # installed by scripts/setup.sh: a missing one is a failure, not a skip
+from builtin_interfaces.msg import Time
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
+from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
+from superglue_ros_msgs.srv import VerifyLoop
 
 MESSAGE_TYPES = [Correspondences, KeyframeFeatures, LoopCandidates, LoopResult]
 TOPIC_PREFIX = '/superglue_ros_test'
