@@ -237,6 +237,11 @@ class SuperGlue(nn.Module):
         num_heads=4,
         sinkhorn_iterations=100,
         match_threshold=0.2,
+        # inference backend of the GNN + final projection (see backends.py); Sinkhorn and match
+        # extraction always run in fp32 torch. Reference = torch fp32 without caching.
+        backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
+        precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto'
+        cache_keyframes=False,  # reuse the keypoint encoding stored in data['cache0'/'cache1']
     )
 
     def __init__(self, conf: dict | None = None):
@@ -248,42 +253,123 @@ class SuperGlue(nn.Module):
         self.final_proj = nn.Conv1d(dim, dim, kernel_size=1, bias=True)
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
 
-    @staticmethod
-    def _broadcast_query(data: dict) -> dict:
-        """One query (batch 1 on side 0) against B candidates on side 1: repeat the query."""
-        b1 = data["keypoints1"].shape[0]
-        if data["keypoints0"].shape[0] == 1 and b1 > 1:
-            data = dict(data)
-            for key in ("keypoints0", "scores0", "descriptors0", "image_size0", "mask0"):
-                if data.get(key) is not None:
-                    data[key] = data[key].expand(b1, *data[key].shape[1:])
-        return data
+    def reset_backend(self) -> None:
+        """Forget the compiled backend and cached encodings (rebuilt on next use)."""
+        self.__dict__["_runner"] = None
+        self.__dict__["_cache_version"] = self.__dict__.get("_cache_version", 0) + 1
+
+    def load_state_dict(self, *args, **kwargs):
+        self.reset_backend()
+        return super().load_state_dict(*args, **kwargs)
+
+    def uses_reference_path(self) -> bool:
+        return self.training or (self.conf["backend"] == "torch" and self.conf["precision"] == "fp32")
 
     def encode(self, kpts, scores, desc, image_size) -> torch.Tensor:
         """Descriptor + keypoint encoding -> [B,D,N] GNN input."""
         kpts_n = normalize_keypoints(kpts, image_size)
         return desc.transpose(1, 2) + self.kenc(kpts_n, scores)
 
+    def encode_cached(self, kpts, scores, desc, image_size, caches, mask=None) -> torch.Tensor:
+        """``encode`` that reuses/stores each batch item's encoding in its cache dict.
+
+        caches: None, a dict (batch of one) or a list of dicts/None (one per batch item); mask
+        [B,N] tells the real keypoints of padded items. The keyframe side is encoded once and
+        reused for every later query (eval mode and conf['cache_keyframes'] only)."""
+        if caches is None or not self.conf["cache_keyframes"] or self.training:
+            return self.encode(kpts, scores, desc, image_size)
+        if isinstance(caches, dict):
+            caches = [caches]
+        if len(caches) != kpts.shape[0]:
+            raise ValueError(f"got {len(caches)} caches for a batch of {kpts.shape[0]}")
+        key = (id(self), self.__dict__.get("_cache_version", 0))
+        out = kpts.new_zeros((kpts.shape[0], self.conf["descriptor_dim"], kpts.shape[1]))
+        for i, cache in enumerate(caches):
+            n = kpts.shape[1] if mask is None else int(mask[i].sum())
+            entry = None if cache is None else cache.get("superglue_encoding")
+            if entry is not None and entry[0] == key and entry[1].shape[-1] == n:
+                enc = entry[1]
+            else:
+                enc = self.encode(kpts[i:i + 1, :n], scores[i:i + 1, :n], desc[i:i + 1, :n],
+                                  image_size[i:i + 1])[0]
+                if cache is not None:
+                    cache["superglue_encoding"] = (key, enc)
+            out[i, :, :n] = enc
+        return out
+
+    def score_runner(self):
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            from .backends import build_runner
+
+            dim = self.conf["descriptor_dim"]
+            device = self.final_proj.weight.device
+            example = (torch.randn(1, dim, 512, device=device), torch.randn(1, dim, 480, device=device),
+                       torch.ones(1, 512, dtype=torch.bool, device=device),
+                       torch.ones(1, 480, dtype=torch.bool, device=device))
+            runner = build_runner(
+                self.conf["backend"], _ScoreGraph(self), device, self.conf["precision"],
+                example_inputs=example, input_names=["enc0", "enc1", "mask0", "mask1"],
+                output_names=["scores"],
+                dynamic_axes={"enc0": {0: "b", 2: "m"}, "enc1": {0: "b", 2: "n"},
+                              "mask0": {0: "b", 1: "m"}, "mask1": {0: "b", 1: "n"}},
+                tag="superglue")
+            self.__dict__["_runner"] = runner
+        return runner
+
+    def match_scores(self, enc0, enc1, mask0=None, mask1=None) -> torch.Tensor:
+        """GNN + final projection + scaled inner products: [B,D,M], [B,D,N] -> [B,M,N]."""
+        if self.uses_reference_path():
+            desc0, desc1 = self.gnn(enc0, enc1, mask0, mask1)
+            mdesc0, mdesc1 = self.final_proj(desc0), self.final_proj(desc1)
+            return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(self.conf["descriptor_dim"])
+        b, m, n = enc0.shape[0], enc0.shape[-1], enc1.shape[-1]
+        if mask0 is None:
+            mask0 = torch.ones(b, m, dtype=torch.bool, device=enc0.device)
+        if mask1 is None:
+            mask1 = torch.ones(b, n, dtype=torch.bool, device=enc0.device)
+        (scores,) = self.score_runner()(enc0, enc1, mask0, mask1)
+        return scores.to(enc0.device)
+
     def forward(self, data: dict) -> dict:
         """data: keypoints0 [B,M,2] px, scores0 [B,M], descriptors0 [B,M,D], image_size0 [B,2]
-        (w, h), optional mask0 [B,M] bool (True = real); the same with 1.
+        (w, h), optional mask0 [B,M] bool (True = real); the same with 1. Side 0 may have batch
+        1 against B candidates on side 1 (it is repeated). Optional cache0/cache1: dict (batch 1)
+        or list of dicts keeping each keyframe's encoding when conf['cache_keyframes'].
         Returns log_assignment [B,M+1,N+1], matches0 [B,M], matches1 [B,N] (-1 = none),
         matching_scores0 [B,M], matching_scores1 [B,N]."""
-        data = self._broadcast_query(data)
         mask0, mask1 = data.get("mask0"), data.get("mask1")
         kpts0, kpts1 = data["keypoints0"], data["keypoints1"]
-        b, m, n = kpts0.shape[0], kpts0.shape[1], kpts1.shape[1]
+        b = max(kpts0.shape[0], kpts1.shape[0])
+        m, n = kpts0.shape[1], kpts1.shape[1]
         if m == 0 or n == 0:
             log_assignment = kpts0.new_full((b, m + 1, n + 1), LOG_ZERO)
             return dict(log_assignment=log_assignment,
                         **extract_matches(log_assignment, self.conf["match_threshold"]))
 
-        desc0 = self.encode(kpts0, data["scores0"], data["descriptors0"], data["image_size0"])
-        desc1 = self.encode(kpts1, data["scores1"], data["descriptors1"], data["image_size1"])
-        desc0, desc1 = self.gnn(desc0, desc1, mask0, mask1)
-        mdesc0, mdesc1 = self.final_proj(desc0), self.final_proj(desc1)
-        scores = torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(self.conf["descriptor_dim"])
+        enc0 = self.encode_cached(kpts0, data["scores0"], data["descriptors0"], data["image_size0"],
+                                  data.get("cache0"), mask0)
+        enc1 = self.encode_cached(kpts1, data["scores1"], data["descriptors1"], data["image_size1"],
+                                  data.get("cache1"), mask1)
+        if enc0.shape[0] == 1 and b > 1:  # one query against b candidates
+            enc0 = enc0.expand(b, -1, -1)
+            mask0 = None if mask0 is None else mask0.expand(b, -1)
+        scores = self.match_scores(enc0, enc1, mask0, mask1)
         log_assignment = log_optimal_transport(
             scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)
         out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
         return dict(log_assignment=log_assignment, **out)
+
+
+class _ScoreGraph(nn.Module):
+    """GNN + final projection + scores as one traceable module (masks as bool inputs)."""
+
+    def __init__(self, model: SuperGlue):
+        super().__init__()
+        self.model = model
+
+    def forward(self, enc0, enc1, mask0, mask1):
+        model = self.model
+        desc0, desc1 = model.gnn(enc0, enc1, mask0, mask1)
+        mdesc0, mdesc1 = model.final_proj(desc0), model.final_proj(desc1)
+        return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(model.conf["descriptor_dim"])

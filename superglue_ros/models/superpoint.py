@@ -81,6 +81,10 @@ class SuperPoint(nn.Module):
         max_keypoints=-1,
         remove_borders=4,
         nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
+        # inference backend of the dense backbone (see backends.py); reference = torch fp32
+        backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
+        precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto' (bf16 only on native-bf16 CPUs)
+        channels_last=False,  # torch backend only
     )
     cell = 8
 
@@ -105,6 +109,43 @@ class SuperPoint(nn.Module):
         self.convPb = nn.Conv2d(c5, self.cell * self.cell + 1, 1)
         self.convDa = nn.Conv2d(c4, c5, 3, padding=1)
         self.convDb = nn.Conv2d(c5, dim, 1)
+
+    def reset_backend(self) -> None:
+        """Forget the compiled backend (it is rebuilt from the current weights on next use)."""
+        self.__dict__["_runner"] = None
+
+    def load_state_dict(self, *args, **kwargs):
+        self.reset_backend()
+        return super().load_state_dict(*args, **kwargs)
+
+    def uses_reference_path(self) -> bool:
+        c = self.conf
+        return self.training or (c["backend"] == "torch" and c["precision"] == "fp32"
+                                 and not c["channels_last"])
+
+    def dense_runner(self):
+        """The backend running forward_dense at inference (built once, on first use)."""
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            from .backends import build_runner
+
+            device = self.conv1a.weight.device
+            example = (torch.zeros(1, 1, 480, 640, device=device),)
+            runner = build_runner(
+                self.conf["backend"], _DenseGraph(self), device, self.conf["precision"],
+                example_inputs=example, input_names=["image"],
+                output_names=["logits", "descriptors"],
+                dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}},
+                channels_last=self.conf["channels_last"], tag="superpoint")
+            self.__dict__["_runner"] = runner
+        return runner
+
+    def dense(self, image: torch.Tensor) -> dict:
+        """forward_dense through the configured backend (reference: plain eager fp32)."""
+        if self.uses_reference_path():
+            return self.forward_dense(image)
+        logits, desc = self.dense_runner()(image)
+        return dict(logits=logits.to(image.device), descriptors=desc.to(image.device))
 
     def forward_dense(self, image: torch.Tensor) -> dict:
         """image [B,1,H,W] in [0,1], H and W multiples of 8 ->
@@ -179,10 +220,22 @@ class SuperPoint(nn.Module):
         keypoints list of [N_i,2] (x, y) px, scores list of [N_i], descriptors list of [N_i,D]."""
         image = self.to_gray(image)
         height, width = image.shape[-2:]
-        dense = self.forward_dense(self.pad_to_cell(image))
+        dense = self.dense(self.pad_to_cell(image))
         heatmap = self.logits_to_heatmap(dense["logits"])
         keypoints, scores = self.extract_keypoints(heatmap, height, width)
         descriptors = [
             sample_descriptors(k, d, self.cell) for k, d in zip(keypoints, dense["descriptors"])
         ]
         return dict(keypoints=keypoints, scores=scores, descriptors=descriptors)
+
+
+class _DenseGraph(nn.Module):
+    """forward_dense as a tuple-returning module, for tracing into a backend."""
+
+    def __init__(self, model: SuperPoint):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        out = self.model.forward_dense(image)
+        return out["logits"], out["descriptors"]

@@ -1,0 +1,269 @@
+"""Inference backends for the dense parts of the networks (the real-time fast path).
+
+Why: on a 2-core CPU the eager fp32 torch networks cost ~1 s per VGA frame. The heavy,
+shape-regular parts (SuperPoint's convolutional backbone, SuperGlue's attentional GNN) run much
+faster under OpenVINO or ONNX Runtime, and in bf16 where the CPU has native bf16 instructions
+(AVX512-BF16 / AMX). Everything data-dependent (NMS, top-k, sampling, Sinkhorn, match
+extraction) stays in torch/OpenCV, and Sinkhorn always runs in fp32 torch.
+
+A runner wraps one ``nn.Module`` taking and returning tensors. ``build_runner`` returns the
+requested backend or, when it is missing or fails to convert/compile, the torch runner with one
+log line. Converted OpenVINO models are cached on disk (keyed by weights + config + code) so a
+restart does not pay the conversion again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import io
+import logging
+import os
+import pathlib
+import platform
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+LOG = logging.getLogger("superglue_ros.models.backends")
+
+BACKENDS = ("torch", "openvino", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Reference mode: what the papers' reference scripts do (eager fp32 torch, standard configs,
+# torch max-pool NMS, no caching). Fast mode: the measured real-time choices (see benchmark.py).
+REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", channels_last=False)
+REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False)
+FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True)
+FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty set where unavailable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 math natively (AVX512-BF16 or AMX-BF16).
+
+    Elsewhere bf16 is emulated and both slower and less accurate than fp32."""
+    flags = cpu_flags()
+    if flags:
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
+
+
+def resolve_precision(precision: str, device) -> str:
+    """'auto' -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    device = torch.device(device)
+    if precision != "auto":
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            LOG.warning("bf16 requested but this CPU has no native bf16: using fp32")
+            return "fp32"
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend is not installed or could not convert/compile the model."""
+
+
+class TorchRunner:
+    """Eager torch, optionally under autocast (bf16 on CPU, fp16 on CUDA) and channels_last."""
+
+    name = "torch"
+
+    def __init__(self, module: nn.Module, precision: str = "fp32", channels_last: bool = False):
+        self.module = module
+        self.precision = precision
+        self.channels_last = channels_last
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
+
+    def autocast(self, device_type: str):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=dtype)
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.channels_last:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                           for x in inputs)
+        with torch.inference_mode(), self.autocast(inputs[0].device.type):
+            out = self.module(*inputs)
+        out = out if isinstance(out, tuple) else (out,)
+        return tuple(o.float().contiguous() for o in out)
+
+
+def _cache_dir() -> pathlib.Path:
+    root = os.environ.get("SUPERGLUE_ROS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superglue_ros")
+    return pathlib.Path(root)
+
+
+def model_fingerprint(module: nn.Module, extra: str = "") -> str:
+    """Hash of weights, configuration and the module's source code (cache key)."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("superglue_ros"):
+            with contextlib.suppress(OSError, TypeError):
+                h.update(inspect.getsource(inspect.getmodule(cls)).encode())
+    h.update(repr(getattr(module, "conf", "")).encode())
+    h.update(extra.encode())
+    return h.hexdigest()[:20]
+
+
+def export_onnx(module: nn.Module, example_inputs: tuple, input_names: list[str],
+                output_names: list[str], dynamic_axes: dict) -> bytes:
+    """ONNX bytes of ``module`` (TorchScript exporter: measured ~3x faster to convert than
+    OpenVINO's own torch frontend here)."""
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), example_inputs, buf, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes,
+                          opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+class OpenVINORunner:
+    """OpenVINO CPU inference of a traced module; bf16 via INFERENCE_PRECISION_HINT."""
+
+    name = "openvino"
+
+    def __init__(self, module: nn.Module, example_inputs: tuple, input_names: list[str],
+                 output_names: list[str], dynamic_axes: dict, precision: str = "fp32",
+                 threads: int | None = None, tag: str = "model"):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable(f"openvino is not installed ({exc})") from exc
+        self.precision = precision
+        core = ov.Core()
+        key = model_fingerprint(module, repr(dynamic_axes) + ov.__version__ + tag)
+        xml = _cache_dir() / f"{tag}-{key}.xml"
+        try:
+            if xml.is_file():
+                ov_model = core.read_model(str(xml))
+            else:
+                onnx_bytes = export_onnx(module, example_inputs, input_names, output_names,
+                                         dynamic_axes)
+                ov_model = ov.convert_model(io.BytesIO(onnx_bytes))
+                with contextlib.suppress(OSError):
+                    xml.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = xml.with_name(xml.stem + f".tmp{os.getpid()}.xml")
+                    ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+                    os.replace(tmp, xml)
+                    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+            config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp16": "f16"}.get(precision, "f32"),
+                      "PERFORMANCE_HINT": "LATENCY"}
+            threads = threads or torch.get_num_threads()
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+            self.compiled = core.compile_model(ov_model, "CPU", config)
+        except Exception as exc:
+            raise BackendUnavailable(f"openvino could not convert/compile {tag}: {exc}") from exc
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        arrays = [x.detach().cpu().numpy() for x in inputs]
+        result = self.request.infer(arrays)
+        return tuple(torch.from_numpy(np.array(result[out], dtype=np.float32))
+                     for out in self.compiled.outputs)
+
+
+class ONNXRuntimeRunner:
+    """ONNX Runtime CPU inference of a module exported with torch.onnx (fp32)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, module: nn.Module, example_inputs: tuple, input_names: list[str],
+                 dynamic_axes: dict, output_names: list[str], threads: int | None = None,
+                 tag: str = "model"):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
+        try:
+            onnx_bytes = export_onnx(module, example_inputs, input_names, output_names, dynamic_axes)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BackendUnavailable(f"onnxruntime could not export/load {tag}: {exc}") from exc
+        self.input_names = input_names
+        self.precision = "fp32"
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feed = {n: x.detach().cpu().numpy() for n, x in zip(self.input_names, inputs)}
+        return tuple(torch.from_numpy(o) for o in self.session.run(None, feed))
+
+
+def build_runner(backend: str, module: nn.Module, device, precision: str,
+                 example_inputs: tuple, input_names: list[str],
+                 output_names: list[str], dynamic_axes: dict, channels_last: bool = False,
+                 tag: str = "model"):
+    """The requested runner, or the torch runner (one log line) if that backend is unusable.
+
+    OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
+    if backend != "torch" and device.type != "cpu":
+        backend = "torch"
+    if backend == "openvino":
+        try:
+            return OpenVINORunner(module, example_inputs, input_names, output_names,
+                                  dynamic_axes, precision, tag=tag)
+        except BackendUnavailable as exc:
+            LOG.warning("%s: %s; falling back to torch", tag, exc)
+    elif backend == "onnxruntime":
+        try:
+            if precision != "fp32":
+                LOG.info("%s: onnxruntime runs fp32 (no bf16 CPU kernels)", tag)
+            return ONNXRuntimeRunner(module, example_inputs, input_names, dynamic_axes,
+                                     output_names, tag=tag)
+        except BackendUnavailable as exc:
+            LOG.warning("%s: %s; falling back to torch", tag, exc)
+    return TorchRunner(module, precision, channels_last)
+
+
+def machine_description() -> dict:
+    """What the benchmark ran on."""
+    flags = cpu_flags()
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return dict(cpu=model or platform.processor(), logical_cpus=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                native_bf16=cpu_has_native_bf16(),
+                bf16_flags=sorted({"avx512_bf16", "amx_bf16", "amx_tile"} & flags),
+                torch_cpu_capability=torch.backends.cpu.get_cpu_capability())

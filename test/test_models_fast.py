@@ -1,0 +1,262 @@
+"""Fast path (OpenVINO / ONNX Runtime, bf16, cv2 NMS, keyframe cache) vs the reference path.
+
+Tolerances are stated per test. Random weights are seeded and sharpened so that heatmap peaks
+and match scores are well separated, like those of trained models (untrained SuperPoint
+heatmaps are nearly flat, so any rounding would reorder them and prove nothing)."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from superglue_ros.models import backends
+from superglue_ros.models.superglue import SuperGlue, pad_batch
+from superglue_ros.models.superpoint import SuperPoint
+
+torch.set_num_threads(2)
+SMALL_SG = dict(descriptor_dim=64, keypoint_encoder=[16, 32], gnn_layers=["self", "cross"] * 2,
+                num_heads=4, sinkhorn_iterations=50, match_threshold=0.05)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SUPERGLUE_ROS_CACHE", str(tmp_path_factory.getbasetemp() / "ov_cache"))
+
+
+def peaked_superpoint_state():
+    torch.manual_seed(0)
+    model = SuperPoint()
+    with torch.no_grad():  # detector logits with a trained-like spread (std 3) -> real peaks
+        std = model.forward_dense(photo())["logits"].std()
+        model.convPb.weight.mul_(3.0 / std)
+        model.convPb.bias.mul_(3.0 / std)
+    return model.state_dict()
+
+
+def superpoint(state, **conf):
+    model = SuperPoint({"max_keypoints": 400, **conf})
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def sharpened_superglue(**conf):
+    torch.manual_seed(0)
+    model = SuperGlue({**SMALL_SG, **conf}).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm1d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+        model.final_proj.weight.mul_(10.0)
+        model.final_proj.bias.zero_()
+        model.bin_score.fill_(20.0)
+    return model
+
+
+def photo():
+    return torch.from_numpy(data.astronaut()[:240, :320, 1].astype(np.float32) / 255)[None, None]
+
+
+def related_pair(seed=0, m=120, n=100, dim=64):
+    """Side 1 = a noisy, shifted, permuted subset of side 0 plus new points."""
+    g = torch.Generator().manual_seed(seed)
+    k0 = torch.rand(m, 2, generator=g) * torch.tensor([639.0, 479.0])
+    s0 = torch.rand(m, generator=g)
+    d0 = torch.nn.functional.normalize(torch.randn(m, dim, generator=g), dim=1)
+    common = torch.randperm(m, generator=g)[: n // 2]
+    k1 = torch.cat([k0[common] + 3.0, torch.rand(n - len(common), 2, generator=g) * 400])
+    s1 = torch.cat([s0[common], torch.rand(n - len(common), generator=g)])
+    d1 = torch.nn.functional.normalize(torch.cat(
+        [d0[common] + 0.1 * torch.randn(len(common), dim, generator=g),
+         torch.randn(n - len(common), dim, generator=g)]), dim=1)
+    size = torch.tensor([[640, 480]])
+    return dict(keypoints0=k0[None], scores0=s0[None], descriptors0=d0[None], image_size0=size,
+                keypoints1=k1[None], scores1=s1[None], descriptors1=d1[None], image_size1=size)
+
+
+def keypoint_agreement(ref, fast, tol=1.0):
+    """Fraction of reference keypoints with a fast keypoint within tol px, and their indices."""
+    if len(ref) == 0:
+        return 1.0, None
+    dist = torch.cdist(ref, fast)
+    best, idx = dist.min(dim=1)
+    return float((best <= tol).float().mean()), (best <= tol, idx)
+
+
+def test_precision_resolution(monkeypatch):
+    assert backends.resolve_precision("auto", "cuda") == "fp16"
+    assert backends.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    assert backends.resolve_precision("auto", "cpu") == "fp32"
+    assert backends.resolve_precision("bf16", "cpu") == "fp32"  # emulated bf16 is refused
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    assert backends.resolve_precision("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        backends.resolve_precision("int4", "cpu")
+
+
+def test_native_bf16_detection_follows_cpu_flags(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert not backends.cpu_has_native_bf16()
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert backends.cpu_has_native_bf16()
+
+
+def test_missing_backend_falls_back_to_torch_with_one_log_line(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    state = peaked_superpoint_state()
+    fast = superpoint(state, backend="openvino", precision="fp32", nms="cv2")
+    ref = superpoint(state)
+    with caplog.at_level(logging.WARNING, logger="superglue_ros.models.backends"), torch.no_grad():
+        out = fast(photo())
+        fast(photo())  # second call: no second log line
+    assert isinstance(fast.dense_runner(), backends.TorchRunner)
+    lines = [r for r in caplog.records if "falling back to torch" in r.getMessage()]
+    assert len(lines) == 1 and "openvino is not installed" in lines[0].getMessage()
+    with torch.no_grad():
+        want = ref(photo())
+    assert torch.equal(out["keypoints"][0], want["keypoints"][0])
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="unknown backend"):
+        SuperPoint(dict(backend="tensorrt")).eval()(photo())
+
+
+@pytest.mark.parametrize("backend,precision", [("openvino", "fp32"), ("onnxruntime", "fp32"),
+                                               ("torch", "fp32")])
+def test_superpoint_backends_fp32_match_reference(backend, precision):
+    """fp32 backends: >= 99 % of the keypoints at the same pixel (float rounding may swap
+    near-equal scores at the top-k cut), descriptors of those within 1e-4, scores within 1e-5."""
+    pytest.importorskip(backend if backend != "torch" else "torch")
+    state = peaked_superpoint_state()
+    ref = superpoint(state)
+    fast = superpoint(state, backend=backend, precision=precision, nms="cv2",
+                      channels_last=backend == "torch")
+    with torch.no_grad():
+        a, b = ref(photo()), fast(photo())
+    assert fast.dense_runner().name == backend
+    frac, (ok, idx) = keypoint_agreement(a["keypoints"][0], b["keypoints"][0], tol=0.0)
+    assert frac >= 0.99, frac
+    assert torch.allclose(a["scores"][0][ok], b["scores"][0][idx[ok]], atol=1e-5)
+    assert torch.allclose(a["descriptors"][0][ok], b["descriptors"][0][idx[ok]], atol=1e-4)
+
+
+@pytest.mark.skipif(not backends.cpu_has_native_bf16(), reason="CPU has no native bf16")
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_superpoint_bf16_agrees_with_fp32(backend):
+    """bf16 (8 mantissa bits): >= 98 % of the reference keypoints (NMS + threshold, no top-k)
+    at the same pixel, their scores within 0.01 (of ~0.3), descriptors cosine >= 0.99. No top-k:
+    random-weight scores are too compressed for a stable cut; trained ones spread far more."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    state = peaked_superpoint_state()
+    ref = superpoint(state, max_keypoints=-1)
+    fast = superpoint(state, backend=backend, precision="bf16", nms="cv2", max_keypoints=-1)
+    with torch.no_grad():
+        a, b = ref(photo()), fast(photo())
+    assert fast.dense_runner().precision == "bf16"
+    assert len(a["keypoints"][0]) > 500
+    frac, (ok, idx) = keypoint_agreement(a["keypoints"][0], b["keypoints"][0], tol=0.0)
+    assert frac >= 0.98, frac
+    sa, sb = a["scores"][0][ok], b["scores"][0][idx[ok]]
+    assert (sa - sb).abs().max() <= 0.01
+    cos = (a["descriptors"][0][ok] * b["descriptors"][0][idx[ok]]).sum(1)
+    assert cos.min() >= 0.99
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_superglue_backend_fp32_matches_reference(backend):
+    """fp32 GNN backend: log assignment within 1e-3, identical matches (with and without
+    padding masks)."""
+    pytest.importorskip(backend)
+    ref = sharpened_superglue()
+    fast = sharpened_superglue(backend=backend, precision="fp32")
+    pair = related_pair()
+    with torch.no_grad():
+        a, b = ref(pair), fast(pair)
+    assert fast.score_runner().name == backend
+    assert (a["matches0"] >= 0).sum() >= 20
+    assert torch.allclose(a["log_assignment"], b["log_assignment"], atol=1e-3)
+    assert torch.equal(a["matches0"], b["matches0"])
+    # padded one-vs-many batch through the backend == reference singles
+    refs = [related_pair(seed) for seed in (1, 2, 3)]
+    b1 = pad_batch([r["keypoints1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
+                   [r["scores1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
+                   [r["descriptors1"][0][: 60 + 10 * i] for i, r in enumerate(refs)])
+    batch = dict(pair, keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
+                 mask1=b1["mask"], image_size1=pair["image_size1"].expand(3, 2))
+    with torch.no_grad():
+        got = fast(batch)
+        for i in range(3):
+            n = 60 + 10 * i
+            single = ref(dict(pair, keypoints1=b1["keypoints"][i:i + 1, :n],
+                              scores1=b1["scores"][i:i + 1, :n],
+                              descriptors1=b1["descriptors"][i:i + 1, :n]))
+            assert torch.equal(got["matches0"][i], single["matches0"][0])
+
+
+@pytest.mark.skipif(not backends.cpu_has_native_bf16(), reason="CPU has no native bf16")
+def test_superglue_bf16_agrees_with_fp32():
+    """bf16 GNN (OpenVINO if installed, else torch autocast): >= 90 % of the fp32 matches kept
+    and >= 90 % of the bf16 matches are fp32 matches; match scores within 0.05."""
+    backend = "openvino" if backends._has_module("openvino") else "torch"
+    ref = sharpened_superglue()
+    fast = sharpened_superglue(backend=backend, precision="bf16")
+    pair = related_pair(seed=5)
+    with torch.no_grad():
+        a, b = ref(pair), fast(pair)
+    assert fast.score_runner().precision == "bf16"
+    ma, mb = a["matches0"][0], b["matches0"][0]
+    both = (ma >= 0) & (mb == ma)
+    assert (ma >= 0).sum() >= 20
+    assert both.sum() >= 0.9 * (ma >= 0).sum() and both.sum() >= 0.9 * (mb >= 0).sum()
+    sa, sb = a["matching_scores0"][0][both], b["matching_scores0"][0][both]
+    assert (sa - sb).abs().max() <= 0.05
+
+
+def test_keyframe_cache_reuses_encoding_and_gives_same_result():
+    model = sharpened_superglue(cache_keyframes=True)
+    ref = sharpened_superglue()
+    pair = related_pair(seed=7)
+    cache1 = {}
+    with torch.no_grad():
+        first = model(dict(pair, cache1=cache1))
+        assert "superglue_encoding" in cache1
+        stored = cache1["superglue_encoding"][1]
+        # a poisoned cached encoding must be used (proves reuse), then restore it
+        cache1["superglue_encoding"] = (cache1["superglue_encoding"][0], torch.zeros_like(stored))
+        poisoned = model(dict(pair, cache1=cache1))
+        cache1["superglue_encoding"] = (cache1["superglue_encoding"][0], stored)
+        again = model(dict(pair, cache1=cache1))
+        want = ref(pair)
+    assert not torch.equal(poisoned["log_assignment"], first["log_assignment"])
+    assert torch.equal(first["matches0"], want["matches0"])
+    assert torch.allclose(again["log_assignment"], want["log_assignment"], atol=1e-5)
+    # new weights invalidate every cache
+    model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        model(dict(pair, cache1=cache1))
+    assert torch.equal(cache1["superglue_encoding"][1], stored)
+
+
+def test_cached_batch_of_candidates_equals_uncached():
+    model = sharpened_superglue(cache_keyframes=True)
+    pair = related_pair(seed=8)
+    refs = [related_pair(seed) for seed in (11, 12)]
+    feats = [(r["keypoints1"][0][:n], r["scores1"][0][:n], r["descriptors1"][0][:n])
+             for r, n in zip(refs, (70, 90))]
+    b1 = pad_batch(*[list(x) for x in zip(*feats)])
+    batch = dict(pair, keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
+                 mask1=b1["mask"], image_size1=pair["image_size1"].expand(2, 2))
+    caches = [{}, {}]
+    with torch.no_grad():
+        plain = model(batch)
+        model(dict(batch, cache1=caches))
+        cached = model(dict(batch, cache1=caches))
+    assert [c["superglue_encoding"][1].shape[-1] for c in caches] == [70, 90]
+    assert torch.equal(plain["matches0"], cached["matches0"])
+    assert torch.allclose(plain["log_assignment"], cached["log_assignment"], atol=1e-5)
