@@ -36,9 +36,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Reference mode: what the papers' reference scripts do (eager fp32 torch, standard configs,
 # torch max-pool NMS, no caching). Fast mode: the measured real-time choices (see benchmark.py).
 REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", channels_last=False)
-REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False)
+REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log")
 FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True)
-FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True)
+FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True,
+                      sinkhorn="scaling")
 
 
 def _has_module(name: str) -> bool:
