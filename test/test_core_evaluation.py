@@ -111,13 +111,30 @@ def test_eval_cli_homography_and_pose(photo_dir, tmp_path, capsys):
     if 'superglue' in report['skipped']:  # no shipped weights: named in the reason
         assert 'superpoint' in report['skipped']['superglue']
     assert cv2.imread(str(out / 'results.png')) is not None
-    plane_views(tmp_path)
+    pose_pairs = plane_views(tmp_path)
     out = tmp_path / 'pose'
     code = eval_main(['--pairs', str(tmp_path / 'pairs.txt'), '--input_dir', str(tmp_path),
                       '--methods', 'sift', '--output', str(out), '--max_keypoints', '1024'])
     assert code == 0
     report = json.loads((out / 'results.json').read_text())
     assert report['results']['sift']['pose_auc@20deg'] > 0.75
+    # Middlebury mode: par file (projection K [R t]) -> pairs.txt in the output -> pose AUC
+    pair = pose_pairs[0]
+    par_lines = ['2']
+    for name, R, t in ((pair.name0, np.eye(3), np.zeros(3)),
+                       (pair.name1, pair.T_0to1[:3, :3], pair.T_0to1[:3, 3])):
+        par_lines.append(' '.join([name] + [repr(float(v)) for v in
+                                            np.r_[pair.K0.ravel(), R.ravel(), t]]))
+    (tmp_path / 'scene_par.txt').write_text('\n'.join(par_lines) + '\n')
+    out = tmp_path / 'middlebury'
+    code = eval_main(['--middlebury_par', str(tmp_path / 'scene_par.txt'), '--input_dir',
+                      str(tmp_path), '--methods', 'sift', '--output', str(out),
+                      '--max_keypoints', '1024'])
+    assert code == 0
+    assert (out / 'pairs.txt').read_text().split()[:2] == [pair.name0, pair.name1]
+    report = json.loads((out / 'results.json').read_text())
+    assert report['results']['sift']['num_pairs'] == 1
+    assert report['results']['sift']['pose_auc@5deg'] > 0.75
     with pytest.raises(SystemExit):
         eval_main(['--images', str(photo_dir), '--pairs', 'x'])
     with pytest.raises(SystemExit):
