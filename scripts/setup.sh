@@ -72,6 +72,11 @@ else
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
+# pip install, without the warnings about local index folders a machine's pip
+# configuration may name but that lack the package (they are noise, not errors)
+pip_install() {
+    "${PIP[@]}" "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ -z "${ROS_DISTRO:-}" ] && [ "$PYVER" != 3.11 ]; then
     die "the ROS 2 wheels exist for Python 3.11 only, but $VENV has Python $PYVER"
@@ -84,7 +89,7 @@ if is_done torch "$key"; then
 else
     say "torch: pip install $TORCH_SPEC"
     # shellcheck disable=SC2086  # TORCH_SPEC holds several pip arguments on purpose
-    "${PIP[@]}" $TORCH_SPEC
+    pip_install $TORCH_SPEC
     mark_done torch "$key"
 fi
 TORCH_VERSION="$("$PY" -c 'from importlib.metadata import version; print(version("torch"))')"
@@ -98,7 +103,7 @@ else
     constraints="$(mktemp)"
     trap 'rm -f "$constraints"' EXIT
     printf 'torch==%s\n' "$TORCH_VERSION" > "$constraints"
-    "${PIP[@]}" -r "$ROOT/requirements.txt" -c "$constraints"
+    pip_install -r "$ROOT/requirements.txt" -c "$constraints"
     mark_done requirements "$key"
 fi
 
@@ -120,7 +125,7 @@ else
         say "ros: ROS 2 wheels installed before (skipped)"
     else
         say "ros: pip install ROS 2 wheels of scripts/ros-wheels.txt"
-        "${PIP[@]}" -r "$ROOT/scripts/ros-wheels.txt"
+        pip_install -r "$ROOT/scripts/ros-wheels.txt"
         mark_done ros-wheels "$key"
     fi
     # The wheels' CMake exports name the Python of the machine that built them.
@@ -170,7 +175,7 @@ if is_done package "$key" && "$PY" -c 'import superglue_ros' 2>/dev/null; then
     say "package: superglue_ros installed editable before (skipped)"
 else
     say "package: pip install -e $ROOT"
-    "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+    pip_install --no-deps --no-build-isolation -e "$ROOT"
     mark_done package "$key"
 fi
 
