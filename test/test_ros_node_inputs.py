@@ -4,7 +4,6 @@ from /rosout), the node keeps running, and the next good frame still gets its Co
 Plumbing only, so the fast ORB preset; the accuracy of the learned matcher is tested in
 test_ros_node_sequence.py.
 """
-import concurrent.futures
 import time
 
 import cv2

@@ -75,6 +75,8 @@ class ThrottledLog:
         key = re.sub(r'\d+(\.\d+)?', '#', text)
         now = time.monotonic()
         with self._lock:
+            if len(self._last) > 1000:   # bounded even if senders vary the text endlessly
+                self._last.clear()
             last, hidden = self._last.get(key, (-1e18, 0))
             if now - last < self.period_s:
                 self._last[key] = (last, hidden + 1)
