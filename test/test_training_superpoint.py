@@ -44,13 +44,15 @@ def small_args(**kw):
     return args
 
 
-def test_fixed_batch_losses_decrease(photo_dir):
+@pytest.mark.parametrize("detector_teacher", ["harris", "xfeat"])
+def test_fixed_batch_losses_decrease(photo_dir, detector_teacher):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     sampler = PairSampler(list_images([photo_dir]), (64, 64))
     batch = sampler.batch(rng, 2)
-    model, teacher = SuperPoint().train(), XFeatTeacher()
-    args = small_args(desc_points=64)
+    model = SuperPoint().train()
+    teacher = XFeatTeacher() if detector_teacher == "xfeat" else None
+    args = small_args(desc_points=64, detector_teacher=detector_teacher, label_density=0.01)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = None
     for _ in range(5):
@@ -77,6 +79,22 @@ def test_descriptor_loss_prefers_correct_correspondences():
     good, acc = tsp.descriptor_loss(desc0, desc1, kpts, torch.from_numpy(H)[None], valid)
     bad, _ = tsp.descriptor_loss(desc0, desc0.flip(2), kpts, torch.from_numpy(H)[None], valid)
     assert acc == 1.0 and float(good) < 0.05 < float(bad)
+
+
+def test_harris_labels_follow_the_homography():
+    """View 1's labels are view 0's corners moved by H: a one-cell shift moves every label cell."""
+    img = cv2.resize(skdata.camera(), (128, 96)).astype(np.float32) / 255
+    H = np.array([[1.0, 0, 8], [0, 1, 8], [0, 0, 1]])
+    batch = dict(image0=torch.from_numpy(img)[None, None], H=torch.from_numpy(H)[None],
+                 valid1=torch.ones(1, 96, 128, dtype=torch.bool))
+    labels, kpts0 = tsp.harris_targets(batch, 30, 12, 16, border=12)
+    l0, l1 = labels[0], labels[1]
+    assert (l0 < 64).sum() >= 10
+    inner = l0[1:-3, 1:-3]  # cells whose shifted copy stays away from the 12 px border
+    np.testing.assert_array_equal(l1[2:-2, 2:-2][inner < 64], inner[inner < 64])
+    xy, _ = tsp.harris_keypoints(img, 30)
+    assert torch.equal(xy, kpts0[0])
+    assert tsp.cell_labels(torch.tensor([[9.0, 17.0]]), 3, 3)[2, 1] == 8 * 1 + 1
 
 
 def read_log(path):
