@@ -210,16 +210,347 @@ class FrontEnd:
     )
 
     def __init__(self, extractor: Extractor, matcher: Matcher, conf: dict | None = None):
-        raise NotImplementedError  # filled in below the skeleton commit
+        unknown = set(conf or {}) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f"unknown FrontEnd option(s): {sorted(unknown)}; "
+                             f"known: {sorted(self.default_conf)}")
+        self.conf = c = {**self.default_conf, **(conf or {})}
+        if c["resize_mode"] not in ("fit", "stretch"):
+            raise ValueError(f"resize_mode must be 'fit' or 'stretch', got {c['resize_mode']!r}")
+        for key in ("geometric_model", "loop_geometric_model"):
+            if c[key] not in ("auto", "essential", "fundamental", "homography"):
+                raise ValueError(f"{key} must be 'auto', 'essential', 'fundamental' or "
+                                 f"'homography', got {c[key]!r}")
+        if not 0 <= int(c["working_width"]) <= 8192 or not 0 <= int(c["working_height"]) <= 8192:
+            raise ValueError("working_width/working_height must be in [0, 8192]")
+        if c["ransac_threshold_px"] <= 0:
+            raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
+        if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
+                or c["max_verify_candidates"] < 1:
+            raise ValueError("need loop_min_id_gap >= 1, loop_top_k >= 0, min_loop_inliers >= 1, "
+                             "max_verify_candidates >= 1")
+        self.extractor = extractor
+        self.matcher = matcher
+        self.policy = KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})
+        self.global_descriptor = GlobalDescriptor(dict(method=c["global_descriptor"]))
+        self.cache = KeyframeCache(int(c["max_keyframes"]), int(c["max_cache_bytes"]))
+        self._process_lock = threading.Lock()  # one process() at a time
+        self._compute_lock = threading.RLock()  # extractor/matcher calls
+        self._state_lock = threading.Lock()  # the small accepted-state below
+        self._last_stamp_ns: int | None = None
+        self._frame_index = 0  # index the next accepted frame gets
+        self._next_keyframe_id = 0
+        self._last_keyframe_frame_index: int | None = None
+        self.stats = dict(frames_accepted=0, frames_bad=0, frames_stale=0, keyframes=0,
+                          loop_closures=0, loop_failures=0)
 
+    @classmethod
+    def from_preset(cls, preset: str, device: str = "cpu", conf: dict | None = None,
+                    **model_conf) -> "FrontEnd":
+        """Build extractor + matcher with ``features.build_preset`` ('superglue', 'superpoint-mnn',
+        'sift', 'orb'); ``model_conf`` goes to build_preset (e.g. max_keypoints=512)."""
+        from ..features import build_preset
+        extractor, matcher = build_preset(preset, device, **model_conf)
+        return cls(extractor, matcher, conf)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_image(self, image) -> np.ndarray:
+        """-> uint8 HxW gray (original resolution); raises BadFrameError with the reason."""
+        if not isinstance(image, np.ndarray):
+            raise BadFrameError(f"image must be a numpy array, got {type(image).__name__}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise BadFrameError(f"image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}")
+        h, w = image.shape[:2]
+        if h == 0 or w == 0:
+            raise BadFrameError(f"empty image ({w}x{h})")
+        if min(h, w) < self.conf["min_image_side"]:
+            raise BadFrameError(f"image {w}x{h} is smaller than min_image_side={self.conf['min_image_side']}")
+        if h * w > self.conf["max_image_pixels"]:
+            raise BadFrameError(f"image {w}x{h} exceeds max_image_pixels={self.conf['max_image_pixels']}")
+        if image.dtype == np.uint8:
+            pass
+        elif image.dtype == np.uint16:
+            image = (image.astype(np.uint32) // 257).astype(np.uint8)
+        elif image.dtype in (np.float32, np.float64):
+            if not np.all(np.isfinite(image)):
+                raise BadFrameError(f"float image {w}x{h} contains NaN or inf")
+            if image.min() < 0 or image.max() > 1:
+                raise BadFrameError(f"float image {w}x{h} must be in [0, 1], got "
+                                    f"[{float(image.min())}, {float(image.max())}]")
+            image = np.rint(image * 255.0).astype(np.uint8)
+        else:
+            raise BadFrameError(f"unsupported image dtype {image.dtype} (expected uint8, uint16 "
+                                "or float in [0, 1])")
+        if image.ndim == 3:
+            code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+            image = cv2.cvtColor(np.ascontiguousarray(image), code)
+        return np.ascontiguousarray(image)
+
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) the extractor sees for an original image of width x height."""
+        ww, wh = int(self.conf["working_width"]), int(self.conf["working_height"])
+        if ww <= 0 or wh <= 0:
+            return width, height
+        if self.conf["resize_mode"] == "stretch":
+            return ww, wh
+        s = min(ww / width, wh / height, 1.0)  # fit inside, keep aspect, never upscale
+        return max(1, round(width * s)), max(1, round(height * s))
+
+    # ------------------------------------------------------------------ helpers
+    def _to_original(self, feats: Features, sx: float, sy: float, size: tuple[int, int]) -> Features:
+        """Working-resolution features -> ORIGINAL pixels (pixel-centre convention:
+        x_orig = (x_work + 0.5) / sx - 0.5). Matcher caches are dropped (they hold old coordinates)."""
+        if sx == 1.0 and sy == 1.0:
+            return Features(feats.keypoints, feats.scores, feats.descriptors, size)
+        kpts = (feats.keypoints + 0.5) / np.array([sx, sy], np.float32) - 0.5
+        return Features(kpts, feats.scores, feats.descriptors, size)
+
+    def _correspond(self, kind: str, query: Features, ref: Keyframe, matches: Matches,
+                    query_K, model: str, query_meta: dict) -> tuple[Correspondence, float]:
+        """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds)."""
+        idx_q, idx_r = matches.indices()
+        pts_q = query.keypoints[idx_q]
+        pts_r = ref.features.keypoints[idx_r]
+        t0 = time.perf_counter()
+        use_model = model
+        if model == "essential" and (query_K is None or ref.K is None):
+            use_model = "fundamental"  # asked for essential but intrinsics are missing
+        geo = verify(pts_r, pts_q, ref.K, query_K, model=use_model,
+                     threshold_px=float(self.conf["ransac_threshold_px"]))
+        dt = time.perf_counter() - t0
+        corr = Correspondence(
+            kind=kind, query_id=query_meta["id"], reference_id=ref.id,
+            query_stamp_ns=query_meta["stamp_ns"], reference_stamp_ns=ref.stamp_ns,
+            frame_id=query_meta["frame_id"], query_points=pts_q.astype(np.float32),
+            reference_points=pts_r.astype(np.float32),
+            scores=matches.scores0[idx_q].astype(np.float32), inliers=np.asarray(geo.inliers, bool),
+            model=geo, num_keypoints_query=len(query.keypoints),
+            num_keypoints_reference=len(ref.features.keypoints), processing_time_s=0.0,
+            query_indices=idx_q.astype(np.int64), reference_indices=idx_r.astype(np.int64),
+            query_is_keyframe=query_meta["is_keyframe"], reference_frame_id=ref.frame_id,
+            query_image_size=tuple(query.image_size), reference_image_size=tuple(ref.image_size),
+            extractor=getattr(self.extractor, "name", ""), matcher=getattr(self.matcher, "name", ""))
+        return corr, dt
+
+    def _thumbnail(self, gray: np.ndarray) -> np.ndarray | None:
+        tw = int(self.conf["thumbnail_width"])
+        if tw <= 0:
+            return None
+        h, w = gray.shape
+        return cv2.resize(gray, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
+
+    # ------------------------------------------------------------------ main entry points
     def process(self, frame: Frame) -> FrameResult:
         """Process one frame: extract, match vs the last keyframe, verify, maybe add a keyframe
         and run internal loop closure. Raises BadFrameError / StaleFrameError (both
-        FrameRejectedError, a ValueError) for refused frames; state is then unchanged."""
-        raise NotImplementedError
+        FrameRejectedError, a ValueError) for refused frames; state is then unchanged. A failing
+        loop closure does not fail the frame (it is reported in ``warnings``)."""
+        with self._process_lock:
+            return self._process(frame)
+
+    def _process(self, frame: Frame) -> FrameResult:
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        warnings: list[str] = []
+        try:
+            stamp = int(frame.stamp_ns)
+        except (TypeError, ValueError):
+            self.stats["frames_bad"] += 1
+            raise BadFrameError(f"stamp_ns must be an integer, got {frame.stamp_ns!r}") from None
+        try:
+            gray = self._check_image(frame.image)
+        except BadFrameError:
+            self.stats["frames_bad"] += 1
+            raise
+        with self._state_lock:
+            last_stamp = self._last_stamp_ns
+        if last_stamp is not None and stamp <= last_stamp:
+            self.stats["frames_stale"] += 1
+            what = "duplicate" if stamp == last_stamp else "out-of-order"
+            raise StaleFrameError(f"{what} stamp {stamp} ns (last accepted {last_stamp} ns); frame skipped")
+        K = frame.K
+        if K is not None:
+            reason = validate_intrinsics(K)
+            if reason is not None:
+                warnings.append(f"intrinsics ignored: {reason}")
+                K = None
+            else:
+                K = np.asarray(K, np.float64)
+        h, w = gray.shape
+        ww, wh = self.working_size(w, h)
+        sx, sy = ww / w, wh / h
+        work = gray if (ww, wh) == (w, h) else cv2.resize(gray, (ww, wh), interpolation=cv2.INTER_AREA)
+        timings["preprocess"] = time.perf_counter() - t_start
+
+        with self._state_lock:
+            frame_index = self._frame_index
+            last_kf_frame = self._last_keyframe_frame_index
+            next_id = self._next_keyframe_id
+        last_kf = self.cache.latest()
+
+        t0 = time.perf_counter()
+        with self._compute_lock:
+            feats_work = self.extractor.extract(work)
+        feats = self._to_original(feats_work, sx, sy, (w, h))
+        timings["extract"] = time.perf_counter() - t0
+
+        odometry = None
+        num_inliers = 0
+        if last_kf is not None:
+            with self.cache.pinned([last_kf.id]):
+                t0 = time.perf_counter()
+                with self._compute_lock:
+                    matches = self.matcher.match(feats, last_kf.features)
+                timings["match"] = time.perf_counter() - t0
+                meta = dict(id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False)
+                odometry, timings["verify"] = self._correspond(
+                    "odometry", feats, last_kf, matches, K, self.conf["geometric_model"], meta)
+            num_inliers = odometry.num_inliers
+            odometry.processing_time_s = (timings["preprocess"] + timings["extract"]
+                                          + timings["match"] + timings["verify"])
+
+        t0 = time.perf_counter()
+        decision = self.policy.decide(
+            None if last_kf is None else frame_index - last_kf_frame,
+            0.0 if last_kf is None else (stamp - last_kf.stamp_ns) * 1e-9,
+            num_inliers, 0 if last_kf is None else len(last_kf.features.keypoints))
+        timings["policy"] = time.perf_counter() - t0
+
+        keyframe = None
+        loops: list[Correspondence] = []
+        candidates: list[tuple[int, float]] = []
+        if decision.is_keyframe:
+            t0 = time.perf_counter()
+            keyframe = Keyframe(id=next_id, stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h),
+                                features=feats, global_descriptor=self.global_descriptor(feats, work),
+                                K=K, thumbnail=self._thumbnail(gray), frame_index=frame_index)
+            if odometry is not None:
+                odometry.query_id = keyframe.id
+                odometry.query_is_keyframe = True
+            timings["keyframe"] = time.perf_counter() - t0
+            if self.conf["loop_closure"] and self.conf["loop_top_k"] > 0:
+                t0 = time.perf_counter()
+                try:
+                    loops, candidates = self._internal_loop_closure(keyframe)
+                except Exception as err:  # a loop failure must not cost the VO frame
+                    self.stats["loop_failures"] += 1
+                    warnings.append(f"loop closure failed: {type(err).__name__}: {err}")
+                timings["loop"] = time.perf_counter() - t0
+
+        # Commit: everything above could raise without touching accepted state.
+        evicted: list[int] = []
+        with self._state_lock:
+            self._last_stamp_ns = stamp
+            self._frame_index = frame_index + 1
+            if keyframe is not None:
+                evicted = self.cache.add(keyframe)
+                self._next_keyframe_id = next_id + 1
+                self._last_keyframe_frame_index = frame_index
+                self.stats["keyframes"] += 1
+            self.stats["frames_accepted"] += 1
+            self.stats["loop_closures"] += len(loops)
+        timings["total"] = time.perf_counter() - t_start
+        return FrameResult(
+            frame_index=frame_index, is_keyframe=keyframe is not None, keyframe=keyframe,
+            odometry=odometry, loop_closures=loops, timings_s=timings, query_features=feats,
+            stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h), working_size=(ww, wh),
+            scale=(sx, sy), keyframe_reason=decision.reason,
+            reference_id=None if last_kf is None else last_kf.id, evicted_ids=evicted,
+            loop_candidates=candidates, warnings=warnings)
+
+    def _internal_loop_closure(self, kf: Keyframe) -> tuple[list[Correspondence], list[tuple[int, float]]]:
+        """Rank keyframes with id <= kf.id - loop_min_id_gap by global descriptor, match the
+        top-k in one batched call, keep those with >= min_loop_inliers verified inliers."""
+        pool = self.cache.older_than(int(self.conf["loop_min_id_gap"]), ref_id=kf.id)
+        if not pool:
+            return [], []
+        ranked = rank_by_similarity(kf.global_descriptor, [k.global_descriptor for k in pool],
+                                    int(self.conf["loop_top_k"]))
+        ranked = [(pool[i], s) for i, s in ranked if s >= self.conf["loop_min_similarity"]]
+        if not ranked:
+            return [], []
+        corrs = self._match_and_verify(kf, [k for k, _ in ranked])
+        loops = []
+        for (cand, sim), corr in zip(ranked, corrs):
+            corr.similarity = sim
+            if corr.num_inliers >= self.conf["min_loop_inliers"]:
+                loops.append(corr)
+        return loops, [(k.id, s) for k, s in ranked]
+
+    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe]) -> list[Correspondence]:
+        """One batched ``match_many`` of a keyframe against keyframes, then verification."""
+        with self.cache.pinned([r.id for r in refs]):
+            t0 = time.perf_counter()
+            with self._compute_lock:
+                all_matches = self.matcher.match_many(query.features, [r.features for r in refs])
+            t_match = time.perf_counter() - t0
+            out = []
+            meta = dict(id=query.id, stamp_ns=query.stamp_ns, frame_id=query.frame_id, is_keyframe=True)
+            for ref, matches in zip(refs, all_matches):
+                corr, t_verify = self._correspond("loop_closure", query.features, ref, matches,
+                                                  query.K, self.conf["loop_geometric_model"], meta)
+                corr.processing_time_s = t_match / len(refs) + t_verify
+                out.append(corr)
+        return out
 
     def verify_loop(self, query_id: int, candidate_ids: list[int]) -> list[LoopVerification]:
         """Match keyframe ``query_id`` against ``candidate_ids`` (one batched matcher call) and
         verify geometrically. One result per candidate, in request order; never raises for
-        unknown/evicted ids."""
-        raise NotImplementedError
+        unknown/evicted ids (statuses 'unknown_query', 'unknown_candidate', 'evicted'); matcher
+        errors give 'failed' with the error text."""
+        query_id = int(query_id)
+        candidate_ids = [int(c) for c in candidate_ids]
+        with self.cache.pinned([query_id, *candidate_ids]):
+            query = self.cache.get(query_id)
+            if query is None:
+                if self.cache.was_evicted(query_id):
+                    status, msg = "evicted", f"query keyframe {query_id} was evicted from the cache"
+                else:
+                    status, msg = "unknown_query", f"query keyframe {query_id} is unknown"
+                return [LoopVerification(c, status, None, msg) for c in candidate_ids]
+            results: list[LoopVerification | None] = [None] * len(candidate_ids)
+            todo: dict[int, Keyframe] = {}
+            for i, cid in enumerate(candidate_ids):
+                cand = self.cache.get(cid)
+                if cand is None:
+                    if self.cache.was_evicted(cid):
+                        results[i] = LoopVerification(cid, "evicted", None,
+                                                      f"candidate keyframe {cid} was evicted from the cache")
+                    else:
+                        results[i] = LoopVerification(cid, "unknown_candidate", None,
+                                                      f"candidate keyframe {cid} is unknown")
+                elif cid in todo or len(todo) < self.conf["max_verify_candidates"]:
+                    todo[cid] = cand
+                else:
+                    results[i] = LoopVerification(
+                        cid, "failed", None, f"not matched: request has more than "
+                        f"max_verify_candidates={self.conf['max_verify_candidates']} candidates")
+            if todo:
+                try:
+                    corrs = dict(zip(todo, self._match_and_verify(query, list(todo.values()))))
+                except Exception as err:
+                    corrs = {}
+                    for i, cid in enumerate(candidate_ids):
+                        if results[i] is None:
+                            results[i] = LoopVerification(cid, "failed", None,
+                                                          f"matching failed: {type(err).__name__}: {err}")
+                min_inl = int(self.conf["min_loop_inliers"])
+                for i, cid in enumerate(candidate_ids):
+                    if results[i] is None:
+                        corr = corrs[cid]
+                        ok = corr.num_inliers >= min_inl
+                        results[i] = LoopVerification(
+                            cid, "verified" if ok else "rejected", corr,
+                            f"{corr.num_inliers} inliers {'>=' if ok else '<'} min_loop_inliers {min_inl}")
+            return results
+
+    def reset(self) -> None:
+        """Forget every keyframe and the last stamp (e.g. after a bag restart / time jump)."""
+        with self._process_lock, self._state_lock:
+            self.cache = KeyframeCache(int(self.conf["max_keyframes"]), int(self.conf["max_cache_bytes"]))
+            self._last_stamp_ns = None
+            self._frame_index = 0
+            self._last_keyframe_frame_index = None
+            # keyframe ids keep increasing so ids from before the reset stay unambiguous
