@@ -260,3 +260,16 @@ def test_cached_batch_of_candidates_equals_uncached():
     assert [c["superglue_encoding"][1].shape[-1] for c in caches] == [70, 90]
     assert torch.equal(plain["matches0"], cached["matches0"])
     assert torch.allclose(plain["log_assignment"], cached["log_assignment"], atol=1e-5)
+
+
+def test_gpu_path_uses_torch_fp16_autocast():
+    """On CUDA the CPU backends are bypassed: torch runner under fp16 autocast (logic only;
+    no GPU on this machine)."""
+    module = torch.nn.Conv2d(1, 2, 3)
+    runner = backends.build_runner("openvino", module, "cuda", "auto", example_inputs=(),
+                                   input_names=[], output_names=[], dynamic_axes={})
+    assert isinstance(runner, backends.TorchRunner) and runner.precision == "fp16"
+    ctx = runner.autocast("cuda")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
+    assert isinstance(backends.TorchRunner(module, "fp32").autocast("cpu"),
+                      type(__import__("contextlib").nullcontext()))
