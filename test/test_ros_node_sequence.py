@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(
     not all(p.is_file() for p in WEIGHTS),
     reason=f'shipped weights absent: {[str(p) for p in WEIGHTS if not p.is_file()]}')
 
-FRAMES = 80
+FRAMES = 40
 POLICY = dict(min_inliers=60, min_inlier_ratio=0.25, max_frames=8, max_interval_s=0.0, min_gap_frames=2)
-LOOP = dict(loop_min_id_gap=4, min_loop_inliers=40, loop_top_k=3)
+LOOP = dict(loop_min_id_gap=4, min_loop_inliers=40, loop_top_k=2)
 
 
 def expected_keyframe(frames_since: int, inliers: int, keyframe_keypoints: int) -> bool:
@@ -127,7 +127,7 @@ def test_revisit_produces_a_loop_closure_to_the_start(run):
         assert m.query_is_keyframe and kf_frame[m.query_id] == q and kf_frame[m.reference_id] == r
         assert m.reference_id <= m.query_id - LOOP['loop_min_id_gap']
         assert m.num_inliers >= LOOP['min_loop_inliers']
-        assert sequence.overlap(q, r) >= 0.5, 'loop closure to a keyframe of another place'
+        assert sequence.overlap(q, r) >= 0.3, 'loop closure to a keyframe of another place'
         assert float((gt_errors(sequence, index_of, m) < 3.0).mean()) >= 0.9
     # the revisit (last part of the sequence) closes onto the first keyframes of the lap
     assert any(index_of[stamp_to_ns(m.header.stamp)] >= loop_frames - 2 and
