@@ -1,0 +1,201 @@
+"""FrontEnd over the synthetic loop sequence (exact ground-truth homographies), with the real
+extractors/matchers: VO inliers agree with ground truth, keyframes follow the policy, the
+revisit closes the loop against the right keyframe, verify_loop statuses, rejected frames."""
+import numpy as np
+import pytest
+import torch
+
+from superglue_ros.frontend.pipeline import (BadFrameError, Frame, FrontEnd, FrameRejectedError,
+                                             StaleFrameError)
+from superglue_ros.frontend.policy import KeyframePolicy
+from superglue_ros.frontend.synthetic import make_sequence
+
+torch.set_num_threads(2)
+
+
+def _superglue_available():
+    from superglue_ros.models.weights import default_weights_path
+    return all(default_weights_path(k).is_file() for k in ("superpoint", "superglue"))
+
+
+CASES = {
+    # preset, pass K (essential) or not, FrontEnd conf. Without K the scene (a plane) is
+    # degenerate for the fundamental matrix, so that case asks for the homography model.
+    "orb-H": ("orb", False, dict(geometric_model="homography", loop_geometric_model="homography")),
+    "orb-K": ("orb", True, dict()),
+    # half working resolution: keypoints must come back in original pixels (SIFT: sub-pixel)
+    "sift-K-halfres": ("sift", True, dict(working_width=320, working_height=240, loop_min_id_gap=3)),
+    "superglue": ("superglue", True, dict(loop_min_id_gap=3)),
+}
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    return make_sequence(num_frames=80)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def run(request, sequence):
+    preset, use_k, conf = CASES[request.param]
+    if preset == "superglue" and not _superglue_available():
+        pytest.skip("shipped SuperPoint/SuperGlue weights not present yet (superglue_ros/weights)")
+    fe = FrontEnd.from_preset(preset, "cpu", conf)
+    results = [fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam",
+                                sequence.K if use_k else None)) for i in range(len(sequence))]
+    return request.param, fe, results
+
+
+def _kf_frames(results):
+    return {r.keyframe.id: r.frame_index for r in results if r.is_keyframe}
+
+
+def _gt_errors(seq, ref_frame, query_frame, corr):
+    gt = seq.warp_points(ref_frame, query_frame, corr.reference_points[corr.inliers])
+    return np.linalg.norm(gt - corr.query_points[corr.inliers], axis=1)
+
+
+def test_vo_inliers_match_ground_truth(run, sequence):
+    name, fe, results = run
+    kf_frames = _kf_frames(results)
+    errors = []
+    for r in results[1:]:
+        o = r.odometry
+        assert o.kind == "odometry" and o.reference_id == r.reference_id
+        assert o.query_points.shape == o.reference_points.shape == (len(o), 2)
+        assert len(o.inliers) == len(o) and len(o.scores) == len(o)
+        np.testing.assert_array_equal(o.query_points, r.query_features.keypoints[o.query_indices])
+        assert o.model.kind == ("essential" if CASES[name][1] else "homography")
+        errors.append(_gt_errors(sequence, kf_frames[o.reference_id], r.frame_index, o))
+        assert r.image_size == (640, 480)
+        assert r.query_features.image_size == (640, 480)  # keypoints in ORIGINAL pixels
+    errors = np.concatenate(errors)
+    assert len(errors) > 50 * (len(results) - 1)
+    assert np.mean(errors < 3.0) >= 0.9, np.mean(errors < 3.0)
+    if name == "sift-K-halfres":
+        assert results[0].working_size == (320, 240) and results[0].scale == (0.5, 0.5)
+        assert results[0].query_features.keypoints[:, 0].max() > 330  # mapped back to 640 wide
+
+
+def test_keyframes_follow_policy(run):
+    name, fe, results = run
+    policy = KeyframePolicy({k: fe.conf[k] for k in KeyframePolicy.default_conf})
+    assert results[0].is_keyframe and results[0].keyframe.id == 0 and results[0].odometry is None
+    last_kf = results[0]
+    ids = []
+    for r in results[1:]:
+        d = policy.decide(r.frame_index - last_kf.frame_index,
+                          (r.stamp_ns - last_kf.stamp_ns) * 1e-9, r.odometry.num_inliers,
+                          len(last_kf.query_features))
+        assert (r.is_keyframe, r.keyframe_reason) == (d.is_keyframe, d.reason)
+        assert r.reference_id == last_kf.keyframe.id
+        if r.is_keyframe:
+            assert r.frame_index - last_kf.frame_index >= fe.conf["min_gap_frames"]
+            assert r.odometry.query_is_keyframe and r.odometry.query_id == r.keyframe.id
+            ids.append(r.keyframe.id)
+            last_kf = r
+        else:
+            assert not r.odometry.query_is_keyframe and r.odometry.query_id == r.frame_index
+    assert ids == list(range(1, len(ids) + 1))
+    assert len(ids) >= 3  # the loop sweeps far: tracking must have renewed its reference
+    assert fe.stats["keyframes"] == len(ids) + 1 == len(fe.cache)
+
+
+def test_revisit_closes_loop_on_right_keyframe(run, sequence):
+    name, fe, results = run
+    kf_frames = _kf_frames(results)
+    right = []
+    for r in results:
+        for lc in r.loop_closures:
+            assert lc.kind == "loop_closure" and lc.query_id == r.keyframe.id and lc.query_is_keyframe
+            assert lc.reference_id <= lc.query_id - fe.conf["loop_min_id_gap"]
+            assert lc.num_inliers >= fe.conf["min_loop_inliers"]
+            ref_frame = kf_frames[lc.reference_id]
+            errors = _gt_errors(sequence, ref_frame, r.frame_index, lc)
+            assert np.mean(errors < 3.0) >= 0.9, (lc.reference_id, np.mean(errors < 3.0))
+            # a revisit of the start, against a keyframe of the start
+            if sequence.t[r.frame_index] >= 0.85 and sequence.t[ref_frame] <= 0.2:
+                assert sequence.overlap(r.frame_index, ref_frame) > 0.3
+                right.append(lc)
+    assert right, "the revisit produced no loop closure against the first keyframes"
+    # no loop closure between views that do not overlap
+    assert all(sequence.overlap(kf_frames[lc.query_id], kf_frames[lc.reference_id]) > 0.2
+               for r in results for lc in r.loop_closures)
+
+
+def test_verify_loop_statuses(run, sequence):
+    name, fe, results = run
+    kf_frames = _kf_frames(results)
+    last = max(kf_frames)
+    near_start = max(kf_frames, key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k])
+                     if kf_frames[k] < 20 else -1)
+    far = min(kf_frames, key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k]))
+    out = fe.verify_loop(last, [near_start, 9999, far, near_start])
+    assert [o.candidate_id for o in out] == [near_start, 9999, far, near_start]
+    assert out[0].status == "verified" and out[3].status == "verified", out[0].message
+    errors = _gt_errors(sequence, kf_frames[near_start], kf_frames[last], out[0].correspondence)
+    assert np.mean(errors < 3.0) >= 0.9
+    assert out[1].status == "unknown_candidate" and out[1].correspondence is None
+    assert out[2].status == "rejected" and out[2].correspondence is not None
+    assert "min_loop_inliers" in out[2].message
+    assert all(o.status == "unknown_query" for o in fe.verify_loop(12345, [0, 1]))
+    assert fe.verify_loop(last, []) == []
+
+
+def test_evicted_status_and_rejected_frames_leave_state_unchanged(sequence):
+    fe = FrontEnd.from_preset("orb", "cpu", dict(max_keyframes=2, min_gap_frames=1,
+                                                 max_frames=1, loop_closure=False))
+    for i in range(4):
+        assert fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam")).is_keyframe
+    assert fe.cache.ids() == [2, 3]
+    out = fe.verify_loop(3, [0, 2, 77])
+    assert [o.status for o in out] == ["evicted", "verified", "unknown_candidate"]
+    assert {o.status for o in fe.verify_loop(1, [2, 3])} == {"evicted"}
+
+    def snapshot():
+        return (fe.cache.ids(), fe.cache.nbytes(), fe._last_stamp_ns, fe._frame_index,
+                fe._next_keyframe_id, fe.stats["frames_accepted"])
+
+    before = snapshot()
+    stamp = int(sequence.stamps_ns[4])
+    good = sequence.frame(4)
+    nan = good.astype(np.float32) / 255
+    nan[10, 10, 0] = np.nan
+    bad_frames = {
+        "empty": np.zeros((0, 0), np.uint8),
+        "NaN": nan,
+        "dtype": good.astype(np.int32),
+        "shape": np.zeros((480, 640, 2), np.uint8),
+        "min_image_side": np.zeros((8, 640), np.uint8),
+    }
+    for reason, image in bad_frames.items():
+        with pytest.raises(BadFrameError, match=reason):
+            fe.process(Frame(image, stamp, "cam"))
+    with pytest.raises(StaleFrameError, match="duplicate"):
+        fe.process(Frame(good, int(sequence.stamps_ns[3]), "cam"))
+    with pytest.raises(StaleFrameError, match="out-of-order"):
+        fe.process(Frame(good, int(sequence.stamps_ns[1]), "cam"))
+    assert issubclass(BadFrameError, ValueError) and issubclass(StaleFrameError, FrameRejectedError)
+    assert snapshot() == before
+    assert fe.stats["frames_bad"] == 5 and fe.stats["frames_stale"] == 2
+    # a bad K is ignored with a warning, not fatal
+    r = fe.process(Frame(good, stamp, "cam", K=np.zeros((3, 3))))
+    assert r.frame_index == 4 and r.odometry.reference_id == 3 and r.odometry.num_inliers > 50
+    assert any("focal" in w for w in r.warnings)
+    # float [0,1] and BGRA inputs are accepted
+    r = fe.process(Frame(sequence.frame(5).astype(np.float32) / 255, stamp + 1, "cam"))
+    assert r.odometry.num_inliers > 50
+
+
+def test_conf_validation():
+    from superglue_ros.features import build_preset
+    ext, mat = build_preset("orb")
+    for bad in (dict(resize_mode="crop"), dict(geometric_model="affine"), dict(unknown=1),
+                dict(ransac_threshold_px=0), dict(min_gap_frames=0)):
+        with pytest.raises(ValueError):
+            FrontEnd(ext, mat, bad)
+    fe = FrontEnd(ext, mat, dict(working_width=640, working_height=480))
+    assert fe.working_size(1280, 960) == (640, 480)
+    assert fe.working_size(1280, 720) == (640, 360)  # fit keeps the aspect ratio
+    assert fe.working_size(320, 240) == (320, 240)  # never upscales
+    assert FrontEnd(ext, mat, dict(resize_mode="stretch")).working_size(1280, 720) == (640, 480)
+    assert FrontEnd(ext, mat, dict(working_width=0)).working_size(1280, 720) == (1280, 720)
