@@ -84,7 +84,12 @@ def run(options) -> dict:
     try:
         params = [Parameter('preset', value=options.preset), Parameter('device', value=options.device),
                   Parameter('debug_image', value='always'),
-                  Parameter('max_keypoints', value=options.max_keypoints)]
+                  Parameter('max_keypoints', value=options.max_keypoints),
+                  Parameter('superpoint_weights', value=options.superpoint_weights),
+                  Parameter('superglue_weights', value=options.superglue_weights),
+                  # the lap is short (8 s of camera time at 10 Hz): a keyframe at least every second
+                  # and a 4-keyframe gap let the revisit find the start among the keyframes
+                  Parameter('max_interval_s', value=1.0), Parameter('loop_min_id_gap', value=4)]
         try:
             node = SuperGlueNode(context=context, parameter_overrides=params)
         except StartupError as error:
@@ -168,7 +173,7 @@ def run(options) -> dict:
     )
     files = []
     chosen = None
-    loop_stamps = [stamp_to_ns(m.header.stamp) for m in loops]
+    loop_stamps = [stamp_to_ns(m.header.stamp) for m in sorted(loops, key=lambda m: -m.num_inliers)]
     for stamp in loop_stamps:
         if stamp in debug:
             chosen = ('debug_loop_closure.png', debug[stamp])
@@ -216,22 +221,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--preset', default=None,
                         help="extractor+matcher preset (default 'superglue' with the shipped weights)")
     parser.add_argument('--rate', type=float, default=None,
-                        help='player frame rate [Hz] (default 10; 2 for superglue on CPU)')
-    parser.add_argument('--frames', type=int, default=80, help='frames in the sequence (default 80)')
+                        help='player frame rate [Hz] (default 10; 1 for SuperPoint on a CPU)')
+    parser.add_argument('--frames', type=int, default=None,
+                        help='frames in the sequence (default 80; 48 for SuperPoint on a CPU)')
     parser.add_argument('--max-keypoints', type=int, default=512)
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--superpoint-weights', default='', help='default: the shipped file')
+    parser.add_argument('--superglue-weights', default='', help='default: the shipped file')
     options = parser.parse_args(argv)
     if options.preset is None:
-        if shipped_weights_present():
+        if shipped_weights_present() or (options.superpoint_weights and options.superglue_weights):
             options.preset = 'superglue'
         else:
             print("superglue-demo: NOTE: the shipped weights superglue_ros/weights/{superpoint,superglue}.pth "
                   "are not there yet; falling back to preset 'sift' (pass --preset to choose).")
             options.preset = 'sift'
-    if options.rate is None:
-        import torch
-        options.rate = 2.0 if options.preset.startswith('superglue') and not torch.cuda.is_available() \
-            else 10.0
+    import torch
+    slow = options.preset in ('superglue', 'superpoint-mnn') and not torch.cuda.is_available()
+    if options.rate is None:   # SuperPoint on a CPU takes seconds per frame: a slower camera
+        options.rate = 1.0 if slow else 10.0
+    if options.frames is None:
+        options.frames = 48 if slow else 80
     report, text = run(options)
     print(text, end='')
     print(f'superglue-demo: wrote {pathlib.Path(options.output_dir).resolve()}/report.txt')

@@ -397,7 +397,8 @@ class SuperGlueNode(Node):
         live = set(cam.frontend.cache.ids())
         for kid in [k for k in cam.debug_images if k not in live]:
             del cam.debug_images[kid]
-        corr = result.loop_closures[0] if result.loop_closures else result.odometry
+        loops = sorted(result.loop_closures, key=lambda c: -int(np.count_nonzero(c.inliers)))
+        corr = loops[0] if loops else result.odometry   # the strongest loop closure, else VO
         if corr is None:
             return
         ref_image, ref_scale = cam.debug_images.get(corr.reference_id, (None, 1.0))
