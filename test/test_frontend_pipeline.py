@@ -199,3 +199,44 @@ def test_conf_validation():
     assert fe.working_size(320, 240) == (320, 240)  # never upscales
     assert FrontEnd(ext, mat, dict(resize_mode="stretch")).working_size(1280, 720) == (640, 480)
     assert FrontEnd(ext, mat, dict(working_width=0)).working_size(1280, 720) == (1280, 720)
+
+
+def test_process_and_verify_loop_concurrently(sequence):
+    """process() on a worker thread while another thread keeps calling verify_loop: no error,
+    every answer has a valid status, and the results equal a sequential run's."""
+    import threading
+    conf = dict(max_keyframes=4, geometric_model="homography", loop_geometric_model="homography",
+                loop_closure=False)
+    frames = [Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam") for i in range(0, 40, 2)]
+    sequential = FrontEnd.from_preset("orb", "cpu", conf)
+    expected = [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0)
+                for r in map(sequential.process, frames)]
+    fe = FrontEnd.from_preset("orb", "cpu", conf)
+    got, errors, answers = [], [], []
+    done = threading.Event()
+
+    def worker():
+        try:
+            for f in frames:
+                r = fe.process(f)
+                got.append((r.is_keyframe, r.odometry.num_inliers if r.odometry else 0))
+        except Exception as err:  # reported below
+            errors.append(err)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    while not done.is_set():
+        ids = fe.cache.ids()
+        if ids:
+            answers += [(ids[-1], a) for a in fe.verify_loop(ids[-1], [ids[0], 0, 1, 500])]
+    t.join()
+    assert not errors
+    assert got == expected  # ORB/matching/verification are deterministic
+    assert answers and {a.status for _, a in answers} <= {"verified", "rejected", "evicted", "unknown_candidate"}
+    # unknown only for ids not created yet when asked; the oldest cached one was matched unless
+    # the worker evicted it between ids() and verify_loop's pin
+    assert all(a.status != "unknown_candidate" or a.candidate_id > q for q, a in answers)
+    assert all(a.status in ("verified", "rejected", "evicted") for _, a in answers[::4])
+    assert any(a.status == "verified" for _, a in answers)
