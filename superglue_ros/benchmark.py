@@ -129,7 +129,7 @@ def superpoint_staged(sp: SuperPoint, image: torch.Tensor, timer: Timer) -> dict
         height, width = image.shape[-2:]
         with timer.stage("superpoint_backbone"):
             dense = sp.dense(sp.pad_to_cell(image))
-        with timer.stage("superpoint_decode"):
+        with timer.stage("superpoint_decode"), backends.limited_threads(sp.conf["small_op_threads"]):
             heatmap = sp.logits_to_heatmap(dense["logits"])
             kpts, scores = sp.extract_keypoints(heatmap, height, width)
             desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell)
@@ -140,7 +140,8 @@ def superpoint_staged(sp: SuperPoint, image: torch.Tensor, timer: Timer) -> dict
 def superglue_staged(sg: SuperGlue, query: dict, refs: list[dict], timer: Timer) -> dict:
     """Query [1] against len(refs) keyframes in one batch; refs' caches are reused when enabled."""
     with torch.inference_mode():
-        with timer.stage("superglue_encode"):
+        small = backends.limited_threads
+        with timer.stage("superglue_encode"), small(sg.conf["small_op_threads"]):
             if len(refs) == 1:
                 r = refs[0]
                 k1, s1, d1 = r["keypoints"][None], r["scores"][None], r["descriptors"][None]
@@ -158,7 +159,7 @@ def superglue_staged(sg: SuperGlue, query: dict, refs: list[dict], timer: Timer)
                 enc0 = enc0.expand(b, -1, -1)
         with timer.stage("superglue_gnn"):
             scores = sg.match_scores(enc0, enc1, None, mask1)
-        with timer.stage("superglue_sinkhorn"):
+        with timer.stage("superglue_sinkhorn"), small(sg.conf["small_op_threads"]):
             la = SINKHORN[sg.conf["sinkhorn"]](scores, sg.bin_score, sg.conf["sinkhorn_iterations"],
                                                None, mask1)
             out = extract_matches(la, sg.conf["match_threshold"], None, mask1)

@@ -273,3 +273,16 @@ def test_gpu_path_uses_torch_fp16_autocast():
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
     assert isinstance(backends.TorchRunner(module, "fp32").autocast("cpu"),
                       type(__import__("contextlib").nullcontext()))
+
+
+def test_limited_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with backends.limited_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with backends.limited_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with backends.limited_threads(1):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

@@ -35,11 +35,35 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Reference mode: what the papers' reference scripts do (eager fp32 torch, standard configs,
 # torch max-pool NMS, no caching). Fast mode: the measured real-time choices (see benchmark.py).
-REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", channels_last=False)
-REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log")
-FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True)
+REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", channels_last=False,
+                            small_op_threads=None)
+REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log",
+                           small_op_threads=None)
+FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True,
+                       small_op_threads=1)
 FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True,
-                      sinkhorn="scaling")
+                      sinkhorn="scaling", small_op_threads=1)
+
+
+@contextlib.contextmanager
+def limited_threads(num: int | None):
+    """Run torch ops with at most ``num`` intra-op threads, then restore (None = unchanged).
+
+    Why: the decoding/Sinkhorn ops are small; on a shared 2-core CPU two OpenMP threads
+    wait on each other at every op, and 100 Sinkhorn iterations measured 2 s with 2 threads vs
+    60-90 ms with 1 under load. The setting is process-wide for the duration of the block."""
+    if not num:
+        yield
+        return
+    previous = torch.get_num_threads()
+    if previous <= num:
+        yield
+        return
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _has_module(name: str) -> bool:

@@ -293,6 +293,7 @@ class SuperGlue(nn.Module):
         precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto'
         cache_keyframes=False,  # reuse the keypoint encoding stored in data['cache0'/'cache1']
         sinkhorn="log",  # 'log' (log-sum-exp updates) or 'scaling' (same iterations as mat-vecs)
+        small_op_threads=None,  # torch threads for encoding/Sinkhorn (fast path: 1), None = unchanged
     )
 
     def __init__(self, conf: dict | None = None):
@@ -400,18 +401,23 @@ class SuperGlue(nn.Module):
             return dict(log_assignment=log_assignment,
                         **extract_matches(log_assignment, self.conf["match_threshold"]))
 
-        enc0 = self.encode_cached(kpts0, data["scores0"], data["descriptors0"], data["image_size0"],
-                                  data.get("cache0"), mask0)
-        enc1 = self.encode_cached(kpts1, data["scores1"], data["descriptors1"], data["image_size1"],
-                                  data.get("cache1"), mask1)
+        from .backends import limited_threads
+
+        small = None if self.training else self.conf["small_op_threads"]
+        with limited_threads(small):
+            enc0 = self.encode_cached(kpts0, data["scores0"], data["descriptors0"],
+                                      data["image_size0"], data.get("cache0"), mask0)
+            enc1 = self.encode_cached(kpts1, data["scores1"], data["descriptors1"],
+                                      data["image_size1"], data.get("cache1"), mask1)
         if enc0.shape[0] == 1 and b > 1:  # one query against b candidates
             enc0 = enc0.expand(b, -1, -1)
             mask0 = None if mask0 is None else mask0.expand(b, -1)
         scores = self.match_scores(enc0, enc1, mask0, mask1)
-        transport = SINKHORN[self.conf["sinkhorn"]]
-        log_assignment = transport(
-            scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)
-        out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
+        with limited_threads(small):
+            transport = SINKHORN[self.conf["sinkhorn"]]
+            log_assignment = transport(
+                scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)
+            out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
         return dict(log_assignment=log_assignment, **out)
 
 

@@ -85,6 +85,7 @@ class SuperPoint(nn.Module):
         backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
         precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto' (bf16 only on native-bf16 CPUs)
         channels_last=False,  # torch backend only
+        small_op_threads=None,  # torch threads for decoding (fast path: 1), None = unchanged
     )
     cell = 8
 
@@ -221,11 +222,14 @@ class SuperPoint(nn.Module):
         image = self.to_gray(image)
         height, width = image.shape[-2:]
         dense = self.dense(self.pad_to_cell(image))
-        heatmap = self.logits_to_heatmap(dense["logits"])
-        keypoints, scores = self.extract_keypoints(heatmap, height, width)
-        descriptors = [
-            sample_descriptors(k, d, self.cell) for k, d in zip(keypoints, dense["descriptors"])
-        ]
+        from .backends import limited_threads
+
+        with limited_threads(None if self.training else self.conf["small_op_threads"]):
+            heatmap = self.logits_to_heatmap(dense["logits"])
+            keypoints, scores = self.extract_keypoints(heatmap, height, width)
+            descriptors = [
+                sample_descriptors(k, d, self.cell) for k, d in zip(keypoints, dense["descriptors"])
+            ]
         return dict(keypoints=keypoints, scores=scores, descriptors=descriptors)
 
 
