@@ -286,3 +286,14 @@ def test_limited_threads_restores_the_thread_count():
         with backends.limited_threads(1):
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_backend_cache_key_tracks_weights_and_architecture_only():
+    a = sharpened_superglue()
+    b = sharpened_superglue(precision="bf16", match_threshold=0.5)  # runtime settings only
+    c = sharpened_superglue(gnn_layers=["cross", "self"] * 2)        # same shapes, other graph
+    fp = [backends.model_fingerprint(m) for m in (a, b, c)]
+    assert fp[0] == fp[1] and fp[0] != fp[2]
+    with torch.no_grad():
+        b.bin_score.add_(1.0)
+    assert backends.model_fingerprint(b) != fp[0]

@@ -147,6 +147,10 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(root)
 
 
+# configuration keys that change the traced graph (the others act outside it or at compile time)
+ARCHITECTURE_KEYS = {"descriptor_dim", "keypoint_encoder", "gnn_layers", "num_heads"}
+
+
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
     """Hash of weights, configuration and the module's source code (cache key)."""
     h = hashlib.sha256()
@@ -157,7 +161,8 @@ def model_fingerprint(module: nn.Module, extra: str = "") -> str:
         if cls.__module__.startswith("superglue_ros"):
             with contextlib.suppress(OSError, TypeError):
                 h.update(inspect.getsource(inspect.getmodule(cls)).encode())
-    h.update(repr(getattr(module, "conf", "")).encode())
+    conf = getattr(module, "conf", None) or getattr(getattr(module, "model", None), "conf", None) or {}
+    h.update(repr(sorted((k, repr(v)) for k, v in conf.items() if k in ARCHITECTURE_KEYS)).encode())
     h.update(extra.encode())
     return h.hexdigest()[:20]
 
