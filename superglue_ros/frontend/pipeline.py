@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
-from ..features import Extractor, Features, Matcher, Matches
+from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import GeometricModel, verify
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
@@ -300,12 +301,19 @@ class FrontEnd:
 
     # ------------------------------------------------------------------ helpers
     def _to_original(self, feats: Features, sx: float, sy: float, size: tuple[int, int]) -> Features:
-        """Working-resolution features -> ORIGINAL pixels (pixel-centre convention:
-        x_orig = (x_work + 0.5) / sx - 0.5). Matcher caches are dropped (they hold old coordinates)."""
-        if sx == 1.0 and sy == 1.0:
-            return Features(feats.keypoints, feats.scores, feats.descriptors, size)
-        kpts = (feats.keypoints + 0.5) / np.array([sx, sy], np.float32) - 0.5
-        return Features(kpts, feats.scores, feats.descriptors, size)
+        """Working-resolution features -> ORIGINAL pixels (``Features.scaled``, pixel-centre
+        aligned: x_orig = (x_work + 0.5) / sx - 0.5). At scale 1 the features (and the tensors the
+        extractor left on the device) are used as they are; otherwise the device copy of scores
+        and descriptors is kept and only the keypoints are re-uploaded."""
+        if (sx, sy) == (1.0, 1.0) and tuple(feats.image_size) == tuple(size):
+            return feats
+        out = feats.scaled(1.0 / sx, 1.0 / sy, size)
+        entry = feats.cache.get(CACHE_KEY)
+        if isinstance(entry, dict) and isinstance(entry.get("keypoints"), torch.Tensor):
+            kpts = entry["keypoints"]
+            out.cache[CACHE_KEY] = dict(entry, keypoints=torch.from_numpy(out.keypoints).to(
+                device=kpts.device, dtype=kpts.dtype))
+        return out
 
     def _correspond(self, kind: str, query: Features, ref: Keyframe, matches: Matches,
                     query_K, model: str, query_meta: dict) -> tuple[Correspondence, float]:
