@@ -6,6 +6,7 @@ spin on a background MultiThreadedExecutor, so a test reads like a script: publi
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from superglue_ros.ros.messages import make_header, stamp_to_ns
 from superglue_ros.ros.node import SuperGlueNode
 
+_NAMES = itertools.count()
+
 
 def image_msg(image: np.ndarray, stamp_ns: int, frame_id: str = 'cam', encoding: str | None = None) -> Image:
     """uint8 gray/BGR array -> Image (mono8/bgr8 unless `encoding` says otherwise)."""
@@ -43,7 +46,8 @@ class Probe(Node):
     """Publishes camera input to the node under test and records everything it publishes."""
 
     def __init__(self, context: Context, prefix: str = ''):
-        super().__init__('superglue_test_probe' + (f'_{prefix}' if prefix else ''), context=context)
+        # unique names: rosout routes logs by node name across the whole process
+        super().__init__(f'superglue_test_probe_{next(_NAMES)}', context=context)
         t = (lambda name: f'{prefix}/{name}') if prefix else (lambda name: name)
         sensor = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, t('image'), sensor)
@@ -122,7 +126,8 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
     executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
     thread = None
     try:
-        node = SuperGlueNode(context=context, parameter_overrides=params)
+        node = SuperGlueNode(f'superglue_node_{next(_NAMES)}', context=context,
+                             parameter_overrides=params)
         probe = Probe(context, prefix)
         probe.others = {p: Probe(context, p) for p in more_prefixes}
         for n in (node, probe, *probe.others.values()):

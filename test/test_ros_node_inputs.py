@@ -248,3 +248,32 @@ def test_two_cameras_have_separate_topics_and_state():
         assert stats['left']['processed'] == stats['right']['processed'] == 2
         with left.lock:
             assert all(m.header.frame_id == FRAME_ID for m in left.correspondences)
+
+
+def test_diagnostics_and_debug_image(node_probe):
+    """/diagnostics carries the node's counters; debug_image is drawn because the probe
+    subscribes (mode on_subscribe) and shows the frame it belongs to."""
+    node, probe, stream = node_probe
+    reply = stream.good()
+    stamp = stamp_to_ns(reply.header.stamp)
+    debug = probe.wait_for(lambda: next((m for m in probe.debug_images
+                                         if stamp_to_ns(m.header.stamp) == stamp), None),
+                           what='the debug image of the last frame')
+    assert debug.encoding == 'bgr8' and debug.height == 480 and debug.width > 2 * 600
+    assert debug.header.frame_id == FRAME_ID
+    processed = node.stats()['']['processed']
+
+    def fresh():
+        for array in reversed(probe.diagnostics):
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if int(values.get('frames_processed', -1)) >= processed:
+                    return status, values
+        return None
+    status, values = probe.wait_for(fresh, 10.0, 'a diagnostics message')
+    assert status.name.endswith(': camera') and status.hardware_id == FRAME_ID
+    assert {'processed_fps', 'dropped_fps', 'latency_p50_ms', 'latency_p90_ms', 'cache_keyframes',
+            'cache_bytes', 'device', 'extractor', 'matcher', 'frames_dropped'} <= set(values)
+    assert (values['device'], values['extractor'], values['matcher']) == ('cpu', 'orb', 'ratio-hamming')
+    assert 1 <= int(values['cache_keyframes']) <= 4 and int(values['cache_bytes']) > 0
+    assert float(values['latency_p90_ms']) >= float(values['latency_p50_ms']) > 0

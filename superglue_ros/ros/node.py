@@ -407,7 +407,8 @@ class SuperGlueNode(Node):
             if ref is None or ref.thumbnail is None:
                 return
             ref_image, ref_scale = ref.thumbnail, ref.thumbnail.shape[1] / ref.image_size[0]
-        text = [f'{corr.kind} frame {corr.query_id} vs keyframe {corr.reference_id}',
+        query = 'keyframe' if corr.query_is_keyframe else 'frame'
+        text = [f'{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}',
                 f'{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers']
         canvas = draw_matches(small, ref_image, np.asarray(corr.query_points) * scale,
                               np.asarray(corr.reference_points) * ref_scale,
