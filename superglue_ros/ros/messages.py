@@ -117,11 +117,16 @@ def array_to_image_msg(image: np.ndarray, stamp_ns: int, frame_id: str) -> Image
 
 
 def correspondence_to_msg(corr, *, extractor: str = '', matcher: str = '',
-                          query_size: tuple[int, int] = (0, 0),
-                          reference_size: tuple[int, int] = (0, 0),
+                          query_size: tuple[int, int] | None = None,
+                          reference_size: tuple[int, int] | None = None,
                           query_is_keyframe: bool = False,
                           reference_frame_id: str = '') -> Correspondences:
-    """frontend.Correspondence -> superglue_ros_msgs/Correspondences (points in original px)."""
+    """frontend.Correspondence -> superglue_ros_msgs/Correspondences (points in original px).
+
+    Image sizes default to the correspondence's own (query_image_size, reference_image_size).
+    """
+    query_size = query_size or getattr(corr, 'query_image_size', None) or (0, 0)
+    reference_size = reference_size or getattr(corr, 'reference_image_size', None) or (0, 0)
     msg = Correspondences()
     msg.header = make_header(corr.query_stamp_ns, corr.frame_id)
     msg.kind = KINDS[corr.kind]
