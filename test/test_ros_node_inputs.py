@@ -153,38 +153,44 @@ def test_unknown_and_evicted_keyframe_ids(node_probe):
     assert stream.good().kind == Correspondences.ODOMETRY
 
 
-def test_request_flood_is_bounded_and_images_keep_flowing(node_probe):
-    """60 verify_loop requests at once while frames stream in: every request is answered
-    (a result or an explicit busy status), and frames sent during and after are processed."""
-    node, probe, stream = node_probe
-    stream.good()
-    ids = sorted({k.id for k in probe.keyframes})[-3:]
-    assert probe.verify.wait_for_service(timeout_sec=5.0)
+def test_request_flood_is_bounded_and_images_keep_flowing():
+    """40 verify_loop requests at once (each matching 16 SIFT keyframe pairs) while frames
+    stream in: at most max_pending_requests run, the rest are answered at once with an
+    explicit busy status, every request gets an answer, and frames keep being processed."""
     from superglue_ros_msgs.srv import VerifyLoop
-    futures = [probe.verify.call_async(VerifyLoop.Request(query_id=ids[-1], candidate_ids=ids[:-1] * 8))
-               for _ in range(60)]
-    processed_before = node.stats()['']['processed']
-    for _ in range(5):
+
+    overrides = dict(preset='sift', max_keypoints=2048, reliability='reliable', warn_throttle_s=0.0,
+                     max_pending_requests=1, min_gap_frames=1, max_frames=1)
+    with running_node(overrides) as (node, probe):
+        stream = Stream(probe)
         stream.send()
-        time.sleep(0.05)
-    probe.wait_for(lambda: all(f.done() for f in futures), 120.0, 'all 60 responses')
-    busy = 0
-    for future in futures:
-        response = future.result()
-        assert len(response.results) == len(ids[:-1]) * 8
-        if not response.success:
-            busy += 1
-            assert response.message.startswith('busy') and \
-                all(r.status == LoopResult.FAILED for r in response.results)
-        else:
-            assert all(r.status in (LoopResult.VERIFIED, LoopResult.REJECTED, LoopResult.FAILED)
-                       for r in response.results)
-    print(f'flood: {busy} of 60 requests answered busy')
-    if busy:
+        probe.wait_for(lambda: probe.keyframes, what='first keyframe')
+        for _ in range(3):
+            stream.good()
+        ids = sorted({k.id for k in probe.keyframes})
+        request = VerifyLoop.Request(query_id=ids[-1], candidate_ids=(ids[:-1] * 16)[:16])
+        futures = [probe.verify.call_async(request) for _ in range(40)]
+        processed_before = node.stats()['']['processed']
+        for _ in range(3):
+            stream.send()
+            time.sleep(0.1)
+        probe.wait_for(lambda: all(f.done() for f in futures), 300.0, 'all 40 responses')
+        busy = 0
+        for future in futures:
+            response = future.result()
+            assert len(response.results) == 16
+            if response.success:
+                assert all(r.status in (LoopResult.VERIFIED, LoopResult.REJECTED) for r in response.results)
+            else:
+                busy += 1
+                assert response.message.startswith('busy: 1 loop requests already in progress')
+                assert all(r.status == LoopResult.FAILED for r in response.results)
+        print(f'flood: {busy} of 40 requests answered busy')
+        assert 0 < busy < 40
         probe.log_containing('refused, busy')
-    assert stream.good().kind == Correspondences.ODOMETRY
-    assert node.stats()['']['processed'] > processed_before
-    assert node.stats()['']['failed'] == 0
+        assert stream.good().kind == Correspondences.ODOMETRY
+        assert node.stats()['']['processed'] > processed_before
+        assert node.stats()['']['failed'] == 0
 
 
 def test_camera_info_zero_focal_length_is_ignored_with_a_warning():
