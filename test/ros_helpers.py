@@ -45,9 +45,10 @@ def image_msg(image: np.ndarray, stamp_ns: int, frame_id: str = 'cam', encoding:
 class Probe(Node):
     """Publishes camera input to the node under test and records everything it publishes."""
 
-    def __init__(self, context: Context, prefix: str = ''):
+    def __init__(self, context: Context, prefix: str = '', namespace: str = '', node_name: str = ''):
         # unique names: rosout routes logs by node name across the whole process
-        super().__init__(f'superglue_test_probe_{next(_NAMES)}', context=context)
+        super().__init__(f'superglue_test_probe_{next(_NAMES)}', namespace=namespace, context=context)
+        self.node_name = node_name   # keep only this node's /rosout lines ('' = all)
         t = (lambda name: f'{prefix}/{name}') if prefix else (lambda name: name)
         sensor = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, t('image'), sensor)
@@ -66,7 +67,11 @@ class Probe(Node):
         self.create_subscription(KeyframeFeatures, t('keyframes'), keep(self.keyframes), 100)
         self.create_subscription(Image, t('debug_image'), keep(self.debug_images), 10)
         self.create_subscription(DiagnosticArray, '/diagnostics', keep(self.diagnostics), 10)
-        self.create_subscription(Log, '/rosout', lambda m: self._keep(self.logs, m.msg), 1000)
+        self.create_subscription(Log, '/rosout', self._on_log, 1000)
+
+    def _on_log(self, msg: Log) -> None:
+        if not self.node_name or msg.name.split('.')[-1] == self.node_name:
+            self._keep(self.logs, msg.msg)
 
     def _keep(self, store: list, msg) -> None:
         with self.lock:
@@ -126,10 +131,12 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
     executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
     thread = None
     try:
-        node = SuperGlueNode(f'superglue_node_{next(_NAMES)}', context=context,
-                             parameter_overrides=params)
-        probe = Probe(context, prefix)
-        probe.others = {p: Probe(context, p) for p in more_prefixes}
+        # each node in its own namespace, so nodes of different tests never answer each other
+        n = next(_NAMES)
+        namespace, name = f'/sgtest{n}', f'superglue_node_{n}'
+        node = SuperGlueNode(name, namespace=namespace, context=context, parameter_overrides=params)
+        probe = Probe(context, prefix, namespace, name)
+        probe.others = {p: Probe(context, p, namespace, name) for p in more_prefixes}
         for n in (node, probe, *probe.others.values()):
             executor.add_node(n)
         thread = threading.Thread(target=executor.spin, daemon=True)

@@ -272,6 +272,8 @@ def test_diagnostics_and_debug_image(node_probe):
     def fresh():
         for array in reversed(probe.diagnostics):
             for status in array.status:
+                if not status.name.startswith(node.get_fully_qualified_name() + ':'):
+                    continue
                 values = {kv.key: kv.value for kv in status.values}
                 if int(values.get('frames_processed', -1)) >= processed:
                     return status, values
