@@ -40,9 +40,11 @@ REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", chan
 REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log",
                            small_op_threads=None)
 FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True,
-                       small_op_threads=1)
+                       small_op_threads=1, backend_threads=None)
+# GNN on one backend thread: under the shared CPU's load it measured 142-232 ms vs ~400 ms with
+# two (many mid-sized ops, each a thread synchronisation); the backbone keeps both threads.
 FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True,
-                      sinkhorn="scaling", small_op_threads=1)
+                      sinkhorn="scaling", small_op_threads=1, backend_threads=1)
 
 
 @contextlib.contextmanager
@@ -256,7 +258,7 @@ class ONNXRuntimeRunner:
 def build_runner(backend: str, module: nn.Module, device, precision: str,
                  example_inputs: tuple, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict, channels_last: bool = False,
-                 tag: str = "model"):
+                 tag: str = "model", threads: int | None = None):
     """The requested runner, or the torch runner (one log line) if that backend is unusable.
 
     OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used."""
@@ -269,7 +271,7 @@ def build_runner(backend: str, module: nn.Module, device, precision: str,
     if backend == "openvino":
         try:
             return OpenVINORunner(module, example_inputs, input_names, output_names,
-                                  dynamic_axes, precision, tag=tag)
+                                  dynamic_axes, precision, threads=threads, tag=tag)
         except BackendUnavailable as exc:
             LOG.warning("%s: %s; falling back to torch", tag, exc)
     elif backend == "onnxruntime":
@@ -277,7 +279,7 @@ def build_runner(backend: str, module: nn.Module, device, precision: str,
             if precision != "fp32":
                 LOG.info("%s: onnxruntime runs fp32 (no bf16 CPU kernels)", tag)
             return ONNXRuntimeRunner(module, example_inputs, input_names, dynamic_axes,
-                                     output_names, tag=tag)
+                                     output_names, threads=threads, tag=tag)
         except BackendUnavailable as exc:
             LOG.warning("%s: %s; falling back to torch", tag, exc)
     return TorchRunner(module, precision, channels_last)

@@ -294,6 +294,7 @@ class SuperGlue(nn.Module):
         cache_keyframes=False,  # reuse the keypoint encoding stored in data['cache0'/'cache1']
         sinkhorn="log",  # 'log' (log-sum-exp updates) or 'scaling' (same iterations as mat-vecs)
         small_op_threads=None,  # torch threads for encoding/Sinkhorn (fast path: 1), None = unchanged
+        backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
     )
 
     def __init__(self, conf: dict | None = None):
@@ -367,7 +368,7 @@ class SuperGlue(nn.Module):
                 output_names=["scores"],
                 dynamic_axes={"enc0": {0: "b", 2: "m"}, "enc1": {0: "b", 2: "n"},
                               "mask0": {0: "b", 1: "m"}, "mask1": {0: "b", 1: "n"}},
-                tag="superglue")
+                tag="superglue", threads=self.conf["backend_threads"])
             self.__dict__["_runner"] = runner
         return runner
 

@@ -86,6 +86,7 @@ class SuperPoint(nn.Module):
         precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto' (bf16 only on native-bf16 CPUs)
         channels_last=False,  # torch backend only
         small_op_threads=None,  # torch threads for decoding (fast path: 1), None = unchanged
+        backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
     )
     cell = 8
 
@@ -137,7 +138,8 @@ class SuperPoint(nn.Module):
                 example_inputs=example, input_names=["image"],
                 output_names=["logits", "descriptors"],
                 dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}},
-                channels_last=self.conf["channels_last"], tag="superpoint")
+                channels_last=self.conf["channels_last"], tag="superpoint",
+                threads=self.conf["backend_threads"])
             self.__dict__["_runner"] = runner
         return runner
 
