@@ -12,6 +12,7 @@ from superglue_ros.cli.match import main, resized_shape
 from superglue_ros.evaluation.metrics import match_precision_recall
 from superglue_ros.homography import sample_homography, warp_image
 from superglue_ros.visualization import GAP_PX, GREEN, RED, draw_matches
+from quality_gap import BELOW_BAR
 
 WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / 'weights'
 
@@ -136,6 +137,7 @@ def test_draw_matches_colours():
         draw_matches(image0, image1, kpts0, kpts1[:1])
 
 
+@BELOW_BAR
 def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
     missing = [k for k in ('superpoint', 'superglue') if not (WEIGHTS / f'{k}.pth').is_file()]
     if missing:

@@ -1,26 +1,28 @@
-"""The synthetic loop sequence (exact ground-truth homographies) through a running node with the
-shipped SuperPoint + SuperGlue weights, one frame at a time so that every frame is processed:
+"""The synthetic loop sequence (exact ground-truth homographies) through a running node, with
+SIFT and with the shipped SuperPoint + SuperGlue weights, one frame at a time so that every frame
+is processed:
 
 - >= 90% of all published inliers lie within 3 px of ground truth (original pixels, although
   the node works at a smaller resolution),
 - a keyframe is created exactly when the keyframe policy says so,
 - the revisit of the start produces a LOOP_CLOSURE referencing a keyframe of the same place,
 - verify_loop answers for known and unknown ids.
+
+The accuracy bars are the same for both presets; with the learned weights they carry the strict
+quality_gap marker while the shipped weights are below them (issue 4).
 """
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 from superglue_ros_msgs.msg import Correspondences, LoopResult
 
+from quality_gap import expect_below_bar
 from ros_helpers import image_msg, running_node
 from superglue_ros.frontend.synthetic import make_sequence
 from superglue_ros.models.weights import default_weights_path
 from superglue_ros.ros.messages import make_header, stamp_to_ns
 
 WEIGHTS = [default_weights_path('superpoint'), default_weights_path('superglue')]
-pytestmark = pytest.mark.skipif(
-    not all(p.is_file() for p in WEIGHTS),
-    reason=f'shipped weights absent: {[str(p) for p in WEIGHTS if not p.is_file()]}')
 
 FRAMES = 40
 POLICY = dict(min_inliers=60, min_inlier_ratio=0.25, max_frames=8, max_interval_s=0.0, min_gap_frames=2)
@@ -45,11 +47,15 @@ def gt_errors(sequence, index_of, msg) -> np.ndarray:
     return np.linalg.norm(sequence.warp_points(r, q, ref) - query, axis=1)
 
 
-@pytest.fixture(scope='module')
-def run():
+@pytest.fixture(scope='module', params=['sift', 'superglue'])
+def run(request):
+    preset = request.param
+    missing = [str(p) for p in WEIGHTS if not p.is_file()]
+    if preset == 'superglue' and missing:
+        pytest.skip(f'shipped weights absent: {missing}')
     sequence = make_sequence(num_frames=FRAMES)
     index_of = {int(s): i for i, s in enumerate(sequence.stamps_ns)}
-    overrides = dict(preset='superglue', reliability='reliable', debug_image='never',
+    overrides = dict(preset=preset, reliability='reliable', debug_image='never',
                      working_width=480, working_height=360, max_keypoints=512, **POLICY, **LOOP)
     with running_node(overrides) as (node, probe):
         for i in range(FRAMES):
@@ -63,11 +69,12 @@ def run():
             else:
                 probe.correspondence_for(stamp, timeout=120)
         probe.wait_for(lambda: node.stats()['']['processed'] == FRAMES, 60, 'all frames processed')
-        yield sequence, index_of, node, probe
+        yield preset, sequence, index_of, node, probe
 
 
-def test_every_frame_processed_and_inliers_match_ground_truth(run):
-    sequence, index_of, node, probe = run
+def test_every_frame_processed_and_inliers_match_ground_truth(run, request):
+    preset, sequence, index_of, node, probe = run
+    expect_below_bar(request, preset == 'superglue')
     stats = node.stats()['']
     assert stats['processed'] == FRAMES and stats['dropped'] == 0 and stats['failed'] == 0
     with probe.lock:
@@ -87,7 +94,7 @@ def test_every_frame_processed_and_inliers_match_ground_truth(run):
 
 
 def test_keyframes_follow_the_policy(run):
-    sequence, index_of, node, probe = run
+    preset, sequence, index_of, node, probe = run
     with probe.lock:
         keyframes = sorted(probe.keyframes, key=lambda k: k.id)
         odometry = sorted((m for m in probe.correspondences if m.kind == Correspondences.ODOMETRY),
@@ -113,8 +120,9 @@ def test_keyframes_follow_the_policy(run):
     print(f'\nkeyframes at frames {kf_frames}')
 
 
-def test_revisit_produces_a_loop_closure_to_the_start(run):
-    sequence, index_of, node, probe = run
+def test_revisit_produces_a_loop_closure_to_the_start(run, request):
+    preset, sequence, index_of, node, probe = run
+    expect_below_bar(request, preset == 'superglue')
     with probe.lock:
         loops = [m for m in probe.correspondences if m.kind == Correspondences.LOOP_CLOSURE]
         kf_frame = {k.id: index_of[stamp_to_ns(k.header.stamp)] for k in probe.keyframes}
@@ -135,8 +143,9 @@ def test_revisit_produces_a_loop_closure_to_the_start(run):
     assert any(index_of[stamp_to_ns(m.reference_stamp)] <= 0.15 * loop_frames for m in revisit)
 
 
-def test_verify_loop_known_and_unknown_ids(run):
-    sequence, index_of, node, probe = run
+def test_verify_loop_known_and_unknown_ids(run, request):
+    preset, sequence, index_of, node, probe = run
+    expect_below_bar(request, preset == 'superglue')
     with probe.lock:
         loop = next(m for m in probe.correspondences if m.kind == Correspondences.LOOP_CLOSURE)
         known = {k.id for k in probe.keyframes}
