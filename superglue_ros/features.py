@@ -149,9 +149,10 @@ class Matches:
         return matches
 
 
-class Extractor:
-    """Turns a uint8 image (HxW gray or HxWx3 BGR) into Features."""
-    name = 'extractor'
+class _Configured:
+    """Shared by extractors and matchers: `default_conf` merged with checked overrides, and the
+    resolved compute device."""
+    name = 'component'
     default_conf: dict = {}
 
     def __init__(self, device='cpu', **conf):
@@ -161,26 +162,22 @@ class Extractor:
                              f'known: {sorted(self.default_conf)}')
         self.conf = {**self.default_conf, **conf}
         self.device = resolve_device(device)
-
-    def extract(self, image: np.ndarray) -> Features:
-        raise NotImplementedError
 
     def __repr__(self):
         return f'{type(self).__name__}({self.conf})'
 
 
-class Matcher:
+class Extractor(_Configured):
+    """Turns a uint8 image (HxW gray or HxWx3 BGR) into Features."""
+    name = 'extractor'
+
+    def extract(self, image: np.ndarray) -> Features:
+        raise NotImplementedError
+
+
+class Matcher(_Configured):
     """Matches Features of image 0 against Features of image 1 (or many references)."""
     name = 'matcher'
-    default_conf: dict = {}
-
-    def __init__(self, device='cpu', **conf):
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f'{self.name}: unknown option(s) {sorted(unknown)}; '
-                             f'known: {sorted(self.default_conf)}')
-        self.conf = {**self.default_conf, **conf}
-        self.device = resolve_device(device)
 
     def match(self, f0: Features, f1: Features) -> Matches:
         raise NotImplementedError
@@ -188,9 +185,6 @@ class Matcher:
     def match_many(self, f0: Features, refs: list[Features]) -> list[Matches]:
         """Match one query against several references (loop closure). Default: one by one."""
         return [self.match(f0, f1) for f1 in refs]
-
-    def __repr__(self):
-        return f'{type(self).__name__}({self.conf})'
 
 
 # ---------------------------------------------------------------------------------------------
