@@ -156,7 +156,17 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
 
 
 def rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc)."""
+    """Resident set size of this process (Linux /proc), after a garbage collection and
+    glibc's malloc_trim: freed memory that the allocator merely caches in its per-thread arenas
+    (the executor runs several threads) is returned to the OS first, so a growth between two
+    readings means memory that is still referenced, not allocator slack."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: read RSS as it is
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith('VmRSS:'):
