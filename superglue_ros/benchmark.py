@@ -83,14 +83,19 @@ def to_message_bytes(frame_bgr: np.ndarray) -> dict:
     return dict(encoding="bgr8", height=h, width=w, step=w * 3, data=frame_bgr.tobytes())
 
 
-def convert_image(msg: dict, device) -> torch.Tensor:
-    """bgr8 message bytes -> [1,1,H,W] float tensor in [0,1] (the node's conversion if present)."""
+def convert_image_array(msg: dict) -> np.ndarray:
+    """bgr8 message fields -> uint8 array (the node's conversion when importable)."""
     try:
         from .ros.conversions import image_to_array
 
-        image = image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
+        return image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
     except ImportError:
-        image = np.frombuffer(msg["data"], np.uint8).reshape(msg["height"], msg["width"], 3)
+        return np.frombuffer(msg["data"], np.uint8).reshape(msg["height"], msg["width"], 3)
+
+
+def convert_image(msg: dict, device) -> torch.Tensor:
+    """bgr8 message bytes -> [1,1,H,W] float tensor in [0,1] (the node's conversion if present)."""
+    image = convert_image_array(msg)
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     return torch.from_numpy(gray).to(device, torch.float32)[None, None] / 255.0
 
@@ -260,6 +265,45 @@ def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray],
                 gnn_precision=getattr(sg.__dict__.get("_runner"), "precision", "fp32"))
 
 
+def run_frontend(sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K,
+                 warmup: int = 2) -> dict:
+    """The node's own VO path, end to end: sensor_msgs/Image fields -> array (the node's
+    conversion) -> FrontEnd.process (working-size resize, the features.py wrappers around these
+    models, verification, keyframe policy) -> Correspondences message (when rclpy is
+    importable). Loop closure is off here (timed separately)."""
+    from .features import SuperGlueMatcher, SuperPointExtractor
+    from .frontend.pipeline import Frame, FrontEnd
+
+    try:
+        from .ros.messages import correspondence_to_msg
+    except ImportError:  # no ROS in this environment: the message stage is skipped
+        correspondence_to_msg = None
+    device = sp.conv1a.weight.device
+    extractor = SuperPointExtractor(device, model=sp, max_keypoints=sp.conf["max_keypoints"])
+    matcher = SuperGlueMatcher(device, model=sg)
+    h, w = frames[0].shape[:2]
+    frontend = FrontEnd(extractor, matcher, dict(loop_closure=False, working_width=w,
+                                                 working_height=h))
+    times, inliers = [], []
+    for i, frame in enumerate(frames):
+        msg = to_message_bytes(frame)
+        t0 = time.perf_counter()
+        image = convert_image_array(msg)
+        result = frontend.process(Frame(image, stamp_ns=(i + 1) * 50_000_000, frame_id="cam", K=K))
+        if result.odometry is not None and correspondence_to_msg is not None:
+            correspondence_to_msg(result.odometry)
+        ms = 1000 * (time.perf_counter() - t0)
+        if i >= warmup:
+            times.append(ms)
+            if result.odometry is not None:
+                inliers.append(result.odometry.num_inliers)
+    v = np.asarray(times)
+    return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
+                min_ms=round(float(v.min()), 2), n=int(len(v)),
+                mean_vo_inliers=float(np.mean(inliers)) if inliers else 0.0,
+                message_stage=correspondence_to_msg is not None)
+
+
 # ------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------
@@ -358,6 +402,10 @@ def print_table(results: dict) -> None:
             s = r["end_to_end"] if stage == "end_to_end" else r["stages"].get(stage)
             row += f"{fmt(s):>28s}"
         print(row)
+    row = f"{'node VO path (FrontEnd)':24s}"
+    for m in modes:
+        row += f"{fmt(results['modes'][m].get('frontend_vo')):>28s}"
+    print(row)
     row = f"{'loop verification x5':24s}"
     for m in modes:
         s = results["modes"][m]["loop_verification_5"]
@@ -365,6 +413,7 @@ def print_table(results: dict) -> None:
     print(row)
     if "speedup_end_to_end" in results:
         print(f"speed-up over reference (median end-to-end): {results['speedup_end_to_end']:.1f}x; "
+              f"node VO path: {results['speedup_frontend_vo']:.1f}x; "
               f"loop: {results.get('speedup_loop', float('nan')):.1f}x")
     if "accuracy" in results:
         print("accuracy (synthetic homography pairs):", json.dumps(results["accuracy"]))
@@ -421,9 +470,12 @@ def main(argv=None) -> int:
                                           loops, min_matches=min_matches)
         results["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         built[name] = (sp, sg)
+        results["modes"][name]["frontend_vo"] = run_frontend(sp, sg, frames[: nframes + 2], K)
     if "reference" in results["modes"]:
         fast, ref = results["modes"]["fast"], results["modes"]["reference"]
         results["speedup_end_to_end"] = ref["end_to_end"]["median_ms"] / fast["end_to_end"]["median_ms"]
+        results["speedup_frontend_vo"] = (ref["frontend_vo"]["median_ms"]
+                                          / fast["frontend_vo"]["median_ms"])
         if fast["loop_verification_5"] and ref["loop_verification_5"]:
             results["speedup_loop"] = (ref["loop_verification_5"]["median_ms"]
                                        / fast["loop_verification_5"]["median_ms"])
@@ -444,12 +496,12 @@ def main(argv=None) -> int:
         results["accuracy"] = acc
 
     results["load_average_end"] = os.getloadavg()
-    e2e = results["modes"]["fast"]["end_to_end"]
+    e2e = results["modes"]["fast"]["frontend_vo"]
     loop = results["modes"]["fast"]["loop_verification_5"]
     results["targets"] = dict(
         vo_median_le_100ms=e2e["median_ms"] <= 100, vo_p90_le_150ms=e2e["p90_ms"] <= 150,
         loop5_le_300ms=bool(loop and loop["median_ms"] <= 300),
-        speedup_ge_8x=bool(results.get("speedup_end_to_end", 0) >= 8))
+        speedup_ge_8x=bool(results.get("speedup_frontend_vo", 0) >= 8))
     print_table(results)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -211,19 +211,39 @@ def _cached_tensors(features: Features, device: torch.device) -> dict:
     return entry
 
 
+# Runtime of the learned models (option 'runtime' of both wrappers): 'fast' (default: OpenVINO
+# with bf16 where the CPU has it natively, static shapes, cv2 NMS, cached keyframe encodings,
+# scaling Sinkhorn; fp16 autocast on CUDA) or 'reference' (eager fp32 torch as in the papers).
+# Options 'backend' / 'precision' override the runtime's choice ('torch' | 'openvino' |
+# 'onnxruntime'; 'auto' | 'fp32' | 'bf16' | 'fp16'). See models/backends.py.
+
+
+def _runtime_options(conf: dict, which: int) -> dict:
+    """Model options of conf['runtime'] (0 = SuperPoint, 1 = SuperGlue) with the overrides."""
+    from .models.backends import RUNTIMES
+    if conf['runtime'] not in RUNTIMES:
+        raise ValueError(f"unknown runtime {conf['runtime']!r}; choose from {sorted(RUNTIMES)}")
+    options = dict(RUNTIMES[conf['runtime']][which])
+    options.update({k: conf[k] for k in ('backend', 'precision') if conf[k] is not None})
+    return options
+
+
 class SuperPointExtractor(Extractor):
     """SuperPoint keypoints and 256-d descriptors (weights: shipped file or `weights` path)."""
     name = 'superpoint'
     default_conf = dict(max_keypoints=512, keypoint_threshold=0.005, nms_radius=4,
-                        remove_borders=4, weights=None, keep_on_device=True)
+                        remove_borders=4, weights=None, keep_on_device=True, runtime='fast',
+                        backend=None, precision=None)
 
     def __init__(self, device='cpu', model=None, **conf):
-        """model: an already built SuperPoint (e.g. during training); else loaded from
-        conf["weights"] or the shipped file. A given model is put in eval mode (call
-        .train() again afterwards when training)."""
+        """model: an already built SuperPoint (e.g. during training; its own runtime options
+        are kept); else loaded from conf["weights"] or the shipped file. A given model is put in
+        eval mode (call .train() again afterwards when training).
+        """
         super().__init__(device, **conf)
         model_conf = {k: self.conf[k] for k in
                       ('max_keypoints', 'keypoint_threshold', 'nms_radius', 'remove_borders')}
+        model_conf.update(_runtime_options(self.conf, 0))
         if model is None:
             from .models.weights import load_model
             model = load_model('superpoint', self.conf['weights'], conf=model_conf,
@@ -248,14 +268,17 @@ class SuperPointExtractor(Extractor):
 class SuperGlueMatcher(Matcher):
     """SuperGlue attentional matcher; match_many runs one padded batch for N references."""
     name = 'superglue'
-    default_conf = dict(weights=None, sinkhorn_iterations=100, match_threshold=0.2)
+    default_conf = dict(weights=None, sinkhorn_iterations=100, match_threshold=0.2,
+                        runtime='fast', backend=None, precision=None)
 
     def __init__(self, device='cpu', model=None, **conf):
-        """model: an already built SuperGlue (e.g. during training); else loaded from
-        conf["weights"] or the shipped file. A given model is put in eval mode (call
-        .train() again afterwards when training)."""
+        """model: an already built SuperGlue (e.g. during training; its own runtime options
+        are kept); else loaded from conf["weights"] or the shipped file. A given model is put in
+        eval mode (call .train() again afterwards when training).
+        """
         super().__init__(device, **conf)
         model_conf = {k: self.conf[k] for k in ('sinkhorn_iterations', 'match_threshold')}
+        model_conf.update(_runtime_options(self.conf, 1))
         if model is None:
             from .models.weights import load_model
             model = load_model('superglue', self.conf['weights'], conf=model_conf,
@@ -295,7 +318,10 @@ class SuperGlueMatcher(Matcher):
             keypoints1=kpts1, scores1=scores1, descriptors1=desc1,
             image_size1=torch.tensor([refs[i].image_size for i in batch], dtype=torch.float32,
                                      device=self.device),
-            mask1=mask1)
+            mask1=mask1,
+            # each side's keypoint encoding is kept in its Features.cache (a keyframe is
+            # encoded once, then reused for every later query when the runtime caches)
+            cache0=f0.cache, cache1=[refs[i].cache for i in batch])
         pred = self.model(data)
         matches0 = pred['matches0'].cpu().numpy()
         scores0 = pred['matching_scores0'].float().cpu().numpy()

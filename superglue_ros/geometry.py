@@ -30,6 +30,11 @@ ESTIMATORS = {
     'poselib': None,                # PoseLib, essential and homography only
 }
 DEFAULT_ESTIMATORS = {'essential': 'poselib', 'fundamental': 'magsac', 'homography': 'magsac'}
+# PoseLib's own default runs at least 1000 RANSAC iterations whatever the inlier ratio. Measured
+# (250 synthetic correspondences, 1 px noise, 40 trials each): with 100 the pose errors are
+# identical (its adaptive stopping still decides) and a fit costs 3.2 ms instead of 19.0 ms at
+# 20% outliers, 6.6 vs 13.6 ms at 40%; at 60% both run the same ~2500 iterations.
+POSELIB_MIN_ITERATIONS = 100
 DEFAULT_ESTIMATOR = None  # None = the per-model default of DEFAULT_ESTIMATORS
 MIN_POINTS = {'homography': 4, 'fundamental': 8, 'essential': 5}
 
@@ -106,6 +111,7 @@ def estimate_homography(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATO
     if estimator == 'poselib':
         H, info = _poselib().estimate_homography(
             pts0, pts1, {'max_reproj_error': threshold_px, 'max_iterations': max_iters,
+                         'min_iterations': POSELIB_MIN_ITERATIONS,
                          'success_prob': confidence})
         mask = np.asarray(info['inliers'], bool)
         H = None if mask.sum() < 4 else np.asarray(H, np.float64)
@@ -158,7 +164,7 @@ def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_E
         pose, info = _poselib().estimate_relative_pose(
             pts0, pts1, cameras[0], cameras[1],
             {'max_epipolar_error': threshold_px, 'max_iterations': max_iters,
-             'success_prob': confidence})
+             'min_iterations': POSELIB_MIN_ITERATIONS, 'success_prob': confidence})
         inliers = np.asarray(info['inliers'], bool)
         t = np.asarray(pose.t, np.float64).reshape(3)
         if inliers.sum() < MIN_POINTS['essential'] or np.linalg.norm(t) == 0:

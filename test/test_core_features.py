@@ -230,6 +230,31 @@ def test_learned_wrappers_load_weight_files(tmp_path, warped_pair):
                                   reference.match(f0, f1).matches0)
 
 
+def test_fast_runtime_fp32_equals_reference_runtime(warped_pair):
+    """The wrappers' default 'fast' runtime (here in fp32) against 'reference' on a real photo
+    pair with the shipped weights: same keypoints (>= 99 % at the same pixel), same matches
+    (>= 98 %); the keyframe side's SuperGlue encoding is kept in its Features.cache."""
+    needs_weights('superpoint', 'superglue')
+    pytest.importorskip('openvino')
+    image0, image1, _ = warped_pair
+    out = {}
+    for runtime in ('reference', 'fast'):
+        extractor = build_extractor('superpoint', runtime=runtime, precision='fp32')
+        matcher = build_matcher('superglue', runtime=runtime, precision='fp32')
+        f0, f1 = extractor.extract(image0), extractor.extract(image1)
+        out[runtime] = (f0, f1, matcher.match(f1, f0), matcher)
+    (r0, _, r_matches, _), (f0, _, f_matches, fast_matcher) = out['reference'], out['fast']
+    assert fast_matcher.model.conf['backend'] == 'openvino'
+    assert fast_matcher.model.conf['cache_keyframes'] and 'superglue_encoding' in f0.cache
+    same_kpts = (np.abs(r0.keypoints[:, None] - f0.keypoints[None]).max(-1) == 0).any(1).mean()
+    assert same_kpts >= 0.99
+    assert len(r_matches) >= 50
+    agree = (r_matches.matches0 == f_matches.matches0) & (r_matches.matches0 >= 0)
+    assert agree.sum() >= 0.98 * len(r_matches)
+    with pytest.raises(ValueError, match='unknown runtime'):
+        build_extractor('superpoint', runtime='turbo')
+
+
 def test_missing_weights_name_the_file(tmp_path):
     from superglue_ros.models.weights import WeightsError
     with pytest.raises(WeightsError, match='absent.pth'):

@@ -126,23 +126,28 @@ def test_unknown_backend_is_rejected():
         SuperPoint(dict(backend="tensorrt")).eval()(photo())
 
 
-@pytest.mark.parametrize("backend,precision", [("openvino", "fp32"), ("onnxruntime", "fp32"),
-                                               ("torch", "fp32")])
-def test_superpoint_backends_fp32_match_reference(backend, precision):
+@pytest.mark.parametrize("backend,precision,static", [
+    ("openvino", "fp32", False), ("openvino", "fp32", True), ("onnxruntime", "fp32", False),
+    ("torch", "fp32", False)])
+def test_superpoint_backends_fp32_match_reference(backend, precision, static):
     """fp32 backends: >= 99 % of the keypoints at the same pixel (float rounding may swap
-    near-equal scores at the top-k cut), descriptors of those within 1e-4, scores within 1e-5."""
+    near-equal scores at the top-k cut), descriptors of those within 1e-4, scores within 1e-5.
+    Static shapes: a second image size compiles its own model and agrees too."""
     pytest.importorskip(backend if backend != "torch" else "torch")
     state = peaked_superpoint_state()
     ref = superpoint(state)
     fast = superpoint(state, backend=backend, precision=precision, nms="cv2",
-                      channels_last=backend == "torch")
-    with torch.no_grad():
-        a, b = ref(photo()), fast(photo())
-    assert fast.dense_runner().name == backend
-    frac, (ok, idx) = keypoint_agreement(a["keypoints"][0], b["keypoints"][0], tol=0.0)
-    assert frac >= 0.99, frac
-    assert torch.allclose(a["scores"][0][ok], b["scores"][0][idx[ok]], atol=1e-5)
-    assert torch.allclose(a["descriptors"][0][ok], b["descriptors"][0][idx[ok]], atol=1e-4)
+                      channels_last=backend == "torch", static_shapes=static)
+    for image in (photo(), photo()[..., 8:, :296]):
+        with torch.no_grad():
+            a, b = ref(image), fast(image)
+        assert fast.dense_runner().name == backend
+        frac, (ok, idx) = keypoint_agreement(a["keypoints"][0], b["keypoints"][0], tol=0.0)
+        assert frac >= 0.99, frac
+        assert torch.allclose(a["scores"][0][ok], b["scores"][0][idx[ok]], atol=1e-5)
+        assert torch.allclose(a["descriptors"][0][ok], b["descriptors"][0][idx[ok]], atol=1e-4)
+    if static:  # the example shape (480x640) + the two image sizes
+        assert len(fast.dense_runner()._compiled) == 3
 
 
 @pytest.mark.skipif(not backends.cpu_has_native_bf16(), reason="CPU has no native bf16")
@@ -168,13 +173,14 @@ def test_superpoint_bf16_agrees_with_fp32(backend):
     assert cos.min() >= 0.99
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_superglue_backend_fp32_matches_reference(backend):
+@pytest.mark.parametrize("backend,static", [("openvino", False), ("openvino", True),
+                                            ("onnxruntime", False)])
+def test_superglue_backend_fp32_matches_reference(backend, static):
     """fp32 GNN backend: log assignment within 1e-3, identical matches (with and without
-    padding masks)."""
+    padding masks; static shapes pad keypoints to buckets of 128 and mask them)."""
     pytest.importorskip(backend)
     ref = sharpened_superglue()
-    fast = sharpened_superglue(backend=backend, precision="fp32")
+    fast = sharpened_superglue(backend=backend, precision="fp32", static_shapes=static)
     pair = related_pair()
     with torch.no_grad():
         a, b = ref(pair), fast(pair)

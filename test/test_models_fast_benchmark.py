@@ -66,6 +66,7 @@ def test_benchmark_command_writes_json(tmp_path, capsys):
         assert set(r["stages"]) >= {"conversion", "superpoint_backbone", "superglue_gnn", "geometry"}
         assert r["end_to_end"]["n"] == 3 and r["loop_verification_5"]["n"] == 1
         assert r["end_to_end"]["p90_ms"] >= r["end_to_end"]["median_ms"] > 0
+        assert r["frontend_vo"]["n"] == 3 and r["frontend_vo"]["median_ms"] > 0
     assert res["speedup_end_to_end"] > 0
     assert "random-initialised" in res["weights"]["superglue"]
     assert "delta_fast_minus_reference" in res["accuracy"]

@@ -40,11 +40,16 @@ REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", chan
 REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log",
                            small_op_threads=None)
 FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True,
-                       small_op_threads=1, backend_threads=None)
-# GNN on one backend thread: under the shared CPU's load it measured 142-232 ms vs ~400 ms with
-# two (many mid-sized ops, each a thread synchronisation); the backbone keeps both threads.
+                       small_op_threads=1, backend_threads=None, static_shapes=True)
+# GNN on one backend thread: on a quiet machine 74 ms vs 84 ms with two (3+3 layers, 512 x 512
+# keypoints, bf16, static shapes); under load 142-232 ms vs ~400 ms (many mid-sized ops, each a
+# thread synchronisation). The backbone keeps both threads.
 FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True,
-                      sinkhorn="scaling", small_op_threads=1, backend_threads=1)
+                      sinkhorn="scaling", small_op_threads=1, backend_threads=1,
+                      static_shapes=True)
+# runtime name -> (SuperPoint options, SuperGlue options); features.py and the node select by name
+RUNTIMES = {"fast": (FAST_SUPERPOINT, FAST_SUPERGLUE),
+            "reference": (REFERENCE_SUPERPOINT, REFERENCE_SUPERGLUE)}
 
 
 @contextlib.contextmanager
@@ -186,15 +191,20 @@ class OpenVINORunner:
     """OpenVINO CPU inference of a traced module; bf16 via INFERENCE_PRECISION_HINT."""
 
     name = "openvino"
+    # Compiled once per input shape when static_shapes (measured here, 2 cores, bf16: SuperPoint
+    # backbone at 640x480 120 ms static vs 161 ms dynamic; SuperGlue 3+3 GNN at 512x512 74 vs
+    # 110 ms). A node sees few shapes (fixed working size, padded keypoint buckets).
+    MAX_STATIC_SHAPES = 8
 
     def __init__(self, module: nn.Module, example_inputs: tuple, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict, precision: str = "fp32",
-                 threads: int | None = None, tag: str = "model"):
+                 threads: int | None = None, tag: str = "model", static_shapes: bool = False):
         try:
             import openvino as ov
         except ImportError as exc:
             raise BackendUnavailable(f"openvino is not installed ({exc})") from exc
         self.precision = precision
+        self.static_shapes = static_shapes
         core = ov.Core()
         key = model_fingerprint(module, repr(dynamic_axes) + ov.__version__ + tag)
         xml = _cache_dir() / f"{tag}-{key}.xml"
@@ -215,16 +225,34 @@ class OpenVINORunner:
                       "PERFORMANCE_HINT": "LATENCY"}
             threads = threads or torch.get_num_threads()
             config["INFERENCE_NUM_THREADS"] = int(threads)
-            self.compiled = core.compile_model(ov_model, "CPU", config)
+            self._core, self._model, self._config, self._tag = core, ov_model, config, tag
+            self._compiled: dict = {}  # input shapes -> (compiled model, infer request)
+            self._compile(tuple(tuple(x.shape) for x in example_inputs))
         except Exception as exc:
             raise BackendUnavailable(f"openvino could not convert/compile {tag}: {exc}") from exc
-        self.request = self.compiled.create_infer_request()
+
+    def _compile(self, shapes: tuple) -> tuple:
+        """Compiled model + infer request for these input shapes (static_shapes) or for all."""
+        key = shapes if self.static_shapes else None
+        entry = self._compiled.get(key)
+        if entry is None:
+            model = self._model
+            if self.static_shapes:
+                model = model.clone()
+                model.reshape({port.any_name: list(shape) for port, shape in zip(model.inputs, shapes)})
+                if len(self._compiled) >= self.MAX_STATIC_SHAPES:  # forget the oldest shape
+                    self._compiled.pop(next(iter(self._compiled)))
+                LOG.debug("%s: compiling for input shapes %s", self._tag, shapes)
+            compiled = self._core.compile_model(model, "CPU", self._config)
+            entry = self._compiled[key] = (compiled, compiled.create_infer_request())
+        return entry
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         arrays = [x.detach().cpu().numpy() for x in inputs]
-        result = self.request.infer(arrays)
+        compiled, request = self._compile(tuple(a.shape for a in arrays))
+        result = request.infer(arrays)
         return tuple(torch.from_numpy(np.array(result[out], dtype=np.float32))
-                     for out in self.compiled.outputs)
+                     for out in compiled.outputs)
 
 
 class ONNXRuntimeRunner:
@@ -258,7 +286,7 @@ class ONNXRuntimeRunner:
 def build_runner(backend: str, module: nn.Module, device, precision: str,
                  example_inputs: tuple, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict, channels_last: bool = False,
-                 tag: str = "model", threads: int | None = None):
+                 tag: str = "model", threads: int | None = None, static_shapes: bool = False):
     """The requested runner, or the torch runner (one log line) if that backend is unusable.
 
     OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used."""
@@ -271,7 +299,8 @@ def build_runner(backend: str, module: nn.Module, device, precision: str,
     if backend == "openvino":
         try:
             return OpenVINORunner(module, example_inputs, input_names, output_names,
-                                  dynamic_axes, precision, threads=threads, tag=tag)
+                                  dynamic_axes, precision, threads=threads, tag=tag,
+                                  static_shapes=static_shapes)
         except BackendUnavailable as exc:
             LOG.warning("%s: %s; falling back to torch", tag, exc)
     elif backend == "onnxruntime":

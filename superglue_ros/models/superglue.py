@@ -295,6 +295,10 @@ class SuperGlue(nn.Module):
         sinkhorn="log",  # 'log' (log-sum-exp updates) or 'scaling' (same iterations as mat-vecs)
         small_op_threads=None,  # torch threads for encoding/Sinkhorn (fast path: 1), None = unchanged
         backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
+        # OpenVINO: compile once per (batch, keypoints) shape, keypoint counts padded (masked)
+        # up to a multiple of keypoint_bucket so a few compiled shapes serve every frame
+        static_shapes=False,
+        keypoint_bucket=128,
     )
 
     def __init__(self, conf: dict | None = None):
@@ -359,16 +363,17 @@ class SuperGlue(nn.Module):
 
             dim = self.conf["descriptor_dim"]
             device = self.final_proj.weight.device
-            example = (torch.randn(1, dim, 512, device=device), torch.randn(1, dim, 480, device=device),
+            example = (torch.randn(1, dim, 512, device=device), torch.randn(1, dim, 512, device=device),
                        torch.ones(1, 512, dtype=torch.bool, device=device),
-                       torch.ones(1, 480, dtype=torch.bool, device=device))
+                       torch.ones(1, 512, dtype=torch.bool, device=device))
             runner = build_runner(
                 self.conf["backend"], _ScoreGraph(self), device, self.conf["precision"],
                 example_inputs=example, input_names=["enc0", "enc1", "mask0", "mask1"],
                 output_names=["scores"],
                 dynamic_axes={"enc0": {0: "b", 2: "m"}, "enc1": {0: "b", 2: "n"},
                               "mask0": {0: "b", 1: "m"}, "mask1": {0: "b", 1: "n"}},
-                tag="superglue", threads=self.conf["backend_threads"])
+                tag="superglue", threads=self.conf["backend_threads"],
+                static_shapes=self.conf["static_shapes"])
             self.__dict__["_runner"] = runner
         return runner
 
@@ -383,8 +388,14 @@ class SuperGlue(nn.Module):
             mask0 = torch.ones(b, m, dtype=torch.bool, device=enc0.device)
         if mask1 is None:
             mask1 = torch.ones(b, n, dtype=torch.bool, device=enc0.device)
-        (scores,) = self.score_runner()(enc0, enc1, mask0, mask1)
-        return scores.to(enc0.device)
+        runner = self.score_runner()
+        if getattr(runner, "static_shapes", False):  # pad to a bucket; padding is masked out
+            bucket = max(int(self.conf["keypoint_bucket"]), 1)
+            mp, np_ = -(-m // bucket) * bucket, -(-n // bucket) * bucket
+            enc0, mask0 = F.pad(enc0, (0, mp - m)), F.pad(mask0, (0, mp - m))
+            enc1, mask1 = F.pad(enc1, (0, np_ - n)), F.pad(mask1, (0, np_ - n))
+        (scores,) = runner(enc0, enc1, mask0, mask1)
+        return scores[:, :m, :n].to(enc0.device)
 
     def forward(self, data: dict) -> dict:
         """data: keypoints0 [B,M,2] px, scores0 [B,M], descriptors0 [B,M,D], image_size0 [B,2]

@@ -87,6 +87,7 @@ class SuperPoint(nn.Module):
         channels_last=False,  # torch backend only
         small_op_threads=None,  # torch threads for decoding (fast path: 1), None = unchanged
         backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
+        static_shapes=False,  # OpenVINO: compile once per image size (faster than dynamic)
     )
     cell = 8
 
@@ -139,7 +140,7 @@ class SuperPoint(nn.Module):
                 output_names=["logits", "descriptors"],
                 dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}},
                 channels_last=self.conf["channels_last"], tag="superpoint",
-                threads=self.conf["backend_threads"])
+                threads=self.conf["backend_threads"], static_shapes=self.conf["static_shapes"])
             self.__dict__["_runner"] = runner
         return runner
 

@@ -226,11 +226,18 @@ class SuperGlueNode(Node):
         extractor_name = p['extractor'] or extractor_name
         matcher_name = p['matcher'] or matcher_name
         extractor_conf = dict(max_keypoints=p['max_keypoints'])
-        if extractor_name == 'superpoint' and p['superpoint_weights']:
-            extractor_conf['weights'] = p['superpoint_weights']
         matcher_conf = {}
-        if matcher_name == 'superglue' and p['superglue_weights']:
-            matcher_conf['weights'] = p['superglue_weights']
+        runtime = dict(runtime=p['runtime'])
+        if p['inference_precision'] != 'auto':
+            runtime['precision'] = p['inference_precision']
+        if extractor_name == 'superpoint':
+            extractor_conf.update(runtime)
+            if p['superpoint_weights']:
+                extractor_conf['weights'] = p['superpoint_weights']
+        if matcher_name == 'superglue':
+            matcher_conf.update(runtime)
+            if p['superglue_weights']:
+                matcher_conf['weights'] = p['superglue_weights']
         try:
             extractor = build_extractor(extractor_name, self.device, **extractor_conf)
             matcher = build_matcher(matcher_name, self.device, **matcher_conf)

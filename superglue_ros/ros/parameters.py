@@ -37,6 +37,12 @@ NODE_PARAMETERS = (
                   'superglue_ros/weights/superglue.pth'),
     ParameterSpec('device', 'auto', "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
                   "'cuda', 'cuda:N'"),
+    ParameterSpec('runtime', 'fast', "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
+                  "CPU has it natively, cached keyframe encodings; fp16 on CUDA) or 'reference' "
+                  "(eager fp32 torch)", choices=('fast', 'reference')),
+    ParameterSpec('inference_precision', 'auto', "precision of the learned networks: 'auto' "
+                  "(the runtime's choice), 'fp32', 'bf16' (CPUs with native bf16), 'fp16' (CUDA)",
+                  choices=('auto', 'fp32', 'bf16', 'fp16')),
     ParameterSpec('max_keypoints', 512, 'keypoints kept per image by the extractor (-1 = all)',
                   range=(-1, 16384, 1)),
     ParameterSpec('cameras', [''], "camera namespaces, each with its own topics and front-end state; "
