@@ -12,25 +12,15 @@ from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.models.weights import default_weights_path, load_model
 from superglue_ros.training import train_superglue as tsg
 from superglue_ros.training.common import PairSampler, list_images
+from training_helpers import one_thread, write_photos  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(not default_weights_path("superpoint").is_file(),
                                 reason="shipped SuperPoint weights not written yet")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "coffee", "chelsea"):
-        cv2.imwrite(str(d / f"{name}.png"), cv2.cvtColor(getattr(skdata, name)(), cv2.COLOR_RGB2BGR))
-    return d
+    return write_photos(tmp_path_factory.mktemp("photos"), ("astronaut", "coffee", "chelsea"))
 
 
 @pytest.fixture(scope="module")

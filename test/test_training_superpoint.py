@@ -16,26 +16,12 @@ from superglue_ros.models.superpoint import SuperPoint  # noqa: E402
 from superglue_ros.training import train_superpoint as tsp  # noqa: E402
 from superglue_ros.training.common import PairSampler, list_images  # noqa: E402
 from superglue_ros.training.teacher import XFeatTeacher  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier stalls on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from training_helpers import one_thread, write_photos  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "camera", "coffee"):
-        img = getattr(skdata, name)()
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(d / f"{name}.png"), img)
-    return d
+    return write_photos(tmp_path_factory.mktemp("photos"), ("astronaut", "camera", "coffee"))
 
 
 def small_args(**kw):

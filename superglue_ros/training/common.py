@@ -12,6 +12,7 @@ import os
 import pathlib
 import random
 import subprocess
+import sys
 import time
 
 import cv2
@@ -257,3 +258,43 @@ class Timer:
 
     def total_s(self) -> float:
         return self.previous_s + time.time() - self.start
+
+
+def run_training_loop(step: int, args, timer: Timer, log: CurveLog, out: pathlib.Path,
+                      train_step, save, validate=None, postfix=None) -> int:
+    """The trainers' shared outer loop; returns the last step.
+
+    train_step(step) does one optimisation step (step = steps done before it) and returns the
+    row to log (its losses and statistics). Runs until args.steps or args.max_minutes in this
+    process; validate() adds its metrics every args.val_every steps and at the end; save(step)
+    writes the checkpoint and the curves are plotted every args.save_every steps, and both once
+    more on exit, Ctrl-C or SIGTERM (see stop_on_sigterm)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
+    start = time.time()
+    try:
+        while step < args.steps:
+            if args.max_minutes and time.time() - start > args.max_minutes * 60:
+                break
+            row = train_step(step)
+            step += 1
+            row = dict(step=step, time_s=round(timer.total_s(), 1), **row)
+            if validate is not None and (step % args.val_every == 0 or step == args.steps):
+                row.update(validate())
+            log.append(row)
+            bar.update(1)
+            if postfix is not None:
+                bar.set_postfix(**postfix(row))
+            if step % args.save_every == 0:
+                save(step)
+                log.plot(out / "curves.png")
+    except KeyboardInterrupt:
+        print("interrupted: saving checkpoint", file=sys.stderr)
+    finally:
+        save(step)
+        log.plot(out / "curves.png")
+        bar.close()
+    print(f"step {step}, wall time {timer.total_s() / 60:.1f} min; checkpoint {out / 'checkpoint.pth'}",
+          file=sys.stderr)
+    return step

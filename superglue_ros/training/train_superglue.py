@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -31,7 +29,8 @@ import torch
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint, sample_descriptors
 from .common import (CurveLog, PairSampler, Timer, list_images, load_checkpoint,
-                     save_checkpoint, seed_everything, select_device, stop_on_sigterm)
+                     run_training_loop, save_checkpoint, seed_everything, select_device,
+                     stop_on_sigterm)
 from .gt_matches import assignment_nll, ground_truth_assignment
 
 LOG_FIELDS = ["step", "time_s", "lr", "loss", "gt_matches", "match_recall_train",
@@ -265,51 +264,32 @@ def main(argv=None) -> int:
     def lr_at(s):
         return args.lr * min(1.0, (s + 1) / max(args.warmup, 1))
 
-    def save():
+    def save(step):
         save_checkpoint(ckpt_path, model, opt, step, rng,
                         dict(wall_time_s=timer.total_s(), images=[str(d) for d in args.images],
                              num_images=len(files), args=vars(args),
                              superpoint=str(getattr(superpoint, "weights_path", args.superpoint))))
 
-    from tqdm import tqdm
-    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
-    start = time.time()
-    try:
+    def train_step(step):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step) * g["lr_scale"]
+        torch.set_num_threads(args.threads)
+        data, gt = make_batch(superpoint, sampler, rng, args.batch_size, args.num_keypoints,
+                              args.random_fraction, device)
         torch.set_num_threads(args.gnn_threads)
-        if val is not None and step == 0:
-            log.append(dict(step=0, time_s=0.0, **validate(model, val)))
-        while step < args.steps:
-            if args.max_minutes and time.time() - start > args.max_minutes * 60:
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step) * g["lr_scale"]
-            torch.set_num_threads(args.threads)
-            data, gt = make_batch(superpoint, sampler, rng, args.batch_size, args.num_keypoints,
-                                  args.random_fraction, device)
-            torch.set_num_threads(args.gnn_threads)
-            loss, stats = training_loss(model, data, gt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            row = dict(step=step, time_s=round(timer.total_s(), 1), lr=lr_at(step - 1),
-                       loss=float(loss.detach()), **stats)
-            if val is not None and (step % args.val_every == 0 or step == args.steps):
-                row.update(validate(model, val))
-            log.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", rec=f"{stats['match_recall_train']:.2f}")
-            if step % args.save_every == 0:
-                save()
-                log.plot(out / "curves.png")
-    except KeyboardInterrupt:
-        print("interrupted: saving checkpoint", file=sys.stderr)
-    finally:
-        save()
-        log.plot(out / "curves.png")
-        bar.close()
-    print(f"step {step}, wall time {timer.total_s() / 60:.1f} min; checkpoint {ckpt_path}",
-          file=sys.stderr)
+        loss, stats = training_loss(model, data, gt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return dict(lr=lr_at(step), loss=float(loss.detach()), **stats)
+
+    torch.set_num_threads(args.gnn_threads)
+    if val is not None and step == 0:
+        log.append(dict(step=0, time_s=0.0, **validate(model, val)))
+    run_training_loop(
+        step, args, timer, log, out, train_step, save,
+        validate=(lambda: validate(model, val)) if val is not None else None,
+        postfix=lambda row: dict(loss=f"{row['loss']:.3f}", rec=f"{row['match_recall_train']:.2f}"))
     return 0
 
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
-import time
 
 import numpy as np
 import torch
@@ -35,7 +33,8 @@ import torch.nn.functional as F
 from ..homography import warp_points
 from ..models.superpoint import SuperPoint, nms_torch, sample_descriptors
 from .common import (CurveLog, PairSampler, Timer, list_images, load_checkpoint,
-                     save_checkpoint, seed_everything, select_device, stop_on_sigterm)
+                     run_training_loop, save_checkpoint, seed_everything, select_device,
+                     stop_on_sigterm)
 
 LOG_FIELDS = ["step", "time_s", "lr", "loss", "det_loss", "desc_loss", "desc_acc",
               "val_repeatability", "val_mnn_precision", "val_num_keypoints"]
@@ -358,46 +357,27 @@ def main(argv=None) -> int:
     def lr_at(s):
         return args.lr * min(1.0, (s + 1) / max(args.warmup, 1))
 
-    def save():
+    def save(step):
         save_checkpoint(ckpt_path, model, opt, step, rng,
                         dict(wall_time_s=timer.total_s(), images=[str(d) for d in args.images],
                              num_images=len(files), args=vars(args)))
 
-    from tqdm import tqdm
-    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
-    start = time.time()
-    try:
-        while step < args.steps:
-            if args.max_minutes and time.time() - start > args.max_minutes * 60:
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            batch = sampler.batch(rng, args.batch_size)
-            res = training_step(model, teacher, batch, args, device)
-            opt.zero_grad(set_to_none=True)
-            res["loss"].backward()
-            opt.step()
-            step += 1
-            row = dict(step=step, time_s=round(timer.total_s(), 1), lr=lr_at(step - 1),
-                       loss=float(res["loss"].detach()), det_loss=res["det_loss"],
-                       desc_loss=res["desc_loss"], desc_acc=res["desc_acc"])
-            if val_pairs is not None and (step % args.val_every == 0 or step == args.steps):
-                row.update(validate(model, val_pairs, device=device))
-            log.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", det=f"{row['det_loss']:.3f}",
-                            desc=f"{row['desc_loss']:.3f}")
-            if step % args.save_every == 0:
-                save()
-                log.plot(out / "curves.png")
-    except KeyboardInterrupt:
-        print("interrupted: saving checkpoint", file=sys.stderr)
-    finally:
-        save()
-        log.plot(out / "curves.png")
-        bar.close()
-    print(f"step {step}, wall time {timer.total_s() / 60:.1f} min; checkpoint {ckpt_path}",
-          file=sys.stderr)
+    def train_step(step):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        batch = sampler.batch(rng, args.batch_size)
+        res = training_step(model, teacher, batch, args, device)
+        opt.zero_grad(set_to_none=True)
+        res["loss"].backward()
+        opt.step()
+        return dict(lr=lr_at(step), loss=float(res["loss"].detach()), det_loss=res["det_loss"],
+                    desc_loss=res["desc_loss"], desc_acc=res["desc_acc"])
+
+    run_training_loop(
+        step, args, timer, log, out, train_step, save,
+        validate=(lambda: validate(model, val_pairs, device=device)) if val_pairs is not None else None,
+        postfix=lambda row: dict(loss=f"{row['loss']:.3f}", det=f"{row['det_loss']:.3f}",
+                                 desc=f"{row['desc_loss']:.3f}"))
     return 0
 
 
