@@ -307,14 +307,10 @@ class SuperGlueMatcher(Matcher):
             kpts1[b, :n], scores1[b, :n], desc1[b, :n] = (
                 entry['keypoints'], entry['scores'], entry['descriptors'])
             mask1[b, :n] = True
-        m = len(f0)
-        data = dict(
-            keypoints0=q['keypoints'][None].expand(size_b, m, 2),
-            scores0=q['scores'][None].expand(size_b, m),
-            descriptors0=q['descriptors'][None].expand(size_b, m, dim),
-            image_size0=torch.tensor([f0.image_size] * size_b, dtype=torch.float32,
-                                     device=self.device),
-            mask0=torch.ones(size_b, m, dtype=torch.bool, device=self.device),
+        data = dict(  # side 0 is a batch of one: the model repeats it for the B candidates
+            keypoints0=q['keypoints'][None], scores0=q['scores'][None],
+            descriptors0=q['descriptors'][None],
+            image_size0=torch.tensor([f0.image_size], dtype=torch.float32, device=self.device),
             keypoints1=kpts1, scores1=scores1, descriptors1=desc1,
             image_size1=torch.tensor([refs[i].image_size for i in batch], dtype=torch.float32,
                                      device=self.device),
