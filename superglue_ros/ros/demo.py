@@ -69,9 +69,10 @@ def run(options) -> dict:
         def _on_debug(self, msg):
             with self.lock:
                 self.debug[stamp_to_ns(msg.header.stamp)] = msg
-                while len(self.debug) > 8:   # keep the latest few (and loop closures, below)
-                    oldest = min(k for k in self.debug if k not in self.loop_stamps())
-                    del self.debug[oldest]
+                loops = self.loop_stamps()
+                while len(self.debug) > 8:   # keep the latest few, loop closures first
+                    others = [k for k in self.debug if k not in loops]
+                    del self.debug[min(others or self.debug)]
 
         def loop_stamps(self):
             return {stamp_to_ns(m.header.stamp) for m in self.correspondences
