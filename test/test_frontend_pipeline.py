@@ -9,7 +9,6 @@ from superglue_ros.frontend.pipeline import (BadFrameError, Frame, FrontEnd, Fra
                                              StaleFrameError)
 from superglue_ros.frontend.policy import KeyframePolicy
 from superglue_ros.frontend.synthetic import make_sequence
-from quality_gap import expect_below_bar
 
 torch.set_num_threads(2)
 
@@ -57,9 +56,8 @@ def _gt_errors(seq, ref_frame, query_frame, corr):
     return np.linalg.norm(gt - corr.query_points[corr.inliers], axis=1)
 
 
-def test_vo_inliers_match_ground_truth(run, sequence, request):
+def test_vo_inliers_match_ground_truth(run, sequence):
     name, fe, results = run
-    expect_below_bar(request, name == "superglue")
     kf_frames = _kf_frames(results)
     errors = []
     for r in results[1:]:
@@ -104,9 +102,8 @@ def test_keyframes_follow_policy(run):
     assert fe.stats["keyframes"] == len(ids) + 1 == len(fe.cache)
 
 
-def test_revisit_closes_loop_on_right_keyframe(run, sequence, request):
+def test_revisit_closes_loop_on_right_keyframe(run, sequence):
     name, fe, results = run
-    expect_below_bar(request, name == "superglue")
     kf_frames = _kf_frames(results)
     right, all_errors = [], []
     for r in results:
@@ -130,9 +127,8 @@ def test_revisit_closes_loop_on_right_keyframe(run, sequence, request):
                for r in results for lc in r.loop_closures)
 
 
-def test_verify_loop_statuses(run, sequence, request):
+def test_verify_loop_statuses(run, sequence):
     name, fe, results = run
-    expect_below_bar(request, name == "superglue")
     kf_frames = _kf_frames(results)
     last = max(kf_frames)
     near_start = max(kf_frames, key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k])

@@ -8,8 +8,8 @@ is processed:
 - the revisit of the start produces a LOOP_CLOSURE referencing a keyframe of the same place,
 - verify_loop answers for known and unknown ids.
 
-The accuracy bars are the same for both presets; with the learned weights they carry the strict
-quality_gap marker while the shipped weights are below them (issue 4).
+The accuracy bars are the same for both presets; the shipped learned weights pass all but one
+(a loop closure's inlier accuracy), which carries the strict quality_gap marker (issue 4).
 """
 import numpy as np
 import pytest
@@ -72,9 +72,8 @@ def run(request):
         yield preset, sequence, index_of, node, probe
 
 
-def test_every_frame_processed_and_inliers_match_ground_truth(run, request):
+def test_every_frame_processed_and_inliers_match_ground_truth(run):
     preset, sequence, index_of, node, probe = run
-    expect_below_bar(request, preset == 'superglue')
     stats = node.stats()['']
     assert stats['processed'] == FRAMES and stats['dropped'] == 0 and stats['failed'] == 0
     with probe.lock:
@@ -122,6 +121,7 @@ def test_keyframes_follow_the_policy(run):
 
 def test_revisit_produces_a_loop_closure_to_the_start(run, request):
     preset, sequence, index_of, node, probe = run
+    # one of the superglue run's loop closures has 87.5% of its inliers within 3 px (bar 90%)
     expect_below_bar(request, preset == 'superglue')
     with probe.lock:
         loops = [m for m in probe.correspondences if m.kind == Correspondences.LOOP_CLOSURE]
@@ -143,9 +143,8 @@ def test_revisit_produces_a_loop_closure_to_the_start(run, request):
     assert any(index_of[stamp_to_ns(m.reference_stamp)] <= 0.15 * loop_frames for m in revisit)
 
 
-def test_verify_loop_known_and_unknown_ids(run, request):
+def test_verify_loop_known_and_unknown_ids(run):
     preset, sequence, index_of, node, probe = run
-    expect_below_bar(request, preset == 'superglue')
     with probe.lock:
         loop = next(m for m in probe.correspondences if m.kind == Correspondences.LOOP_CLOSURE)
         known = {k.id for k in probe.keyframes}
