@@ -228,6 +228,24 @@ def _runtime_options(conf: dict, which: int) -> dict:
     return options
 
 
+def learned_options(extractor_name: str, matcher_name: str, runtime: str = 'fast',
+                    precision: str = 'auto', superpoint_weights: str = '',
+                    superglue_weights: str = '') -> tuple[dict, dict]:
+    """(extractor options, matcher options) for the named components: runtime, precision
+    ('auto' = the runtime's choice) and weight files (empty = the shipped ones) go to the learned
+    ones (SuperPoint, SuperGlue) only. Shared by the node and superglue-eval."""
+    extractor_conf, matcher_conf = {}, {}
+    shared = dict(runtime=runtime, **({} if precision == 'auto' else dict(precision=precision)))
+    for name, learned, weights, conf in (
+            (extractor_name, 'superpoint', superpoint_weights, extractor_conf),
+            (matcher_name, 'superglue', superglue_weights, matcher_conf)):
+        if name == learned:
+            conf.update(shared)
+            if weights:
+                conf['weights'] = weights
+    return extractor_conf, matcher_conf
+
+
 class SuperPointExtractor(Extractor):
     """SuperPoint keypoints and 256-d descriptors (weights: shipped file or `weights` path)."""
     name = 'superpoint'

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from ..features import PRESETS, build_preset
+from ..features import PRESETS, build_preset, learned_options
 from ..geometry import DEFAULT_ESTIMATOR, ESTIMATORS
 
 HOMOGRAPHY_COLUMNS = ['repeatability', 'precision', 'recall', 'num_matches',
@@ -100,7 +100,8 @@ def parse_args(argv=None):
                         "precision 'fast' gives the reference results, about 2x sooner")
     parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'bf16', 'fp16'),
                         help="learned networks' precision: fp32 measures the weights; 'auto' "
-                        "what the node runs here (bf16 on CPUs with native bf16)")
+                        "the runtime's choice, what the node runs (fast: bf16 on CPUs with "
+                        "native bf16)")
     parser.add_argument('--estimator', default=DEFAULT_ESTIMATOR, choices=sorted(ESTIMATORS),
                         help='robust estimator (default: poselib for E, magsac for H)')
     parser.add_argument('--threshold_px', type=float, default=3.0,
@@ -127,18 +128,10 @@ def parse_args(argv=None):
 
 
 def build_method(name, args):
-    extractor_conf = dict(max_keypoints=args.max_keypoints)
-    matcher_conf = {}
-    extractor_name, matcher_name = PRESETS[name]
-    runtime = dict(runtime=args.runtime, precision=args.precision)
-    if extractor_name == 'superpoint':
-        extractor_conf.update(runtime)
-        if args.superpoint_weights:
-            extractor_conf['weights'] = args.superpoint_weights
-    if matcher_name == 'superglue':
-        matcher_conf.update(runtime)
-        if args.superglue_weights:
-            matcher_conf['weights'] = args.superglue_weights
+    extractor_conf, matcher_conf = learned_options(
+        *PRESETS[name], args.runtime, args.precision, args.superpoint_weights or '',
+        args.superglue_weights or '')
+    extractor_conf['max_keypoints'] = args.max_keypoints
     return build_preset(name, device=args.device, extractor=extractor_conf,
                         matcher=matcher_conf)
 

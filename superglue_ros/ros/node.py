@@ -38,7 +38,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
 from superglue_ros_msgs.srv import VerifyLoop
 
-from ..features import build_extractor, build_matcher, resolve_device, PRESETS
+from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
 from .conversions import ImageConversionError
 from .messages import (array_to_image_msg, camera_info_to_K, compressed_msg_to_array,
@@ -225,19 +225,10 @@ class SuperGlueNode(Node):
         extractor_name, matcher_name = PRESETS[p['preset']]
         extractor_name = p['extractor'] or extractor_name
         matcher_name = p['matcher'] or matcher_name
-        extractor_conf = dict(max_keypoints=p['max_keypoints'])
-        matcher_conf = {}
-        runtime = dict(runtime=p['runtime'])
-        if p['inference_precision'] != 'auto':
-            runtime['precision'] = p['inference_precision']
-        if extractor_name == 'superpoint':
-            extractor_conf.update(runtime)
-            if p['superpoint_weights']:
-                extractor_conf['weights'] = p['superpoint_weights']
-        if matcher_name == 'superglue':
-            matcher_conf.update(runtime)
-            if p['superglue_weights']:
-                matcher_conf['weights'] = p['superglue_weights']
+        extractor_conf, matcher_conf = learned_options(
+            extractor_name, matcher_name, p['runtime'], p['inference_precision'],
+            p['superpoint_weights'], p['superglue_weights'])
+        extractor_conf['max_keypoints'] = p['max_keypoints']
         try:
             extractor = build_extractor(extractor_name, self.device, **extractor_conf)
             matcher = build_matcher(matcher_name, self.device, **matcher_conf)
