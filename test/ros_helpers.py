@@ -21,8 +21,9 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates
-from superglue_ros_msgs.srv import VerifyLoop
+from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
 
 from superglue_ros.ros.messages import make_header, stamp_to_ns
 from superglue_ros.ros.node import SuperGlueNode
@@ -56,15 +57,19 @@ class Probe(Node):
         self.info_pub = self.create_publisher(CameraInfo, t('camera_info'), sensor)
         self.candidates_pub = self.create_publisher(LoopCandidates, t('loop_candidates'), 10)
         self.verify = self.create_client(VerifyLoop, t('verify_loop'), qos_profile=QoSProfile(depth=100))
+        self.get_keyframe = self.create_client(GetKeyframe, t('get_keyframe'))
         self.lock = threading.Lock()
         self.correspondences: list[Correspondences] = []
         self.keyframes: list[KeyframeFeatures] = []
+        self.relative_poses: list[PoseWithCovarianceStamped] = []
         self.debug_images: list[Image] = []
         self.diagnostics: list[DiagnosticArray] = []
         self.logs: list[str] = []
         keep = lambda store: (lambda msg: self._keep(store, msg))  # noqa: E731
         self.create_subscription(Correspondences, t('correspondences'), keep(self.correspondences), 100)
         self.create_subscription(KeyframeFeatures, t('keyframes'), keep(self.keyframes), 100)
+        self.create_subscription(PoseWithCovarianceStamped, t('relative_pose'),
+                                 keep(self.relative_poses), 100)
         self.create_subscription(Image, t('debug_image'), keep(self.debug_images), 10)
         self.create_subscription(DiagnosticArray, '/diagnostics', keep(self.diagnostics), 10)
         self.create_subscription(Log, '/rosout', self._on_log, 1000)
@@ -103,6 +108,12 @@ class Probe(Node):
         request = VerifyLoop.Request(query_id=int(query_id), candidate_ids=[int(c) for c in candidate_ids])
         future = self.verify.call_async(request)
         self.wait_for(future.done, timeout, 'the verify_loop response')
+        return future.result()
+
+    def call_get_keyframe(self, keyframe_id: int, timeout: float = 30.0):
+        assert self.get_keyframe.wait_for_service(timeout_sec=10.0), 'get_keyframe not available'
+        future = self.get_keyframe.call_async(GetKeyframe.Request(id=int(keyframe_id)))
+        self.wait_for(future.done, timeout, 'the get_keyframe response')
         return future.result()
 
     def wait_for_node(self, timeout: float = 10.0) -> None:

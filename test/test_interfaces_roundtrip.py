@@ -20,11 +20,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
-from superglue_ros_msgs.srv import VerifyLoop
+from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
+from geometry_msgs.msg import Point, Quaternion
 
 MESSAGE_TYPES = [Correspondences, KeyframeFeatures, LoopCandidates, LoopResult]
 TOPIC_PREFIX = '/superglue_ros_test'
 SERVICE_NAME = TOPIC_PREFIX + '/verify_loop'
+GET_KEYFRAME_NAME = TOPIC_PREFIX + '/get_keyframe'
 U64_MAX = 2**64 - 1
 QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 DEADLINE_S = 60.0  # failure bound only, never asserted as a speed
@@ -39,6 +41,7 @@ def make_correspondences(seed: int = 0) -> Correspondences:
     msg = Correspondences()
     msg.header = Header(stamp=Time(sec=1_700_000_000 + seed, nanosec=123_456_789), frame_id='cam0_optical')
     msg.kind = Correspondences.LOOP_CLOSURE
+    msg.session_id = f'3f2a9c-{seed}'
     msg.query_id = U64_MAX - seed
     msg.reference_id = 2**40 + 7 + seed
     msg.reference_stamp = Time(sec=1_699_999_000, nanosec=987_654_321)
@@ -64,6 +67,9 @@ def make_correspondences(seed: int = 0) -> Correspondences:
                              [0.0, 0.0, 1.0]]).reshape(-1)
     t = rng.normal(size=3)
     msg.translation = t / np.linalg.norm(t)
+    msg.pose.pose.position = Point(x=0.25, y=-0.5, z=0.75 + seed)
+    msg.pose.pose.orientation = Quaternion(x=0.125, y=-0.25, z=0.5, w=0.8125)
+    msg.pose.covariance = rng.normal(size=36)
     msg.processing_time = 0.03125
     msg.extractor = 'superpoint'
     msg.matcher = 'superglue'
@@ -76,6 +82,7 @@ def make_keyframe_features() -> KeyframeFeatures:
     msg = KeyframeFeatures()
     msg.header = Header(stamp=Time(sec=42, nanosec=999_999_999), frame_id='cam1_optical')
     msg.id = 2**63 + 11
+    msg.session_id = '3f2a9c'
     msg.width, msg.height = 640, 480
     msg.keypoints = (rng.integers(0, 8 * 480, 2 * n) / 8.0).astype(np.float32)
     msg.scores = rng.random(n).astype(np.float32)
@@ -129,6 +136,13 @@ def make_response(req: VerifyLoop.Request) -> VerifyLoop.Response:
     res.success = True
     res.message = f'query {req.query_id}: {len(req.candidate_ids)} candidates'
     res.results = [make_loop_result(c, statuses[i % len(statuses)]) for i, c in enumerate(req.candidate_ids)]
+    return res
+
+
+def make_get_keyframe_response(req: GetKeyframe.Request) -> GetKeyframe.Response:
+    res = GetKeyframe.Response(success=True, message=f'keyframe {req.id}')
+    res.keyframe = make_keyframe_features()
+    res.keyframe.id = req.id
     return res
 
 
@@ -197,7 +211,14 @@ def run_echo():
         response.success, response.message, response.results = expected.success, expected.message, expected.results
         return response
 
+    def serve_keyframe(request, response):
+        expected = make_get_keyframe_response(request)
+        response.success, response.message, response.keyframe = (
+            expected.success, expected.message, expected.keyframe)
+        return response
+
     node.create_service(VerifyLoop, SERVICE_NAME, serve)
+    node.create_service(GetKeyframe, GET_KEYFRAME_NAME, serve_keyframe)
     print('READY', flush=True)
     rclpy.spin(node)
 
@@ -208,8 +229,12 @@ def echo_process():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if line.strip() != 'READY':
-        proc.kill()
-        pytest.fail(f'echo node did not start: {line}{proc.stdout.read()}')
+        try:  # the rest of its output says why
+            rest = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest = proc.communicate()[0]
+        pytest.fail(f'echo node did not start: {line}{rest}')
     yield proc
     proc.terminate()
     try:
@@ -275,6 +300,27 @@ def test_verify_loop_service_round_trip(echo_process, ros_context):
         assert_fields_equal(expected, response)
         assert [r.candidate_id for r in response.results] == list(request.candidate_ids)
         assert response.results[0].status == LoopResult.VERIFIED
+    finally:
+        executor.shutdown()
+        client_node.destroy_node()
+
+
+def test_get_keyframe_service_round_trip(echo_process, ros_context):
+    request = GetKeyframe.Request(id=2**62 + 5)
+    assert_all_fields_set(request)
+    expected = make_get_keyframe_response(request)
+    assert_all_fields_set(expected)
+    client_node = rclpy.create_node('superglue_ros_test_keyframe_client', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(client_node)
+    try:
+        client = client_node.create_client(GetKeyframe, GET_KEYFRAME_NAME)
+        assert client.wait_for_service(timeout_sec=DEADLINE_S), f'{GET_KEYFRAME_NAME} not available'
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=DEADLINE_S)
+        assert future.done(), 'no GetKeyframe response'
+        assert_fields_equal(expected, future.result())
+        assert future.result().keyframe.id == request.id
     finally:
         executor.shutdown()
         client_node.destroy_node()

@@ -6,14 +6,19 @@ from superglue_ros.features import Features
 from superglue_ros.frontend.keyframes import Keyframe
 from superglue_ros.frontend.pipeline import Correspondence, LoopVerification
 from superglue_ros.geometry import GeometricModel
+from superglue_ros.relative_pose import RelativePose
 from superglue_ros.ros.conversions import image_to_array
 from superglue_ros.ros.messages import (array_to_image_msg, correspondence_to_msg, keyframe_to_msg,
-                                        loop_result_to_msg, ns_to_stamp, stamp_to_ns)
+                                        loop_result_to_msg, ns_to_stamp, relative_pose_msg,
+                                        stamp_to_ns)
 
 
 def make_correspondence(kind='odometry', model_kind='essential'):
     R = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
     t = np.array([0.6, 0.0, 0.8])
+    # query camera in the reference frame: centre -R^T t, orientation R^T (a -90 deg turn about z)
+    pose = RelativePose(np.array([0.0, 0.6, -0.8]), np.array([0.0, 0.0, -np.sqrt(0.5), np.sqrt(0.5)]),
+                        np.diag([1e6, 2.0, 3.0, 4.0, 5.0, 6.0]), 1e-3)
     model = GeometricModel(model_kind, np.arange(9.0).reshape(3, 3), np.array([True, False, True]),
                            R if model_kind == 'essential' else None,
                            t if model_kind == 'essential' else None)
@@ -26,7 +31,8 @@ def make_correspondence(kind='odometry', model_kind='essential'):
         model=model, num_keypoints_query=100, num_keypoints_reference=90, processing_time_s=0.125,
         query_indices=np.array([7, 8, 9]), reference_indices=np.array([0, 1, 2]),
         query_is_keyframe=kind == 'loop_closure', reference_frame_id='cam_optical',
-        query_image_size=(640, 480), reference_image_size=(640, 480))
+        query_image_size=(640, 480), reference_image_size=(640, 480),
+        pose=pose if model_kind == 'essential' else None)
 
 
 def test_stamp_round_trip():
@@ -35,7 +41,10 @@ def test_stamp_round_trip():
 
 
 def test_correspondence_fields_exact():
-    msg = correspondence_to_msg(make_correspondence(), extractor='superpoint', matcher='superglue')
+    msg = correspondence_to_msg(make_correspondence(), extractor='superpoint', matcher='superglue',
+                                session_id='run-1')
+    assert Correspondences().kind == Correspondences.UNKNOWN == 0  # an unfilled kind is no odometry
+    assert msg.session_id == 'run-1'
     assert msg.kind == Correspondences.ODOMETRY and (msg.query_id, msg.reference_id) == (12, 3)
     assert stamp_to_ns(msg.header.stamp) == 5_000_000_123 and msg.header.frame_id == 'cam_optical'
     assert stamp_to_ns(msg.reference_stamp) == 4_000_000_456 and msg.reference_frame_id == 'cam_optical'
@@ -48,6 +57,14 @@ def test_correspondence_fields_exact():
     assert msg.model_type == Correspondences.MODEL_ESSENTIAL and list(msg.model) == list(range(9))
     assert msg.pose_valid and list(msg.rotation) == [0, -1, 0, 1, 0, 0, 0, 0, 1]
     assert list(msg.translation) == [0.6, 0.0, 0.8]
+    position, orientation = msg.pose.pose.position, msg.pose.pose.orientation
+    assert (position.x, position.y, position.z) == (0.0, 0.6, -0.8)
+    assert (orientation.x, orientation.y, orientation.z, orientation.w) == (
+        0.0, 0.0, -np.sqrt(0.5), np.sqrt(0.5))
+    assert list(msg.pose.covariance) == list(np.diag([1e6, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape(36))
+    stamped = relative_pose_msg(msg)
+    assert stamped.header.frame_id == 'cam_optical' and stamped.header.stamp == msg.header.stamp
+    assert stamped.pose == msg.pose
     assert (msg.num_query_keypoints, msg.num_reference_keypoints) == (100, 90)
     assert msg.processing_time == 0.125 and (msg.extractor, msg.matcher) == ('superpoint', 'superglue')
     assert not msg.query_is_keyframe
@@ -58,7 +75,10 @@ def test_loop_closure_without_pose_and_unverified():
     msg = correspondence_to_msg(corr)
     assert msg.kind == Correspondences.LOOP_CLOSURE and msg.query_is_keyframe
     assert msg.model_type == Correspondences.MODEL_HOMOGRAPHY and not msg.pose_valid
-    assert list(msg.rotation) == [0.0] * 9
+    # no pose: NaN everywhere, never mistaken for the identity
+    assert np.isnan(msg.rotation).all() and np.isnan(msg.translation).all()
+    assert np.isnan(msg.pose.covariance).all() and np.isnan(msg.pose.pose.orientation.w)
+    assert np.isnan([msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z]).all()
     corr.inliers = np.zeros(0, bool)
     corr.model = GeometricModel('none', np.zeros((3, 3)), np.zeros(0, bool))
     msg = correspondence_to_msg(corr)
@@ -71,7 +91,8 @@ def test_keyframe_with_binary_descriptors():
     feats = Features(np.array([[10, 20], [30.5, 40.5]], np.float32), np.array([0.5, 0.25], np.float32),
                      desc, (640, 480))
     kf = Keyframe(4, 7_000_000_001, 'cam', (640, 480), feats, np.array([0.6, 0.8], np.float32))
-    msg = keyframe_to_msg(kf, 'orb')
+    msg = keyframe_to_msg(kf, 'orb', session_id='run-1')
+    assert msg.session_id == 'run-1'
     assert msg.id == 4 and stamp_to_ns(msg.header.stamp) == 7_000_000_001 and msg.header.frame_id == 'cam'
     assert (msg.width, msg.height, msg.descriptor_dim) == (640, 480, 32)
     assert list(msg.keypoints) == [10, 20, 30.5, 40.5] and list(msg.scores) == [0.5, 0.25]

@@ -157,3 +157,66 @@ def test_verify_loop_known_and_unknown_ids(run):
     assert float((gt_errors(sequence, index_of, verified) < 3.0).mean()) >= inlier_bar(preset == 'superglue')
     unknown = probe.call_verify(max(known) + 1000, [loop.reference_id])
     assert not unknown.success and [r.status for r in unknown.results] == [LoopResult.UNKNOWN_QUERY]
+
+
+def test_relative_pose_against_ground_truth(run):
+    """Every ODOMETRY with a pose also goes out on `relative_pose` (PoseWithCovarianceStamped):
+    the query camera in the reference keyframe's camera frame, within 2 deg of the sequence's
+    ground truth in rotation and translation direction, with a positive covariance whose
+    variance along the direction of travel is the documented 'unknown scale'."""
+    from scipy.spatial.transform import Rotation
+    preset, sequence, index_of, node, probe = run
+    probe.wait_for(lambda: len(probe.relative_poses) >= FRAMES - 1, 30, 'a relative pose per frame')
+    with probe.lock:
+        odometry = [m for m in probe.correspondences if m.kind == Correspondences.ODOMETRY]
+        poses = {stamp_to_ns(p.header.stamp): p for p in probe.relative_poses}
+        session = {k.session_id for k in probe.keyframes}
+    assert len(session) == 1 and session != {''}
+    rotation_errors, direction_errors = [], []
+    for m in odometry:
+        assert m.pose_valid and m.session_id in session
+        stamped = poses[stamp_to_ns(m.header.stamp)]
+        assert stamped.header.frame_id == m.reference_frame_id == 'cam' and stamped.pose == m.pose
+        q, r = index_of[stamp_to_ns(m.header.stamp)], index_of[stamp_to_ns(m.reference_stamp)]
+        R_rq = sequence.R[r] @ sequence.R[q].T  # query camera -> reference camera
+        centre = sequence.R[r] @ (sequence.C[q] - sequence.C[r])
+        o, x = m.pose.pose.orientation, m.pose.pose.position
+        R_est = Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix()
+        rotation_errors.append(np.degrees(Rotation.from_matrix(R_est @ R_rq.T).magnitude()))
+        position = np.array([x.x, x.y, x.z])
+        assert abs(np.linalg.norm(position) - 1) < 1e-9
+        cos = position @ centre / np.linalg.norm(centre)
+        direction_errors.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+        covariance = np.reshape(m.pose.covariance, (6, 6))
+        assert np.all(np.linalg.eigvalsh(covariance) > 0)
+        assert position @ covariance[:3, :3] @ position == pytest.approx(1e6, rel=1e-3)
+    print(f'\nrelative pose error, median / max: rotation {np.median(rotation_errors):.2f} / '
+          f'{np.max(rotation_errors):.2f} deg, direction {np.median(direction_errors):.2f} / '
+          f'{np.max(direction_errors):.2f} deg')
+    assert np.median(rotation_errors) < 2.0 and np.median(direction_errors) < 2.0
+
+
+def test_late_subscriber_and_get_keyframe(run):
+    """A back-end that starts late gets the newest keyframes from the transient-local topic and
+    any cached one from get_keyframe, identical to what was published."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from superglue_ros_msgs.msg import KeyframeFeatures
+    preset, sequence, index_of, node, probe = run
+    with probe.lock:
+        published = {k.id: k for k in probe.keyframes}
+    late = []
+    qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+    topic = probe._corr_topic().rsplit('/', 1)[0] + '/keyframes'
+    probe.create_subscription(KeyframeFeatures, topic, lambda msg: probe._keep(late, msg), qos)
+    expected = sorted(published)[-10:]  # keyframe_history default
+    probe.wait_for(lambda: len(late) >= len(expected), 20, 'the retained keyframes')
+    assert [k.id for k in late] == expected
+    first = min(published)
+    reply = probe.call_get_keyframe(first)
+    assert reply.success and reply.keyframe.id == first
+    assert list(reply.keyframe.keypoints) == list(published[first].keypoints)
+    assert list(reply.keyframe.descriptors) == list(published[first].descriptors)
+    assert reply.keyframe.session_id == published[first].session_id
+    missing = probe.call_get_keyframe(max(published) + 1000)
+    assert not missing.success and 'never seen' in missing.message

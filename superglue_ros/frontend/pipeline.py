@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
-from ..geometry import GeometricModel, verify
+from ..geometry import GeometricModel, normalize_points, verify
+from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
 from .policy import KeyframePolicy
@@ -85,6 +86,7 @@ class Correspondence:
     extractor: str = ""
     matcher: str = ""
     similarity: float = float("nan")  # global-descriptor cosine similarity (loop closures)
+    pose: RelativePose | None = None  # query camera in the reference frame, with covariance (essential only)
 
     @property
     def num_inliers(self) -> int:
@@ -327,6 +329,11 @@ class FrontEnd:
             use_model = "fundamental"  # asked for essential but intrinsics are missing
         geo = verify(pts_r, pts_q, ref.K, query_K, model=use_model,
                      threshold_px=float(self.conf["ransac_threshold_px"]))
+        pose = None
+        if geo.R is not None and geo.num_inliers >= 6:
+            inl = geo.inliers
+            pose = relative_pose(geo.R, geo.t, normalize_points(pts_r[inl], ref.K),
+                                 normalize_points(pts_q[inl], query_K))
         dt = time.perf_counter() - t0
         corr = Correspondence(
             kind=kind, query_id=query_meta["id"], reference_id=ref.id,
@@ -339,7 +346,8 @@ class FrontEnd:
             query_indices=idx_q.astype(np.int64), reference_indices=idx_r.astype(np.int64),
             query_is_keyframe=query_meta["is_keyframe"], reference_frame_id=ref.frame_id,
             query_image_size=tuple(query.image_size), reference_image_size=tuple(ref.image_size),
-            extractor=getattr(self.extractor, "name", ""), matcher=getattr(self.matcher, "name", ""))
+            extractor=getattr(self.extractor, "name", ""), matcher=getattr(self.matcher, "name", ""),
+            pose=pose)
         return corr, dt
 
     def _thumbnail(self, gray: np.ndarray) -> np.ndarray | None:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, PoseWithCovariance, PoseWithCovarianceStamped, Quaternion
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopResult
@@ -32,6 +33,7 @@ MODEL_TYPES = {'none': Correspondences.MODEL_NONE, 'essential': Correspondences.
                'fundamental': Correspondences.MODEL_FUNDAMENTAL,
                'homography': Correspondences.MODEL_HOMOGRAPHY}
 KINDS = {'odometry': Correspondences.ODOMETRY, 'loop_closure': Correspondences.LOOP_CLOSURE}
+_NAN = float('nan')
 LOOP_STATUSES = {'verified': LoopResult.VERIFIED, 'rejected': LoopResult.REJECTED,
                  'unknown_query': LoopResult.UNKNOWN_QUERY,
                  'unknown_candidate': LoopResult.UNKNOWN_CANDIDATE,
@@ -116,11 +118,34 @@ def array_to_image_msg(image: np.ndarray, stamp_ns: int, frame_id: str) -> Image
     return msg
 
 
+def pose_to_msg(pose, out: PoseWithCovariance | None = None) -> PoseWithCovariance:
+    """relative_pose.RelativePose (or None = no pose) -> geometry_msgs/PoseWithCovariance; no
+    pose gives NaN everywhere, so it can never be taken for the identity."""
+    out = PoseWithCovariance() if out is None else out
+    if pose is None:
+        position, quaternion, covariance = [_NAN] * 3, [_NAN] * 4, [_NAN] * 36
+    else:
+        position, quaternion = pose.position.tolist(), pose.quaternion.tolist()
+        covariance = np.asarray(pose.covariance, np.float64).reshape(36)
+    out.pose.position = Point(x=position[0], y=position[1], z=position[2])
+    out.pose.orientation = Quaternion(x=quaternion[0], y=quaternion[1], z=quaternion[2],
+                                      w=quaternion[3])
+    out.covariance = covariance
+    return out
+
+
+def relative_pose_msg(msg: Correspondences) -> PoseWithCovarianceStamped:
+    """The `relative_pose` topic's message of a Correspondences with pose_valid: stamp of the
+    query image, frame_id of the reference keyframe's camera (parent frame of the pose)."""
+    return PoseWithCovarianceStamped(
+        header=Header(stamp=msg.header.stamp, frame_id=msg.reference_frame_id), pose=msg.pose)
+
+
 def correspondence_to_msg(corr, *, extractor: str = '', matcher: str = '',
                           query_size: tuple[int, int] | None = None,
                           reference_size: tuple[int, int] | None = None,
                           query_is_keyframe: bool = False,
-                          reference_frame_id: str = '') -> Correspondences:
+                          reference_frame_id: str = '', session_id: str = '') -> Correspondences:
     """frontend.Correspondence -> superglue_ros_msgs/Correspondences (points in original px).
 
     Image sizes default to the correspondence's own (query_image_size, reference_image_size).
@@ -130,6 +155,7 @@ def correspondence_to_msg(corr, *, extractor: str = '', matcher: str = '',
     msg = Correspondences()
     msg.header = make_header(corr.query_stamp_ns, corr.frame_id)
     msg.kind = KINDS[corr.kind]
+    msg.session_id = session_id
     msg.query_id = int(corr.query_id)
     msg.reference_id = int(corr.reference_id)
     msg.reference_stamp = ns_to_stamp(corr.reference_stamp_ns)
@@ -155,20 +181,26 @@ def correspondence_to_msg(corr, *, extractor: str = '', matcher: str = '',
     msg.model_type = MODEL_TYPES.get(kind, Correspondences.MODEL_NONE)
     if msg.model_type != Correspondences.MODEL_NONE and model.matrix is not None:
         msg.model = np.asarray(model.matrix, np.float64).reshape(9)
-    if model is not None and getattr(model, 'R', None) is not None and getattr(model, 't', None) is not None:
+    pose = getattr(corr, 'pose', None)
+    if pose is not None and model is not None and getattr(model, 'R', None) is not None:
         msg.pose_valid = True
         msg.rotation = np.asarray(model.R, np.float64).reshape(9)
         msg.translation = np.asarray(model.t, np.float64).reshape(3)
+    else:
+        pose = None
+        msg.rotation, msg.translation = [_NAN] * 9, [_NAN] * 3
+    pose_to_msg(pose, msg.pose)
     msg.processing_time = float(corr.processing_time_s)
     msg.extractor = extractor
     msg.matcher = matcher
     return msg
 
 
-def keyframe_to_msg(kf, extractor: str = '') -> KeyframeFeatures:
+def keyframe_to_msg(kf, extractor: str = '', session_id: str = '') -> KeyframeFeatures:
     """frontend.Keyframe -> superglue_ros_msgs/KeyframeFeatures (keypoints in original px)."""
     feats = kf.features
-    msg = KeyframeFeatures(header=make_header(kf.stamp_ns, kf.frame_id), id=int(kf.id))
+    msg = KeyframeFeatures(header=make_header(kf.stamp_ns, kf.frame_id), id=int(kf.id),
+                           session_id=session_id)
     msg.width, msg.height = (int(v) for v in kf.image_size)
     msg.keypoints = _f32(np.reshape(feats.keypoints, -1))
     msg.scores = _f32(feats.scores)

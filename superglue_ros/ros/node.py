@@ -20,12 +20,14 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -36,14 +38,14 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
-from superglue_ros_msgs.srv import VerifyLoop
+from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
 
 from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
 from .conversions import ImageConversionError
 from .messages import (array_to_image_msg, camera_info_to_K, compressed_msg_to_array,
                        correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
-                       loop_result_to_msg, stamp_to_ns)
+                       loop_result_to_msg, relative_pose_msg, stamp_to_ns)
 from .parameters import ParameterSpec, all_parameters, check_value
 
 NODE_NAME = 'superglue_node'
@@ -149,6 +151,8 @@ class SuperGlueNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.device = resolve_device(p['device'])
+        # names this run: keyframe ids restart at 0 with every start, (session_id, id) does not
+        self.session_id = uuid.uuid4().hex[:16]
         self.extractor, self.matcher = self._build_models(p)
         frontend_conf = {key: p[key] for key in FrontEnd.default_conf}
         cameras = list(p['cameras']) or ['']
@@ -256,9 +260,20 @@ class SuperGlueNode(Node):
                             lambda req, res, c=cam: self._on_verify_loop(c, req, res),
                             qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
                             callback_group=self.request_group)
+        self.create_service(GetKeyframe, _topic(cam.name, 'get_keyframe'),
+                            lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
+                            qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
+                            callback_group=self.request_group)
+        # late subscribers (a back-end started after the node) still get the recent keyframes
+        keyframe_qos = QoSProfile(depth=self.p['keyframe_history'], history=HistoryPolicy.KEEP_LAST,
+                                  durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                  reliability=ReliabilityPolicy.RELIABLE)
         cam.publishers = dict(
             correspondences=self.create_publisher(Correspondences, _topic(cam.name, 'correspondences'), 10),
-            keyframes=self.create_publisher(KeyframeFeatures, _topic(cam.name, 'keyframes'), 10),
+            relative_pose=self.create_publisher(PoseWithCovarianceStamped,
+                                                _topic(cam.name, 'relative_pose'), 10),
+            keyframes=self.create_publisher(KeyframeFeatures, _topic(cam.name, 'keyframes'),
+                                            keyframe_qos),
             debug_image=self.create_publisher(Image, _topic(cam.name, 'debug_image'), 1))
 
     # -- image callbacks: convert, check, keep the newest ------------------------------------
@@ -353,10 +368,14 @@ class SuperGlueNode(Node):
         pubs = cam.publishers
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
         if result.is_keyframe and result.keyframe is not None:
-            pubs['keyframes'].publish(keyframe_to_msg(result.keyframe, self.extractor.name))
+            pubs['keyframes'].publish(keyframe_to_msg(result.keyframe, self.extractor.name,
+                                                      self.session_id))
             cam.keyframes += 1
         if result.odometry is not None:
-            pubs['correspondences'].publish(self._corr_msg(cam, result.odometry, names))
+            odometry = self._corr_msg(cam, result.odometry, names)
+            pubs['correspondences'].publish(odometry)
+            if odometry.pose_valid:
+                pubs['relative_pose'].publish(relative_pose_msg(odometry))
         for loop in result.loop_closures:
             pubs['correspondences'].publish(self._corr_msg(cam, loop, names))
             cam.loop_closures += 1
@@ -371,7 +390,7 @@ class SuperGlueNode(Node):
         return correspondence_to_msg(corr, query_size=corr.query_image_size,
                                      reference_size=reference_size,
                                      reference_frame_id=ref.frame_id if ref is not None else '',
-                                     **names)
+                                     session_id=self.session_id, **names)
 
     # -- debug image -------------------------------------------------------------------------
 
@@ -457,6 +476,20 @@ class SuperGlueNode(Node):
             if result.status == LoopResult.VERIFIED:
                 cam.publishers['correspondences'].publish(result.correspondences)
                 cam.loop_closures += 1
+
+    def _on_get_keyframe(self, cam: CameraStream, request, response):
+        """A keyframe still in the cache, as it was published; else why not."""
+        keyframe = cam.frontend.cache.get(request.id)
+        if keyframe is not None:
+            response.success, response.message = True, ''
+            response.keyframe = keyframe_to_msg(keyframe, self.extractor.name, self.session_id)
+        elif cam.frontend.cache.was_evicted(request.id):
+            response.success = False
+            response.message = f'keyframe {request.id} was evicted from the bounded cache'
+        else:
+            response.success = False
+            response.message = f'keyframe {request.id} was never seen in session {self.session_id}'
+        return response
 
     # -- diagnostics -------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ NODE_PARAMETERS = (
                   range=(64, 4096, 1), read_only=False),
     ParameterSpec('diagnostics_period', 1.0, "seconds between '/diagnostics' messages",
                   range=(0.1, 60.0)),
+    ParameterSpec('keyframe_history', 10, "keyframes the transient-local 'keyframes' topic keeps "
+                  'for subscribers that join late (older ones: get_keyframe service)',
+                  range=(1, 1000, 1)),
     ParameterSpec('max_pending_requests', 2, 'verify_loop / loop_candidates requests processed '
                   'at once; more are answered at once with a busy status', range=(1, 64, 1)),
     ParameterSpec('warn_throttle_s', 5.0, 'the same kind of warning is logged at most once per '
