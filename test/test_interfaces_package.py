@@ -34,7 +34,7 @@ def test_setup_second_run_is_a_no_op():
     _run_setup()
     out = _run_setup()
     lines = [ln for ln in out.splitlines() if ln.startswith('[setup] ')]
-    steps = ('venv:', 'torch:', 'requirements:', 'ros:', 'msgs:', 'package:', 'share:')
+    steps = ('venv:', 'torch:', 'requirements:', 'ros:', 'colcon:', 'msgs:', 'package:', 'share:')
     for step in steps:
         step_lines = [ln for ln in lines if ln.startswith(f'[setup] {step}')]
         assert step_lines, f'setup printed nothing for step {step}:\n{out}'
@@ -81,6 +81,34 @@ def test_package_manifests_are_valid_format_3(manifest):
                 'builtin_interfaces'} <= deps
     else:
         assert 'rosidl_interface_packages' in {g.name for g in pkg.member_of_groups}
+
+
+def test_every_python_dependency_has_a_rosdep_key():
+    """rosdep must install what requirements.txt (and TORCH_SPEC) installs: each requirement is
+    declared in package.xml by its rosdep key, and each python3-*-pip key that rosdep's default
+    sources lack is defined in rosdep.yaml with that PyPI package."""
+    import yaml
+    from catkin_pkg.package import parse_package
+
+    pkg = parse_package(str(ROOT / 'package.xml'))
+    keys = {d.name for d in pkg.exec_depends + pkg.test_depends}
+    requirements = ['torch'] + [re.split(r'[<>=\s#]', line, maxsplit=1)[0].lower()
+                                for line in (ROOT / 'requirements.txt').read_text().splitlines()
+                                if line.strip() and not line.startswith('#')]
+    # rosdep's own names for packages whose PyPI name differs from their module
+    system_keys = {'opencv-python-headless': 'python3-opencv', 'pyyaml': 'python3-yaml',
+                   'scikit-image': 'python3-skimage'}
+    local = yaml.safe_load((ROOT / 'rosdep.yaml').read_text())
+    for name in requirements:
+        candidates = {system_keys.get(name, f'python3-{name}'), f'python3-{name}-pip'}
+        declared = candidates & keys
+        assert declared, f'requirement {name!r} has no rosdep key in package.xml ({candidates})'
+        for key in declared & set(local):
+            for distro in ('debian', 'ubuntu'):
+                assert local[key][distro]['pip']['packages'] == [name], (key, distro)
+    for key in keys:
+        if key.endswith('-pip') and key != 'python3-onnxruntime-pip':   # that one is upstream
+            assert key in local, f'{key} is used in package.xml but not defined in rosdep.yaml'
 
 
 def test_every_interface_file_is_generated_and_documented():
