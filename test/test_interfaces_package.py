@@ -142,7 +142,8 @@ def test_launch_file_declares_arguments_and_runs_the_node():
     tree = _launch_tree()
     assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description' for n in tree.body)
     declared = {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')}
-    assert {'params_file', 'namespace', 'image', 'camera_info'} <= declared
+    assert {'params_file', 'namespace', 'image', 'compressed_image', 'use_compressed',
+            'camera_info', 'use_sim_time', 'log_level'} <= declared
     used = {c.args[0].value for c in _calls(tree, 'LaunchConfiguration')}
     assert declared == used, f'declared {declared} but used {used}'
     (node,) = _calls(tree, 'Node')
@@ -150,10 +151,81 @@ def test_launch_file_declares_arguments_and_runs_the_node():
     assert kw['package'].value == 'superglue_ros'
     assert kw['executable'].value == 'superglue_node'
     remapped = {e.elts[0].value for e in kw['remappings'].elts}
-    assert remapped == {'image', 'camera_info'}
+    assert remapped == {'image', 'image/compressed', 'camera_info'}
     # the default params file is the installed config/superglue.yaml
     src = ast.unparse(tree)
     assert "get_package_share_directory('superglue_ros'), 'config', 'superglue.yaml'" in src
+
+
+class _FakeLaunch:
+    """Just enough of launch / launch_ros (not on PyPI) to run the launch file's own code:
+    each action records its arguments, LaunchConfiguration reads a dict of argument values."""
+
+    def __init__(self, share):
+        import types
+        self.nodes = []
+        fake = self
+
+        class Recorded:
+            def __init__(self, *args, **kwargs):
+                self.args, self.kwargs = args, kwargs
+
+        class LaunchConfiguration:
+            def __init__(self, name):
+                self.name = name
+
+            def perform(self, context):
+                return context[self.name]
+
+        class Node(Recorded):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                fake.nodes.append(self)
+
+        self.modules = {
+            'launch': types.SimpleNamespace(LaunchDescription=lambda actions: actions),
+            'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded,
+                                                    OpaqueFunction=Recorded),
+            'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+            'launch_ros.actions': types.SimpleNamespace(Node=Node),
+            'ament_index_python.packages': types.SimpleNamespace(
+                get_package_share_directory=lambda name: share),
+        }
+
+    def run(self, **arguments):
+        """Evaluate the launch file with `arguments` (as on the command line) -> Node kwargs."""
+        import importlib.util
+        from unittest import mock
+
+        with mock.patch.dict(sys.modules, self.modules):
+            spec = importlib.util.spec_from_file_location('superglue_launch',
+                                                          ROOT / 'launch' / 'superglue.launch.py')
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            actions = module.generate_launch_description()
+        context = {a.args[0]: a.kwargs['default_value'] for a in actions if 'default_value' in a.kwargs}
+        context.update(arguments)
+        (opaque,) = [a for a in actions if 'function' in a.kwargs]
+        (node,) = opaque.kwargs['function'](context)
+        return node.kwargs
+
+
+def test_launch_arguments_reach_the_node_parameters_and_remappings():
+    launch = _FakeLaunch('/opt/share/superglue_ros')
+    kw = launch.run()
+    assert kw['parameters'] == ['/opt/share/superglue_ros/config/superglue.yaml', {'use_sim_time': False}]
+    assert kw['remappings'] == [('image', 'image'), ('image/compressed', 'image/compressed'),
+                                ('camera_info', 'camera_info')]
+    kw = launch.run(image='/cam/image_raw', use_sim_time='true', use_compressed='True',
+                    params_file='/my.yaml', namespace='front')
+    assert kw['parameters'] == ['/my.yaml', {'use_sim_time': True, 'use_compressed': True}]
+    assert ('image/compressed', '/cam/image_raw/compressed') in kw['remappings']
+    assert kw['namespace'] == 'front'
+    kw = launch.run(image='/cam/image_raw', compressed_image='/cam/jpeg', use_compressed='false')
+    assert ('image/compressed', '/cam/jpeg') in kw['remappings']
+    assert kw['parameters'][1] == {'use_sim_time': False, 'use_compressed': False}
+    with pytest.raises(ValueError, match='use_sim_time'):
+        launch.run(use_sim_time='maybe')
 
 
 def test_launch_executable_is_a_console_script():
