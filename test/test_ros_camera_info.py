@@ -6,7 +6,6 @@ the distortion test sends EuRoC cam0/cam1 frames with each camera's calibration 
 pose the node publishes against the stereo calibration.
 """
 import os
-import time
 from pathlib import Path
 
 import cv2
