@@ -77,6 +77,9 @@ def test_buffer_pairs_by_stamp_waits_for_late_info_and_checks_frame_ids():
     assert len(buffer) == 3 and buffer.find(400, 'cam').info == 'info400 again'
     miss = buffer.find(1000, 'cam', wait_s=0.05).problem
     assert 'no camera_info with stamp 1000 ns' in miss and "camera_info_sync: 'latest'" in miss
+    empty = CameraInfoBuffer()
+    threading.Timer(0.05, empty.add, (5, 'cam', 'first')).start()
+    assert not CameraInfoBuffer().wait_for_first(0.01) and empty.wait_for_first(5.0)
     # an info that arrives while the frame waits is taken
     threading.Timer(0.05, buffer.add, (1000, 'cam', 'info1000')).start()
     assert buffer.find(1000, 'cam', wait_s=5.0).info == 'info1000'

@@ -44,6 +44,11 @@ class CameraInfoBuffer:
             self.received += 1
             self._changed.notify_all()
 
+    def wait_for_first(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s until at least one camera_info has arrived; True if one has."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.received > 0, max(0.0, timeout_s))
+
     def __len__(self) -> int:
         with self._changed:
             return len(self._by_stamp)

@@ -107,6 +107,7 @@ class CameraStream:
     camera_infos: CameraInfoBuffer = field(default_factory=CameraInfoBuffer)
     camera_cache: tuple = (None, None, None)      # (info msg, image size, CameraModel or None)
     info_subscriptions: list = field(default_factory=list)   # volatile, then transient-local
+    first_info_waited: bool = False               # the first frame waited for a camera_info
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
@@ -342,7 +343,15 @@ class SuperGlueNode(Node):
         ever received: (None, '') and the frame is matched without intrinsics. A problem (none
         with the frame's stamp, another frame_id) means the frame is skipped."""
         if cam.camera_infos.received == 0:
-            return None, ''
+            # The first frame of a camera waits for a first camera_info when someone publishes
+            # one (the two topics are not ordered): a first keyframe without K would keep the
+            # essential model off until the next keyframe. Without publisher, or afterwards, a
+            # camera without camera_info is matched without intrinsics.
+            if cam.first_info_waited or cam.info_subscriptions[0].get_publisher_count() == 0:
+                return None, ''
+            cam.first_info_waited = True
+            if not cam.camera_infos.wait_for_first(self.p['camera_info_wait_s']):
+                return None, ''
         match = cam.camera_infos.find(
             item.stamp_ns, item.frame_id, self.p['camera_info_sync'],
             round(self.p['camera_info_tolerance_s'] * 1e9), self.p['camera_info_wait_s'],

@@ -61,9 +61,10 @@ NODE_PARAMETERS = (
     ParameterSpec('camera_info_tolerance_s', 0.0, "camera_info_sync 'stamp': largest stamp "
                   "difference between a frame and its camera_info [s]; 0 = exact",
                   range=(0.0, 10.0)),
-    ParameterSpec('camera_info_wait_s', 0.2, "camera_info_sync 'stamp': how long a frame waits "
-                  "for its camera_info to arrive (the two topics are not ordered) before it is "
-                  "skipped [s]", range=(0.0, 5.0)),
+    ParameterSpec('camera_info_wait_s', 0.2, "how long a frame waits for its camera_info to "
+                  "arrive (the two topics are not ordered) before it is skipped (camera_info_sync "
+                  "'stamp'), and a camera's first frame for a first camera_info [s]",
+                  range=(0.0, 5.0)),
     ParameterSpec('rectified_input', False, "images are rectified (image_rect): the geometry "
                   "uses camera_info P[:, :3] and no distortion; false = raw images, K with the "
                   "distortion D (plumb_bob, rational_polynomial, equidistant) undistorting the "
