@@ -2,26 +2,58 @@
 
     ros2 launch superglue_ros superglue.launch.py \
         image:=/camera/image_raw camera_info:=/camera/camera_info \
-        params_file:=/path/to/superglue.yaml namespace:=front
+        params_file:=/path/to/superglue.yaml namespace:=front use_sim_time:=true
+    # compressed input: subscribes to <image>/compressed unless compressed_image is given
+    ros2 launch superglue_ros superglue.launch.py image:=/camera/image_raw use_compressed:=true
+
+The remappings apply to the default camera (parameter cameras: ['']); with several camera
+namespaces, remap '<camera>/image' etc. in your own launch file.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+_TRUE, _FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
+
+
+def _as_bool(name: str, text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"launch argument {name}:={text!r} must be true or false")
+
+
+def _node(context):
+    """The node, built once the launch arguments are known (so that use_compressed:='' can
+    leave the params file's value alone and the compressed topic can follow the image topic)."""
+    image = LaunchConfiguration('image').perform(context)
+    compressed_image = LaunchConfiguration('compressed_image').perform(context) or f'{image}/compressed'
+    overrides = {'use_sim_time': _as_bool('use_sim_time',
+                                          LaunchConfiguration('use_sim_time').perform(context))}
+    use_compressed = LaunchConfiguration('use_compressed').perform(context)
+    if use_compressed != '':
+        overrides['use_compressed'] = _as_bool('use_compressed', use_compressed)
+    return [Node(
+        package='superglue_ros',
+        executable='superglue_node',
+        namespace=LaunchConfiguration('namespace').perform(context),
+        parameters=[LaunchConfiguration('params_file').perform(context), overrides],
+        remappings=[('image', image), ('image/compressed', compressed_image),
+                    ('camera_info', LaunchConfiguration('camera_info').perform(context))],
+        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)],
+        output='screen',
+        emulate_tty=True,
+    )]
 
 
 def generate_launch_description():
     default_params = os.path.join(
         get_package_share_directory('superglue_ros'), 'config', 'superglue.yaml')
-    params_file = LaunchConfiguration('params_file')
-    namespace = LaunchConfiguration('namespace')
-    image = LaunchConfiguration('image')
-    camera_info = LaunchConfiguration('camera_info')
-    log_level = LaunchConfiguration('log_level')
-
     return LaunchDescription([
         DeclareLaunchArgument(
             'params_file', default_value=default_params,
@@ -33,19 +65,21 @@ def generate_launch_description():
             'image', default_value='image',
             description='Input image topic (sensor_msgs/Image), remapped from "image"'),
         DeclareLaunchArgument(
+            'compressed_image', default_value='',
+            description='Compressed input topic (sensor_msgs/CompressedImage), remapped from '
+                        '"image/compressed"; empty = <image>/compressed'),
+        DeclareLaunchArgument(
+            'use_compressed', default_value='',
+            description='true: subscribe to the compressed topic instead of the raw one; '
+                        'empty = as in params_file'),
+        DeclareLaunchArgument(
             'camera_info', default_value='camera_info',
             description='Camera calibration topic (sensor_msgs/CameraInfo), remapped from "camera_info"'),
         DeclareLaunchArgument(
+            'use_sim_time', default_value='false',
+            description='Use the /clock topic (simulation, rosbag play --clock) as the node clock'),
+        DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Logging level of the node (debug, info, warn, error)'),
-        Node(
-            package='superglue_ros',
-            executable='superglue_node',
-            namespace=namespace,
-            parameters=[params_file],
-            remappings=[('image', image), ('camera_info', camera_info)],
-            arguments=['--ros-args', '--log-level', log_level],
-            output='screen',
-            emulate_tty=True,
-        ),
+        OpaqueFunction(function=_node),
     ])

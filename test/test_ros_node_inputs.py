@@ -194,7 +194,9 @@ def test_request_flood_is_bounded_and_images_keep_flowing():
 
 
 def test_camera_info_zero_focal_length_is_ignored_with_a_warning():
-    with running_node(dict(preset='orb', reliability='reliable', warn_throttle_s=0.0)) as (node, probe):
+    # one camera_info, then frames: a calibration that holds until the next ('latest')
+    overrides = dict(preset='orb', reliability='reliable', warn_throttle_s=0.0, camera_info_sync='latest')
+    with running_node(overrides) as (node, probe):
         stream = Stream(probe)
         K = SEQUENCE.K
 

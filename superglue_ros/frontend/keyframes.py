@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 if TYPE_CHECKING:  # only a type: the cache needs nothing but Features.nbytes()
+    from ..camera import CameraModel
     from ..features import Features
 
 
@@ -30,6 +31,8 @@ class Keyframe:
         ``features.cache`` on the compute device.
     global_descriptor: [G] float32, L2-normalised (see ``global_descriptor.py``).
     K: [3,3] intrinsics in original pixels, or None (no camera_info).
+    camera: the full camera model (K + distortion) the geometry undistorts keypoints with,
+        or None (then K, if any, is a distortion-free pinhole camera).
     thumbnail: small uint8 gray image for debug drawing, or None.
     frame_index: index of the accepted frame that became this keyframe.
     """
@@ -43,6 +46,7 @@ class Keyframe:
     K: np.ndarray | None = None
     thumbnail: np.ndarray | None = None
     frame_index: int = -1
+    camera: "CameraModel | None" = None
 
     def nbytes(self) -> int:
         """Bytes this keyframe costs in the cache (features + global descriptor + thumbnail)."""
@@ -50,6 +54,7 @@ class Keyframe:
         total += int(self.global_descriptor.nbytes) if self.global_descriptor is not None else 0
         total += int(self.thumbnail.nbytes) if self.thumbnail is not None else 0
         total += int(self.K.nbytes) if self.K is not None else 0
+        total += self.camera.nbytes if self.camera is not None else 0
         return total
 
 

@@ -60,10 +60,11 @@ def bag_topics(bag: pathlib.Path) -> dict[str, str]:
 def bag_frames(bag: pathlib.Path, topic: str | None, camera_info_topic: str | None,
                intrinsics: dict) -> Iterator[tuple[str, int, np.ndarray | None, str]]:
     """Yield (name, stamp_ns, image or None, error) for the image messages of ``topic``.
-    The stamp is the message header's; K from ``camera_info_topic`` is stored in ``intrinsics['K']``."""
+    The stamp is the message header's; the calibration from ``camera_info_topic`` (K with its
+    distortion) is stored in ``intrinsics['camera']``, its K in ``intrinsics['K']``."""
     from rosbags.highlevel import AnyReader
 
-    from ..ros.conversions import camera_matrix, compressed_to_array, image_to_array
+    from ..ros.conversions import camera_model, compressed_to_array, image_to_array
 
     topics = bag_topics(bag)
     if topic is None:
@@ -88,7 +89,9 @@ def bag_frames(bag: pathlib.Path, topic: str | None, camera_info_topic: str | No
                 yield f"{topic}#{i}", -1, None, f"cannot deserialize message {i} on {conn.topic}: {err}"
                 continue
             if conn.topic == camera_info_topic:
-                intrinsics["K"] = camera_matrix(msg.k, msg.width, msg.height, warn=LOG.warning)
+                camera = camera_model(msg.k, msg.d, msg.p, msg.distortion_model, msg.width,
+                                      msg.height, warn=LOG.warning)
+                intrinsics["camera"], intrinsics["K"] = camera, None if camera is None else camera.K
                 continue
             stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
             try:
@@ -275,7 +278,8 @@ def _run(args) -> int:
             skipped.append(dict(name=name, reason=error))
             continue
         try:
-            res = frontend.process(Frame(image, stamp, "camera", intrinsics["K"]))
+            res = frontend.process(Frame(image, stamp, "camera", intrinsics["K"],
+                                         camera=intrinsics.get("camera")))
         except FrameRejectedError as err:
             LOG.warning("skipping %s: %s", name, err)
             skipped.append(dict(name=name, reason=str(err)))

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import GeometricModel, normalize_points, verify
 from ..relative_pose import RelativePose, relative_pose
@@ -49,12 +50,14 @@ class StaleFrameError(FrameRejectedError):
 class Frame:
     """One input image. image: uint8 HxW gray or HxWx3 BGR (HxWx4 BGRA, uint16 and float in
     [0, 1] are also accepted and converted), at its ORIGINAL resolution; K: [3,3] intrinsics in
-    original pixels or None."""
+    original pixels or None; camera: K with lens distortion (takes the place of K when given):
+    the geometry undistorts keypoints with it, the published points stay observed pixels."""
 
     image: np.ndarray
     stamp_ns: int
     frame_id: str = ""
     K: np.ndarray | None = None
+    camera: CameraModel | None = None
 
 
 @dataclass
@@ -136,21 +139,11 @@ class LoopVerification:
     message: str = ""
 
 
-def validate_intrinsics(K) -> str | None:
-    """Return why ``K`` is unusable (None when it is a valid 3x3 pinhole matrix)."""
-    try:
-        K = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        return f"K is not numeric: {err}"
-    if K.shape != (3, 3):
-        return f"K must be 3x3, got shape {K.shape}"
-    if not np.all(np.isfinite(K)):
-        return "K contains NaN or inf"
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        return f"K has non-positive focal length (fx={K[0, 0]}, fy={K[1, 1]})"
-    if abs(K[2, 2] - 1.0) > 1e-6 or np.any(K[2, :2] != 0):
-        return "K's last row must be [0, 0, 1]"
-    return None
+def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
+    """The keyframe's camera model; a bare K (keyframes built outside ``process``) is pinhole."""
+    if kf.camera is not None:
+        return kf.camera
+    return None if kf.K is None else CameraModel.pinhole(kf.K)
 
 
 class FrontEnd:
@@ -318,16 +311,23 @@ class FrontEnd:
         return out
 
     def _correspond(self, kind: str, query: Features, ref: Keyframe, matches: Matches,
-                    query_K, model: str, query_meta: dict) -> tuple[Correspondence, float]:
-        """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds)."""
+                    query_camera: CameraModel | None, model: str,
+                    query_meta: dict) -> tuple[Correspondence, float]:
+        """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds).
+        The geometry sees undistorted pixels when a camera has distortion; the Correspondence
+        keeps the observed ones."""
         idx_q, idx_r = matches.indices()
         pts_q = query.keypoints[idx_q]
         pts_r = ref.features.keypoints[idx_r]
         t0 = time.perf_counter()
+        ref_camera = _keyframe_camera(ref)
         use_model = model
-        if model == "essential" and (query_K is None or ref.K is None):
+        if model == "essential" and (query_camera is None or ref_camera is None):
             use_model = "fundamental"  # asked for essential but intrinsics are missing
-        geo = verify(pts_r, pts_q, ref.K, query_K, model=use_model,
+        geo_r = pts_r if ref_camera is None else ref_camera.undistort(pts_r)
+        geo_q = pts_q if query_camera is None else query_camera.undistort(pts_q)
+        geo = verify(geo_r, geo_q, None if ref_camera is None else ref_camera.K,
+                     None if query_camera is None else query_camera.K, model=use_model,
                      threshold_px=float(self.conf["ransac_threshold_px"]))
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
@@ -386,15 +386,19 @@ class FrontEnd:
             self.stats["frames_stale"] += 1
             what = "duplicate" if stamp == last_stamp else "out-of-order"
             raise StaleFrameError(f"{what} stamp {stamp} ns (last accepted {last_stamp} ns); frame skipped")
-        K = frame.K
-        if K is not None:
-            reason = validate_intrinsics(K)
+        camera = frame.camera
+        if camera is None and frame.K is not None:
+            reason = validate_intrinsics(frame.K)
             if reason is not None:
                 warnings.append(f"intrinsics ignored: {reason}")
-                K = None
             else:
-                K = np.asarray(K, np.float64)
+                camera = CameraModel.pinhole(frame.K)
         h, w = gray.shape
+        if camera is not None and any(camera.image_size) and tuple(camera.image_size) != (w, h):
+            warnings.append(f"camera model ignored: calibrated for {camera.image_size[0]}x"
+                            f"{camera.image_size[1]}, image is {w}x{h}")
+            camera = None
+        K = None if camera is None else camera.K
         ww, wh = self.working_size(w, h)
         sx, sy = ww / w, wh / h
         work = gray if (ww, wh) == (w, h) else cv2.resize(gray, (ww, wh), interpolation=cv2.INTER_AREA)
@@ -422,7 +426,7 @@ class FrontEnd:
                 timings["match"] = time.perf_counter() - t0
                 meta = dict(id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False)
                 odometry, timings["verify"] = self._correspond(
-                    "odometry", feats, last_kf, matches, K, self.conf["geometric_model"], meta)
+                    "odometry", feats, last_kf, matches, camera, self.conf["geometric_model"], meta)
             num_inliers = odometry.num_inliers
             odometry.processing_time_s = (timings["preprocess"] + timings["extract"]
                                           + timings["match"] + timings["verify"])
@@ -441,7 +445,8 @@ class FrontEnd:
             t0 = time.perf_counter()
             keyframe = Keyframe(id=next_id, stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h),
                                 features=feats, global_descriptor=self.global_descriptor(feats, work),
-                                K=K, thumbnail=self._thumbnail(gray), frame_index=frame_index)
+                                K=K, thumbnail=self._thumbnail(gray), frame_index=frame_index,
+                                camera=camera)
             if odometry is not None:
                 odometry.query_id = keyframe.id
                 odometry.query_is_keyframe = True
@@ -506,7 +511,8 @@ class FrontEnd:
             meta = dict(id=query.id, stamp_ns=query.stamp_ns, frame_id=query.frame_id, is_keyframe=True)
             for ref, matches in zip(refs, all_matches):
                 corr, t_verify = self._correspond("loop_closure", query.features, ref, matches,
-                                                  query.K, self.conf["loop_geometric_model"], meta)
+                                                  _keyframe_camera(query),
+                                                  self.conf["loop_geometric_model"], meta)
                 corr.processing_time_s = t_match / len(refs) + t_verify
                 out.append(corr)
         return out

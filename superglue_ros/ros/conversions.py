@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..camera import CameraModel, CameraModelError
+
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # encoding -> (numpy dtype, channels, conversion to the output layout)
@@ -191,6 +193,49 @@ def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int
                     f'{image_size[0]}x{image_size[1]}: K ignored')
         return None
     return K
+
+
+def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0,
+                 image_size: tuple[int, int] | None = None, rectified: bool = False,
+                 warn: Callable[[str], None] | None = None) -> CameraModel | None:
+    """CameraInfo fields (k: 9 values, d: N, p: 12, distortion_model, width, height) ->
+    CameraModel, or None when unusable (reason sent to `warn`; the caller then matches
+    without intrinsics).
+
+    rectified=False: the images are the camera's raw ones: K with the distortion D.
+    rectified=True: the images are rectified (image_rect): the pinhole P[:, :3], no distortion
+    (the ROS convention for rectified images; P's 4th column, a stereo baseline, is not needed
+    for two views of one camera).
+    An all-zero D (or an empty one) is a pinhole camera whatever distortion_model says.
+    """
+    if rectified:
+        P = np.asarray(p, dtype=np.float64).reshape(-1)
+        if P.size != 12:
+            _warn(warn, f'camera_info P has {P.size} values, expected 12 (rectified_input): ignored')
+            return None
+        K = camera_matrix(P.reshape(3, 4)[:, :3].reshape(9), width, height, image_size, _prefixed(warn, 'P: '))
+        return None if K is None else CameraModel.pinhole(K, _size(width, height))
+    K = camera_matrix(k, width, height, image_size, warn)
+    if K is None:
+        return None
+    D = np.asarray(d, dtype=np.float64).reshape(-1)
+    model = distortion_model.strip().lower()
+    if D.size == 0 or (np.all(np.isfinite(D)) and not np.any(D)):
+        return CameraModel.pinhole(K, _size(width, height))
+    try:
+        return CameraModel(K, D, model, _size(width, height))
+    except CameraModelError as error:
+        _warn(warn, f'camera_info distortion ({distortion_model!r}, {D.size} coefficients) '
+                    f'unusable: {error}; camera_info ignored, matching without intrinsics')
+        return None
+
+
+def _size(width: int, height: int) -> tuple[int, int]:
+    return (int(width), int(height)) if width > 0 and height > 0 else (0, 0)
+
+
+def _prefixed(warn, prefix: str):
+    return None if warn is None else (lambda text: warn(prefix + text))
 
 
 def _warn(warn, text: str) -> None:

@@ -18,7 +18,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopResult
 
-from .conversions import (DEFAULT_MAX_PIXELS, ImageConversionError, camera_matrix,
+from ..camera import CameraModel
+from .conversions import (DEFAULT_MAX_PIXELS, ImageConversionError, camera_matrix, camera_model,
                           compressed_to_array, image_to_array)
 
 try:  # cv_bridge is optional: ROS installs ship it, the PyPI wheels do not
@@ -88,6 +89,14 @@ def camera_info_to_K(msg, image_size: tuple[int, int] | None = None,
                      warn: Callable[[str], None] | None = None) -> np.ndarray | None:
     """sensor_msgs/CameraInfo -> K [3,3] in original pixels, or None (reason sent to `warn`)."""
     return camera_matrix(msg.k, int(msg.width), int(msg.height), image_size, warn)
+
+
+def camera_info_to_model(msg, image_size: tuple[int, int] | None = None, rectified: bool = False,
+                         warn: Callable[[str], None] | None = None) -> CameraModel | None:
+    """sensor_msgs/CameraInfo -> CameraModel (K + distortion, or P for rectified images), or
+    None (reason sent to `warn`)."""
+    return camera_model(msg.k, msg.d, msg.p, msg.distortion_model, int(msg.width), int(msg.height),
+                        image_size, rectified, warn)
 
 
 # ------------------------------------------------------------------------------------------

@@ -43,13 +43,15 @@ from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
 from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
 from .conversions import ImageConversionError
-from .messages import (array_to_image_msg, camera_info_to_K, compressed_msg_to_array,
+from .camera_info import CameraInfoBuffer
+from .messages import (array_to_image_msg, camera_info_to_model, compressed_msg_to_array,
                        correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
                        loop_result_to_msg, relative_pose_msg, stamp_to_ns)
 from .parameters import ParameterSpec, all_parameters, check_value
 
 NODE_NAME = 'superglue_node'
 LATENCY_WINDOW = 200
+CAMERA_INFO_QOS_CHECK_S = 1.0   # how often camera_info publishers are checked for latched ones
 REQUEST_QUEUE_DEPTH = 100   # verify_loop requests the middleware holds before dropping the oldest
 
 
@@ -104,8 +106,10 @@ class CameraStream:
     pending: PendingFrame | None = None
     last_stamp_ns: int = -1
     frame_id: str | None = None
-    camera_info: CameraInfo | None = None
-    K_cache: tuple = (None, None, None)           # (info msg, image size, K)
+    camera_infos: CameraInfoBuffer = field(default_factory=CameraInfoBuffer)
+    camera_cache: tuple = (None, None, None)      # (info msg, image size, CameraModel or None)
+    info_subscriptions: list = field(default_factory=list)   # volatile, then transient-local
+    first_info_waited: bool = False               # the first frame waited for a camera_info
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
@@ -163,7 +167,7 @@ class SuperGlueNode(Node):
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=(ReliabilityPolicy.BEST_EFFORT if p['reliability'] == 'best_effort'
                                       else ReliabilityPolicy.RELIABLE))
-        sensor_group = MutuallyExclusiveCallbackGroup()
+        sensor_group = self._sensor_group = MutuallyExclusiveCallbackGroup()
         self.request_group = ReentrantCallbackGroup()
         self._request_slots = threading.BoundedSemaphore(p['max_pending_requests'])
         for name in cameras:
@@ -178,6 +182,8 @@ class SuperGlueNode(Node):
                 raise StartupError(f"invalid camera namespace {name!r} in 'cameras': {error}") from error
             self.cameras.append(cam)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(CAMERA_INFO_QOS_CHECK_S, self._watch_camera_info_publishers,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
 
@@ -250,9 +256,13 @@ class SuperGlueNode(Node):
             self.create_subscription(Image, _topic(cam.name, 'image'),
                                      lambda msg, c=cam: self._on_image(c, msg, False), qos,
                                      callback_group=sensor_group)
-        self.create_subscription(CameraInfo, _topic(cam.name, 'camera_info'),
-                                 lambda msg, c=cam: setattr(c, 'camera_info', msg), qos,
-                                 callback_group=sensor_group)
+        # Volatile here; a second, transient-local subscription is added when a latched
+        # publisher shows up (_watch_camera_info_publishers).
+        info_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
+                              durability=DurabilityPolicy.VOLATILE, reliability=qos.reliability)
+        cam.info_subscriptions = [self.create_subscription(
+            CameraInfo, _topic(cam.name, 'camera_info'),
+            lambda msg, c=cam: self._on_camera_info(c, msg), info_qos, callback_group=sensor_group)]
         self.create_subscription(LoopCandidates, _topic(cam.name, 'loop_candidates'),
                                  lambda msg, c=cam: self._on_loop_candidates(c, msg), 10,
                                  callback_group=self.request_group)
@@ -315,16 +325,62 @@ class SuperGlueNode(Node):
             cam.pending = PendingFrame(image, stamp_ns, frame_id, received)
             self._wake.notify()
 
-    def _intrinsics(self, cam: CameraStream, image_size: tuple[int, int]):
-        info = cam.camera_info
-        if info is None:
-            return None
-        cached_info, cached_size, K = cam.K_cache
-        if cached_info is not info or cached_size != image_size:
+    def _watch_camera_info_publishers(self) -> None:
+        """Subscribe transient-local as well once a latched camera_info publisher appears.
+
+        A calibration published once (transient-local) reaches only a transient-local
+        subscription, but such a subscription is incompatible with the volatile publishers of
+        most drivers (both sides would log a QoS warning), so it is made only when needed,
+        with the publisher's reliability. Messages seen by both subscriptions are kept once.
+        """
+        for cam in self.cameras:
+            if len(cam.info_subscriptions) > 1:
+                continue
+            topic = cam.info_subscriptions[0].topic_name
+            latched = [i for i in self.get_publishers_info_by_topic(topic)
+                       if i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL]
+            if not latched:
+                continue
+            qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=latched[0].qos_profile.reliability)
+            cam.info_subscriptions.append(self.create_subscription(
+                CameraInfo, topic, lambda msg, c=cam: self._on_camera_info(c, msg), qos,
+                callback_group=self._sensor_group))
+            self.get_logger().info(f"camera '{cam.name or '.'}': {topic} has a transient-local "
+                                   '(latched) publisher: subscribed transient-local too')
+
+    def _on_camera_info(self, cam: CameraStream, msg: CameraInfo) -> None:
+        cam.camera_infos.add(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg)
+
+    def _camera_for(self, cam: CameraStream, item: PendingFrame):
+        """(CameraModel or None, problem): the calibration paired with this frame. No camera_info
+        ever received: (None, '') and the frame is matched without intrinsics. A problem (none
+        with the frame's stamp, another frame_id) means the frame is skipped."""
+        if cam.camera_infos.received == 0:
+            # The first frame of a camera waits for a first camera_info when someone publishes
+            # one (the two topics are not ordered): a first keyframe without K would keep the
+            # essential model off until the next keyframe. Without publisher, or afterwards, a
+            # camera without camera_info is matched without intrinsics.
+            if cam.first_info_waited or cam.info_subscriptions[0].get_publisher_count() == 0:
+                return None, ''
+            cam.first_info_waited = True
+            if not cam.camera_infos.wait_for_first(self.p['camera_info_wait_s']):
+                return None, ''
+        match = cam.camera_infos.find(
+            item.stamp_ns, item.frame_id, self.p['camera_info_sync'],
+            round(self.p['camera_info_tolerance_s'] * 1e9), self.p['camera_info_wait_s'],
+            check_frame_id=self.p['frame_id_check'])
+        if match.info is None:
+            return None, match.problem
+        height, width = item.image.shape[:2]
+        cached_info, cached_size, camera = cam.camera_cache
+        if cached_info is not match.info or cached_size != (width, height):
             where = f"camera '{cam.name or '.'}'"
-            K = camera_info_to_K(info, image_size, warn=lambda text: self.warn(f'{where}: {text}'))
-            cam.K_cache = (info, image_size, K)
-        return K
+            camera = camera_info_to_model(match.info, (width, height), self.p['rectified_input'],
+                                          warn=lambda text: self.warn(f'{where}: {text}'))
+            cam.camera_cache = (match.info, (width, height), camera)
+        return camera, ''
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -355,10 +411,14 @@ class SuperGlueNode(Node):
                           f'{type(error).__name__}: {error}', level='error')
 
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
-        height, width = item.image.shape[:2]
-        K = self._intrinsics(cam, (width, height))
+        camera, problem = self._camera_for(cam, item)
+        if problem:
+            cam.rejected += 1
+            self.warn(f"camera '{cam.name or '.'}': frame {item.stamp_ns} ns skipped: {problem}")
+            return
         try:
-            result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id, K))
+            result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
+                                                camera=camera))
         except FrameRejectedError as error:
             cam.rejected += 1
             self.warn(f"camera '{cam.name or '.'}': frame rejected: {error}")

@@ -54,8 +54,24 @@ NODE_PARAMETERS = (
                   choices=('best_effort', 'reliable')),
     ParameterSpec('mono16_scaling', 'range', "mono16 -> 8 bit: 'range' stretches each image's "
                   "min..max, 'full' divides by 257", choices=('range', 'full')),
+    ParameterSpec('camera_info_sync', 'stamp', "how a frame finds its calibration: 'stamp' = "
+                  "the camera_info with the frame's stamp (within camera_info_tolerance_s); "
+                  "'latest' = the newest camera_info whatever its stamp (a calibration published "
+                  "once, latched)", choices=('stamp', 'latest')),
+    ParameterSpec('camera_info_tolerance_s', 0.0, "camera_info_sync 'stamp': largest stamp "
+                  "difference between a frame and its camera_info [s]; 0 = exact",
+                  range=(0.0, 10.0)),
+    ParameterSpec('camera_info_wait_s', 0.2, "how long a frame waits for its camera_info to "
+                  "arrive (the two topics are not ordered) before it is skipped (camera_info_sync "
+                  "'stamp'), and a camera's first frame for a first camera_info [s]",
+                  range=(0.0, 5.0)),
+    ParameterSpec('rectified_input', False, "images are rectified (image_rect): the geometry "
+                  "uses camera_info P[:, :3] and no distortion; false = raw images, K with the "
+                  "distortion D (plumb_bob, rational_polynomial, equidistant) undistorting the "
+                  "keypoints"),
     ParameterSpec('frame_id_check', True, "skip frames whose header.frame_id differs from the first "
-                  "one seen on that camera (another camera publishing on the topic)"),
+                  "one seen on that camera (another camera publishing on the topic), and frames "
+                  "whose camera_info has another frame_id"),
     ParameterSpec('debug_image', 'on_subscribe', "publish '<camera>/debug_image' (matches drawn, "
                   "inliers green, outliers red): 'always', 'on_subscribe' or 'never'",
                   choices=('always', 'on_subscribe', 'never'), read_only=False),
