@@ -332,8 +332,8 @@ class FrontEnd:
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
             inl = geo.inliers
-            pose = relative_pose(geo.R, geo.t, normalize_points(pts_r[inl], ref.K),
-                                 normalize_points(pts_q[inl], query_K))
+            pose = relative_pose(geo.R, geo.t, normalize_points(geo_r[inl], ref_camera.K),
+                                 normalize_points(geo_q[inl], query_camera.K))
         dt = time.perf_counter() - t0
         corr = Correspondence(
             kind=kind, query_id=query_meta["id"], reference_id=ref.id,
