@@ -50,7 +50,8 @@ class Stream:
 @pytest.fixture(scope='module')
 def node_probe():
     overrides = dict(preset='orb', reliability='reliable', max_image_pixels=2_000_000, warn_throttle_s=0.0,
-                     max_pending_requests=1, max_keyframes=4, min_gap_frames=1, max_frames=2)
+                     max_pending_requests=1, max_keyframes=4, min_gap_frames=1, max_frames=2,
+                     loop_min_id_gap=2)
     with running_node(overrides) as (node, probe):
         stream = Stream(probe)
         first = stream.send()
@@ -133,19 +134,25 @@ def test_unknown_and_evicted_keyframe_ids(node_probe):
         stream.good()
     known = sorted({k.id for k in probe.keyframes})
     assert 0 in known and len(known) > 4
-    latest, previous = known[-1], known[-2]
-    response = probe.call_verify(latest, [previous, 0, 10**6])
+    latest, previous, older = known[-1], known[-2], known[-3]
+    response = probe.call_verify(latest, [older, 0, 10**6, latest, previous])
     assert response.success
     statuses = [r.status for r in response.results]
     assert statuses[0] in (LoopResult.VERIFIED, LoopResult.REJECTED)
     assert response.results[0].correspondences.kind == Correspondences.LOOP_CLOSURE
-    assert response.results[0].correspondences.reference_id == previous
-    assert statuses[1:] == [LoopResult.EVICTED, LoopResult.UNKNOWN_CANDIDATE]
+    assert response.results[0].correspondences.reference_id == older
+    assert statuses[1:] == [LoopResult.EVICTED, LoopResult.UNKNOWN_CANDIDATE, LoopResult.SELF_LOOP,
+                            LoopResult.TOO_CLOSE]
     assert 'evicted' in response.results[1].message
+    assert 'loop_min_id_gap 2' in response.results[4].message
+    assert all(r.correspondences.num_query_keypoints == 0 for r in response.results[1:])
 
     unknown = probe.call_verify(10**6, [latest])
     assert not unknown.success and 'unknown' in unknown.message
     assert [r.status for r in unknown.results] == [LoopResult.UNKNOWN_QUERY]
+    evicted = probe.call_verify(0, [latest])
+    assert not evicted.success and 'query keyframe 0 was evicted' in evicted.message
+    assert [r.status for r in evicted.results] == [LoopResult.EVICTED]
     probe.log_containing(f'loop request query {10**6}: 1 candidate(s) unknown_query')
 
     probe.candidates_pub.publish(LoopCandidates(query_id=10**6 + 1, candidate_ids=[latest]))
@@ -160,7 +167,7 @@ def test_request_flood_is_bounded_and_images_keep_flowing():
     from superglue_ros_msgs.srv import VerifyLoop
 
     overrides = dict(preset='sift', max_keypoints=2048, reliability='reliable', warn_throttle_s=0.0,
-                     max_pending_requests=1, min_gap_frames=1, max_frames=1)
+                     max_pending_requests=1, min_gap_frames=1, max_frames=1, loop_min_id_gap=1)
     with running_node(overrides) as (node, probe):
         stream = Stream(probe)
         stream.send()
@@ -184,7 +191,7 @@ def test_request_flood_is_bounded_and_images_keep_flowing():
             else:
                 busy += 1
                 assert response.message.startswith('busy: 1 loop requests already in progress')
-                assert all(r.status == LoopResult.FAILED for r in response.results)
+                assert all(r.status == LoopResult.BUSY for r in response.results)
         print(f'flood: {busy} of 40 requests answered busy')
         assert 0 < busy < 40
         probe.log_containing('refused, busy')
