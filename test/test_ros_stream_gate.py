@@ -81,3 +81,11 @@ def test_conf_validation():
         StreamGate(dict(stream_change_frames=0))
     with pytest.raises(ValueError):
         StreamGate(dict(unknown=1))
+
+
+def test_generation_counts_resets():
+    gate = StreamGate(dict(stream_change_frames=1))
+    before = gate.check(S, 'cam', NOW).generation
+    assert gate.generation == before
+    gate.reset()
+    assert gate.generation == before + 1

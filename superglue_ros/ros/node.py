@@ -362,6 +362,9 @@ class SuperGlueNode(Node):
 
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
         self._apply_pending_reset(cam)
+        if item.generation != cam.gate.generation:
+            cam.dropped += 1   # let through before a reset: it belongs to the old stream
+            return
         where = f"camera '{cam.name or '.'}'"
         if item.image is None:
             try:

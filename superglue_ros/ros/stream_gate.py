@@ -57,6 +57,12 @@ class StreamGate:
         self._time_run: _Run | None = None
         self._generation = 0  # incremented by every reset
 
+    @property
+    def generation(self) -> int:
+        """Incremented by every reset; a frame let through in an older one is stale."""
+        with self._lock:
+            return self._generation
+
     def check(self, stamp_ns: int, frame_id: str, now_ns: int | None = None) -> GateDecision:
         """Decide for one incoming frame. now_ns: the node clock; None or <= 0 (sim time not
         received yet) skips the future check."""
