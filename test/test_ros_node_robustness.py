@@ -87,6 +87,15 @@ def stats(node):
     return node.stats()['']
 
 
+def send_rejected(stream, node, *args, **kwargs) -> int:
+    """Send one frame the node must skip and wait until it did: the node's image reader keeps
+    one message, so the next one must not be sent before this one was taken."""
+    before = stats(node)['rejected']
+    stamp = stream.send(*args, **kwargs)
+    stream.probe.wait_for(lambda: stats(node)['rejected'] > before, what='the frame rejected')
+    return stamp
+
+
 def keyframe_ids(probe):
     with probe.lock:
         return sorted(k.id for k in probe.keyframes)
@@ -101,8 +110,7 @@ def test_future_stamp_is_skipped_and_the_stream_goes_on():
         stream.good()
         rejected = stats(node)['rejected']
         for stamp in (time.time_ns() + 3600 * S, (2**31 - 1) * S):
-            stream.send(stamp_ns=stamp, image=SEQUENCE.frame(5))
-            time.sleep(0.1)
+            send_rejected(stream, node, stamp_ns=stamp, image=SEQUENCE.frame(5))
         for _ in range(3):
             reply = stream.good()
         assert reply.reference_id in keyframe_ids(probe) and stats(node)['failed'] == 0
@@ -125,12 +133,12 @@ def test_rejected_first_frame_does_not_fix_the_frame_id_and_a_new_id_takes_over_
         stream.good()
         assert node.cameras[0].frame_id == 'cam'
         # one stray frame from another camera is skipped...
-        stray = stream.send('cam2', image=SEQUENCE.frame(3))
+        stray = send_rejected(stream, node, 'cam2', image=SEQUENCE.frame(3))
         probe.log_containing("frame_id 'cam2' (this stream is 'cam'; 1 of 3 consecutive frames")
         stream.good()
         # ... three in a row from the same new id switch the stream (the camera was replaced)
-        stream.send('cam2')
-        stream.send('cam2')
+        send_rejected(stream, node, 'cam2')
+        send_rejected(stream, node, 'cam2')
         probe.log_containing("frame_id 'cam2' (this stream is 'cam'; 2 of 3 consecutive frames")
         switch = stream.send('cam2')
         probe.log_containing("frame_id changed from 'cam' to 'cam2' (3 consecutive frames): camera "
@@ -153,8 +161,8 @@ def test_backward_time_jump_resets_the_camera_and_the_reset_service():
         first = stream.good(first=True)
         stream.good()
         stream.stamp_ns = 10 * S       # the bag starts over
-        stream.send()
-        stream.send()
+        send_rejected(stream, node)
+        send_rejected(stream, node)
         probe.log_containing(f'out-of-order stamp {10 * S + 2 * S // 10} ns (last accepted')
         jump = stream.send()
         probe.log_containing(f'time jumped back from {1000 * S + 2 * S // 10} ns to {jump} ns (3 '
@@ -220,9 +228,10 @@ def test_png_bomb_is_rejected_from_its_header_without_memory():
         for k in range(5):
             for msg in (bomb, fake_jpeg):
                 msg.header = make_header(stream.stamp_ns + 1 + k * 3 + (msg is fake_jpeg), 'cam')
+                before = stats(node)['rejected']
                 probe.compressed_pub.publish(msg)
-                time.sleep(0.05)   # the node's image reader keeps 1 message: let it take each
-        probe.wait_for(lambda: stats(node)['rejected'] >= rejected + 5, 60.0, 'the rejections')
+                probe.wait_for(lambda: stats(node)['rejected'] > before, 60.0, 'the rejection')
+        assert stats(node)['rejected'] == rejected + 10
         _, peak = peak_rss_since_reset()
         print(f'\nRSS {rss_before / 2**20:.0f} MiB, peak while the bombs arrived '
               f'{peak / 2**20:.0f} MiB ({stats(node)["rejected"] - rejected} rejected)')

@@ -4,8 +4,9 @@ A thin adapter. Subscription callbacks check stamp and frame_id (``StreamGate``)
 image's size (raw images are converted, compressed ones checked from their header only), and
 keep only the newest frame per camera (a frame still waiting when a newer one arrives is
 dropped and counted, never queued); one worker thread decodes compressed frames, hands frames
-to each camera's ``FrontEnd`` and publishes what it returns. Loop requests (topic and service) run on their own callback
-group with a bounded number in flight, so they never hold up the image callbacks.
+to each camera's ``FrontEnd`` and publishes what it returns. Loop requests (topic and service)
+run on their own callback group with a bounded number in flight, so they never hold up the
+image callbacks. SIGINT/SIGTERM stop the worker before the ROS context is shut down.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
