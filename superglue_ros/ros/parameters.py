@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from ..features import PRESETS
 from ..frontend.pipeline import FrontEnd
+from .stream_gate import StreamGate
+
+GATE = StreamGate.default_conf   # the stream checks' defaults live with their code
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,17 @@ NODE_PARAMETERS = (
                   choices=('best_effort', 'reliable')),
     ParameterSpec('mono16_scaling', 'range', "mono16 -> 8 bit: 'range' stretches each image's "
                   "min..max, 'full' divides by 257", choices=('range', 'full')),
-    ParameterSpec('frame_id_check', True, "skip frames whose header.frame_id differs from that of "
-                  "the camera's first processed frame (another camera publishing on the topic); "
-                  "stream_change_frames consecutive frames from one new id switch to it"),
-    ParameterSpec('stream_change_frames', 3, 'consecutive frames that must agree on a new frame_id, '
-                  "or on a backward time jump (looped bag, sim-time reset), before the camera's "
-                  'state is reset to follow them; fewer are skipped as strays', range=(1, 1000, 1)),
-    ParameterSpec('max_future_stamp_s', 10.0, 'frames stamped more than this many seconds ahead of '
-                  "the node's clock are skipped (0 = no check; no check either while use_sim_time "
-                  'has no clock yet)', range=(0.0, 1e6)),
+    ParameterSpec('frame_id_check', GATE['frame_id_check'], "skip frames whose header.frame_id "
+                  "differs from that of the camera's first processed frame (another camera "
+                  "publishing on the topic); stream_change_frames consecutive frames from one new "
+                  "id switch to it"),
+    ParameterSpec('stream_change_frames', GATE['stream_change_frames'], 'consecutive frames that '
+                  'must agree on a new frame_id, or on a backward time jump (looped bag, sim-time '
+                  "reset), before the camera's state is reset to follow them; fewer are skipped "
+                  'as strays', range=(1, 1000, 1)),
+    ParameterSpec('max_future_stamp_s', GATE['max_future_stamp_s'], 'frames stamped more than this '
+                  "many seconds ahead of the node's clock are skipped (0 = no check; no check "
+                  'either while use_sim_time has no clock yet)', range=(0.0, 1e6)),
     ParameterSpec('debug_image', 'on_subscribe', "publish '<camera>/debug_image' (matches drawn, "
                   "inliers green, outliers red): 'always', 'on_subscribe' or 'never'",
                   choices=('always', 'on_subscribe', 'never'), read_only=False),
