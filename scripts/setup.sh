@@ -183,7 +183,7 @@ else
     cmake --install "$BUILD_DIR" > "$BUILD_DIR/install.log" 2>&1 \
         || { tail -40 "$BUILD_DIR/install.log"; die "install failed (log: $BUILD_DIR/install.log)"; }
     # serialising loads the C type support libraries, not only the Python classes
-    "$PY" -c 'from rclpy.serialization import serialize_message as s; from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult; from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop; [s(t()) for t in (Correspondences, KeyframeFeatures, LoopCandidates, LoopResult, GetKeyframe.Request, GetKeyframe.Response, VerifyLoop.Request, VerifyLoop.Response)]' \
+    "$PY" -c 'from rclpy.serialization import serialize_message as s; from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult; from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop; [s(t()) for t in (Correspondences, KeyframeFeatures, LoopCandidates, LoopResult, GetKeyframe.Request, GetKeyframe.Response, VerifyLoop.Request, VerifyLoop.Response, Reset.Request, Reset.Response)]' \
         || die "superglue_ros_msgs was installed but cannot be imported by $PY"
     mark_done msgs "$key"
 fi

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.frontend.pipeline import (BadFrameError, Frame, FrontEnd, FrameRejectedError,
-                                             StaleFrameError)
+from superglue_ros.frontend.pipeline import (BadFrameError, FeaturelessFrameError, Frame, FrontEnd,
+                                             FrameRejectedError, StaleFrameError)
 from superglue_ros.frontend.policy import KeyframePolicy
 from superglue_ros.frontend.synthetic import make_sequence
 from quality_gap import inlier_bar
@@ -152,7 +152,7 @@ def test_verify_loop_statuses(run, sequence):
 
 def test_evicted_status_and_rejected_frames_leave_state_unchanged(sequence):
     fe = FrontEnd.from_preset("orb", "cpu", dict(max_keyframes=2, min_gap_frames=1,
-                                                 max_frames=1, loop_closure=False))
+                                                 max_frames=1, loop_closure=False, loop_min_id_gap=1))
     for i in range(4):
         assert fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam")).is_keyframe
     assert fe.cache.ids() == [2, 3]
@@ -215,7 +215,7 @@ def test_process_and_verify_loop_concurrently(sequence):
     every answer has a valid status, and the results equal a sequential run's."""
     import threading
     conf = dict(max_keyframes=4, geometric_model="homography", loop_geometric_model="homography",
-                loop_closure=False)
+                loop_closure=False, loop_min_id_gap=1)
     frames = [Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam") for i in range(0, 40, 2)]
     sequential = FrontEnd.from_preset("orb", "cpu", conf)
     expected = [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0)
@@ -238,14 +238,72 @@ def test_process_and_verify_loop_concurrently(sequence):
     t.start()
     while not done.is_set():
         ids = fe.cache.ids()
-        if ids:
+        if len(ids) >= 2:   # a keyframe against itself is a self loop, never matched
             answers += [(ids[-1], a) for a in fe.verify_loop(ids[-1], [ids[0], 0, 1, 500])]
     t.join()
     assert not errors
     assert got == expected  # ORB/matching/verification are deterministic
-    assert answers and {a.status for _, a in answers} <= {"verified", "rejected", "evicted", "unknown_candidate"}
+    assert answers and {a.status for _, a in answers} <= {"verified", "rejected", "evicted",
+                                                          "unknown_candidate", "self_loop"}
+    assert all((a.status == "self_loop") == (a.candidate_id == q) for q, a in answers)
     # unknown only for ids not created yet when asked; the oldest cached one was matched unless
     # the worker evicted it between ids() and verify_loop's pin
     assert all(a.status != "unknown_candidate" or a.candidate_id > q for q, a in answers)
     assert all(a.status in ("verified", "rejected", "evicted") for _, a in answers[::4])
     assert any(a.status == "verified" for _, a in answers)
+
+
+def test_verify_loop_refuses_self_loops_and_neighbours_and_keeps_the_best_scored(sequence):
+    """Only candidates internal loop closure could pick are matched: never the query itself,
+    never one within loop_min_id_gap ids; over max_verify_candidates, the highest scores win."""
+    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
+                                                 loop_min_id_gap=2, max_verify_candidates=2,
+                                                 geometric_model="homography",
+                                                 loop_geometric_model="homography"))
+    for i in range(6):
+        fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam"))
+    assert fe.cache.ids() == [0, 1, 2, 3, 4, 5]
+    out = fe.verify_loop(5, [5, 4, 3, 2, 1])
+    assert [o.status for o in out[:2]] == ["self_loop", "too_close"]
+    assert all(o.correspondence is None for o in out[:2]) and "loop_min_id_gap 2" in out[1].message
+    # 3 eligible candidates, 2 matched: without scores the first ones in request order
+    assert [o.status for o in out[2:4]] == ["verified", "verified"]
+    assert out[4].status == "too_many_candidates" and out[4].correspondence is None
+    scored = fe.verify_loop(5, [3, 2, 1], candidate_scores=[0.1, 0.9, 0.5])
+    assert [o.status for o in scored] == ["too_many_candidates", "verified", "verified"]
+    assert [o.correspondence.reference_id for o in scored[1:]] == [2, 1]
+    with pytest.raises(ValueError, match="candidate_scores"):
+        fe.verify_loop(5, [3, 2], candidate_scores=[0.5])
+    assert not any(o.query_missing for o in out)
+    assert all(o.query_missing for o in fe.verify_loop(77, [1, 2]))
+
+
+def test_featureless_frames_never_become_keyframes(sequence):
+    """A black frame first is skipped (nothing to match, nothing to keep); later it gets its
+    odometry message but the previous keyframe stays the reference."""
+    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
+                                                 geometric_model="homography"))
+    black = np.zeros((480, 640), np.uint8)
+    with pytest.raises(FeaturelessFrameError, match="min_keyframe_keypoints 20"):
+        fe.process(Frame(black, 1, "cam"))
+    assert fe.cache.ids() == [] and fe._last_stamp_ns is None
+    first = fe.process(Frame(sequence.frame(0), int(sequence.stamps_ns[0]), "cam"))
+    assert first.is_keyframe and first.keyframe.id == 0
+    dark = fe.process(Frame(black, int(sequence.stamps_ns[1]), "cam"))
+    assert not dark.is_keyframe and dark.keyframe_reason == "too_few_keypoints"
+    assert dark.odometry is not None and dark.odometry.num_inliers == 0
+    assert any("keyframe 0 stays the reference" in w for w in dark.warnings)
+    after = fe.process(Frame(sequence.frame(2), int(sequence.stamps_ns[2]), "cam"))
+    assert after.reference_id == 0 and after.odometry.num_inliers > 50
+    assert after.is_keyframe and after.keyframe.id == 1   # max_frames=1: the next good frame
+
+
+def test_reset_forgets_keyframes_and_time_but_not_ids(sequence):
+    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
+                                                 loop_min_id_gap=1))
+    for i in range(3):
+        fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam"))
+    assert fe.reset() == 3 and len(fe.cache) == 0
+    again = fe.process(Frame(sequence.frame(0), int(sequence.stamps_ns[0]), "cam"))  # older stamp
+    assert again.is_keyframe and again.keyframe.id == 3 and again.odometry is None
+    assert [o.status for o in fe.verify_loop(3, [0])] == ["evicted"]

@@ -175,3 +175,49 @@ def test_camera_model_from_camera_info_fields():
     assert warnings[-1].startswith('P: ') and 'focal length' in warnings[-1]
     assert camera_model(k, d, p, 'plumb_bob', 1280, 960, (640, 480), warn=warnings.append) is None
     assert 'differs from image size' in warnings[-1]
+
+
+def test_compressed_header_gives_size_and_channels_without_decoding():
+    from superglue_ros.ros.conversions import compressed_header
+
+    for ext, params in (('.png', []), ('.jpg', []), ('.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+        for image, channels in ((BGR, 3), (GRAY, 1)):
+            data = cv2.imencode(ext, image, params)[1]
+            header = compressed_header(data.tobytes())
+            assert (header.width, header.height, header.channels) == (W, H, channels), ext
+            assert header.format == ('png' if ext == '.png' else 'jpeg') and header.bit_depth == 8
+    deep = compressed_header(cv2.imencode('.png', GRAY.astype(np.uint16) * 257)[1])
+    assert (deep.width, deep.height, deep.channels, deep.bit_depth) == (W, H, 1, 16)
+    alpha = compressed_header(cv2.imencode('.png', np.dstack([BGR, GRAY]))[1])
+    assert alpha.channels == 4
+
+
+def test_decompression_bombs_are_rejected_from_their_header():
+    """A 48 KB PNG that decodes to 20000x20000 (400 MB), and a JPEG whose frame header says
+    20000x20000: rejected by max_pixels before cv2 allocates anything."""
+    from ros_helpers import png_bomb
+
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageConversionError,
+                       match=r'png header: image too large: 20000x20000 = 400000000 pixels > '
+                             r'max_image_pixels 16777216 \(not decoded\)'):
+        compressed_to_array('png', bomb)
+    small = png_bomb(64, 48)
+    assert compressed_to_array('png', small).shape == (48, 64)
+    jpeg = bytearray(cv2.imencode('.jpg', BGR)[1].tobytes())
+    sof = jpeg.index(b'\xff\xc0')
+    jpeg[sof + 5:sof + 9] = (20000).to_bytes(2, 'big') * 2
+    with pytest.raises(ImageConversionError, match='jpeg header: image too large: 20000x20000'):
+        compressed_to_array('jpeg', bytes(jpeg))
+
+
+@pytest.mark.parametrize('payload,expected', [
+    (b'BM' + bytes(60), 'neither PNG nor JPEG'),
+    (b'\x89PNG\r\n\x1a\n' + bytes(30), 'PNG without a valid IHDR chunk'),
+    (b'\xff\xd8\xff\xe0\x00\x10' + bytes(14) + b'\xff\xd9', 'JPEG without a frame header'),
+    (b'\xff\xd8\xff\xe0\x00\x01' + bytes(10), "JPEG segment 0xE0 with length 1"),
+])
+def test_malformed_or_foreign_compressed_headers(payload, expected):
+    with pytest.raises(ImageConversionError, match=expected):
+        compressed_to_array('png', payload)

@@ -118,6 +118,18 @@ class KeyframeCache:
             evicted.append(victim)
         return evicted
 
+    def clear(self) -> list[int]:
+        """Evict every keyframe, pinned ones too (a request holding one keeps its object), e.g.
+        on a reset; ids keep increasing and the old ones answer ``was_evicted``. Returns them."""
+        with self._lock:
+            evicted = list(self._kfs)
+            for kid in evicted:
+                self._remember_evicted(kid)
+            self._kfs.clear()
+            self._sizes.clear()
+            self._nbytes = 0
+            return evicted
+
     def _remember_evicted(self, kid: int) -> None:
         self._num_evicted += 1
         self._evicted[kid] = None

@@ -30,7 +30,7 @@ from ..geometry import GeometricModel, normalize_points, verify
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
-from .policy import KeyframePolicy
+from .policy import KeyframeDecision, KeyframePolicy
 
 
 class FrameRejectedError(ValueError):
@@ -44,6 +44,11 @@ class BadFrameError(FrameRejectedError):
 
 class StaleFrameError(FrameRejectedError):
     """The frame's stamp is not newer than the last accepted frame's (duplicate or out of order)."""
+
+
+class FeaturelessFrameError(FrameRejectedError):
+    """No keyframe exists yet and the frame has fewer than min_keyframe_keypoints keypoints
+    (black, blank or blurred), so it can be neither matched nor made the first keyframe."""
 
 
 @dataclass
@@ -116,7 +121,7 @@ class FrameResult:
     image_size: tuple[int, int] = (0, 0)  # (w, h) original
     working_size: tuple[int, int] = (0, 0)  # (w, h) the extractor saw
     scale: tuple[float, float] = (1.0, 1.0)  # (sx, sy) = working / original
-    keyframe_reason: str = ""  # see policy.KeyframeDecision.reason
+    keyframe_reason: str = ""  # see policy.KeyframeDecision.reason; "too_few_keypoints" = refused
     reference_id: int | None = None  # keyframe matched against (None for the first frame)
     evicted_ids: list[int] = field(default_factory=list)  # keyframes evicted by adding this one
     loop_candidates: list[tuple[int, float]] = field(default_factory=list)  # (id, similarity) matched
@@ -129,14 +134,18 @@ class LoopVerification:
 
     status: 'verified' (>= min_loop_inliers), 'rejected' (matched, too few inliers),
     'unknown_query' / 'unknown_candidate' (id never seen), 'evicted' (query or candidate existed
-    but left the cache), 'failed' (not matched: matcher error, or over max_verify_candidates;
-    see message). correspondence is set for 'verified' and 'rejected'.
+    but left the cache), 'self_loop' (candidate == query), 'too_close' (fewer than
+    loop_min_id_gap ids from the query: a neighbour, not a loop), 'too_many_candidates' (not
+    among the max_verify_candidates kept), 'failed' (matcher error; see message).
+    correspondence is set for 'verified' and 'rejected' only, so nothing else can be published
+    as a loop closure.
     """
 
     candidate_id: int
     status: str
     correspondence: Correspondence | None
     message: str = ""
+    query_missing: bool = False  # the status is about the query (unknown or evicted), not the candidate
 
 
 def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
@@ -176,7 +185,10 @@ class FrontEnd:
       min_loop_inliers (int >= 1, default 40): inliers needed to publish/verify a loop closure.
       loop_geometric_model (as geometric_model, default 'auto').
       max_verify_candidates (int >= 1, default 16): verify_loop matches at most this many
-          candidates per request; the rest get status 'failed'.
+          candidates per request; the rest get status 'too_many_candidates'.
+      min_keyframe_keypoints (int >= 0, default 20): a frame with fewer keypoints never becomes
+          a keyframe (a black or featureless frame would cost the next frames their odometry);
+          the previous keyframe stays the reference, and without one the frame is rejected.
       global_descriptor ('lsh-bow' | 'thumbnail' | 'both', default 'lsh-bow'): see
           ``global_descriptor.py``.
       thumbnail_width (int >= 0, default 160): width of the gray debug thumbnail kept per
@@ -201,6 +213,7 @@ class FrontEnd:
         min_loop_inliers=40,
         loop_geometric_model="auto",
         max_verify_candidates=16,
+        min_keyframe_keypoints=20,
         global_descriptor="lsh-bow",
         thumbnail_width=160,
     )
@@ -222,9 +235,9 @@ class FrontEnd:
         if c["ransac_threshold_px"] <= 0:
             raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
         if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
-                or c["max_verify_candidates"] < 1:
+                or c["max_verify_candidates"] < 1 or c["min_keyframe_keypoints"] < 0:
             raise ValueError("need loop_min_id_gap >= 1, loop_top_k >= 0, min_loop_inliers >= 1, "
-                             "max_verify_candidates >= 1")
+                             "max_verify_candidates >= 1, min_keyframe_keypoints >= 0")
         self.extractor = extractor
         self.matcher = matcher
         self.policy = KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})
@@ -415,6 +428,12 @@ class FrontEnd:
             feats_work = self.extractor.extract(work)
         feats = self._to_original(feats_work, sx, sy, (w, h))
         timings["extract"] = time.perf_counter() - t0
+        min_kf_kpts = int(self.conf["min_keyframe_keypoints"])
+        if last_kf is None and len(feats.keypoints) < min_kf_kpts:
+            self.stats["frames_bad"] += 1
+            raise FeaturelessFrameError(
+                f"{len(feats.keypoints)} keypoints < min_keyframe_keypoints {min_kf_kpts} and no "
+                "keyframe yet: frame skipped")
 
         odometry = None
         num_inliers = 0
@@ -437,6 +456,11 @@ class FrontEnd:
             0.0 if last_kf is None else (stamp - last_kf.stamp_ns) * 1e-9,
             num_inliers, 0 if last_kf is None else len(last_kf.features.keypoints))
         timings["policy"] = time.perf_counter() - t0
+        if decision.is_keyframe and len(feats.keypoints) < min_kf_kpts:
+            decision = KeyframeDecision(False, "too_few_keypoints")
+            warnings.append(f"frame {frame_index}: {len(feats.keypoints)} keypoints < "
+                            f"min_keyframe_keypoints {min_kf_kpts}: not made a keyframe, keyframe "
+                            f"{last_kf.id} stays the reference")
 
         keyframe = None
         loops: list[Correspondence] = []
@@ -517,13 +541,23 @@ class FrontEnd:
                 out.append(corr)
         return out
 
-    def verify_loop(self, query_id: int, candidate_ids: list[int]) -> list[LoopVerification]:
+    def verify_loop(self, query_id: int, candidate_ids: list[int],
+                    candidate_scores: list[float] | None = None) -> list[LoopVerification]:
         """Match keyframe ``query_id`` against ``candidate_ids`` (one batched matcher call) and
-        verify geometrically. One result per candidate, in request order; never raises for
-        unknown/evicted ids (statuses 'unknown_query', 'unknown_candidate', 'evicted'); matcher
-        errors give 'failed' with the error text."""
+        verify geometrically. One result per candidate, in request order; never raises.
+
+        Only eligible candidates are matched: known, still cached, not the query itself
+        ('self_loop') and at least loop_min_id_gap ids away from it ('too_close'), as internal
+        loop closure requires. At most max_verify_candidates distinct ones are matched: the
+        first ones, or the highest ``candidate_scores`` (place-recognition similarity, one per
+        candidate) when given; the others get 'too_many_candidates'."""
         query_id = int(query_id)
         candidate_ids = [int(c) for c in candidate_ids]
+        if candidate_scores is not None and len(candidate_scores) != len(candidate_ids):
+            raise ValueError(f"{len(candidate_scores)} candidate_scores for "
+                             f"{len(candidate_ids)} candidate_ids")
+        gap = int(self.conf["loop_min_id_gap"])
+        limit = int(self.conf["max_verify_candidates"])
         with self.cache.pinned([query_id, *candidate_ids]):
             query = self.cache.get(query_id)
             if query is None:
@@ -531,24 +565,39 @@ class FrontEnd:
                     status, msg = "evicted", f"query keyframe {query_id} was evicted from the cache"
                 else:
                     status, msg = "unknown_query", f"query keyframe {query_id} is unknown"
-                return [LoopVerification(c, status, None, msg) for c in candidate_ids]
+                return [LoopVerification(c, status, None, msg, query_missing=True) for c in candidate_ids]
             results: list[LoopVerification | None] = [None] * len(candidate_ids)
-            todo: dict[int, Keyframe] = {}
+            eligible: dict[int, Keyframe] = {}
             for i, cid in enumerate(candidate_ids):
                 cand = self.cache.get(cid)
-                if cand is None:
+                if cid == query_id:
+                    results[i] = LoopVerification(cid, "self_loop", None,
+                                                  "candidate is the query keyframe itself")
+                elif abs(cid - query_id) < gap:
+                    results[i] = LoopVerification(
+                        cid, "too_close", None, f"candidate is {abs(cid - query_id)} keyframe "
+                        f"id(s) from the query, fewer than loop_min_id_gap {gap}")
+                elif cand is None:
                     if self.cache.was_evicted(cid):
                         results[i] = LoopVerification(cid, "evicted", None,
                                                       f"candidate keyframe {cid} was evicted from the cache")
                     else:
                         results[i] = LoopVerification(cid, "unknown_candidate", None,
                                                       f"candidate keyframe {cid} is unknown")
-                elif cid in todo or len(todo) < self.conf["max_verify_candidates"]:
-                    todo[cid] = cand
                 else:
+                    eligible[cid] = cand
+            order = list(eligible)
+            if candidate_scores is not None:
+                best = {}
+                for cid, score in zip(candidate_ids, candidate_scores):
+                    best[cid] = max(float(score), best.get(cid, float("-inf")))
+                order.sort(key=lambda c: -best[c])  # stable: ties keep request order
+            todo = {cid: eligible[cid] for cid in order[:limit]}
+            for i, cid in enumerate(candidate_ids):
+                if results[i] is None and cid not in todo:
                     results[i] = LoopVerification(
-                        cid, "failed", None, f"not matched: request has more than "
-                        f"max_verify_candidates={self.conf['max_verify_candidates']} candidates")
+                        cid, "too_many_candidates", None, f"not matched: more than "
+                        f"max_verify_candidates={limit} eligible candidates in the request")
             if todo:
                 try:
                     corrs = dict(zip(todo, self._match_and_verify(query, list(todo.values()))))
@@ -568,11 +617,13 @@ class FrontEnd:
                             f"{corr.num_inliers} inliers {'>=' if ok else '<'} min_loop_inliers {min_inl}")
             return results
 
-    def reset(self) -> None:
-        """Forget every keyframe and the last stamp (e.g. after a bag restart / time jump)."""
+    def reset(self) -> int:
+        """Forget every keyframe and the last stamp (bag restart, sim-time reset, another
+        camera). Keyframe ids keep increasing, so ids from before the reset stay unambiguous
+        (they answer 'evicted'). Waits for a running ``process``. Returns the keyframes dropped."""
         with self._process_lock, self._state_lock:
-            self.cache = KeyframeCache(int(self.conf["max_keyframes"]), int(self.conf["max_cache_bytes"]))
+            forgotten = self.cache.clear()
             self._last_stamp_ns = None
             self._frame_index = 0
             self._last_keyframe_frame_index = None
-            # keyframe ids keep increasing so ids from before the reset stay unambiguous
+            return len(forgotten)

@@ -10,6 +10,7 @@ C-contiguous copy that owns its memory (safe to keep after the message is releas
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -139,21 +140,114 @@ def mono16_to_uint8(values: np.ndarray, scaling: str = 'range') -> np.ndarray:
     raise ImageConversionError(f"unknown mono16 scaling '{scaling}' (use one of {MONO16_SCALINGS})")
 
 
-def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                        mono16_scaling: str = 'range') -> np.ndarray:
-    """Decode a jpeg/png payload (as in sensor_msgs/CompressedImage) to uint8 gray or BGR."""
-    import cv2
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}   # IHDR colour type -> decoded channels
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC
+# share the range but are DHT, JPG and DAC
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}   # TEM, RST0-7: markers without a length
 
-    buf = np.frombuffer(data, np.uint8)
-    if buf.size == 0:
+
+@dataclass(frozen=True)
+class CompressedHeader:
+    """What a PNG/JPEG header promises, read without decoding anything."""
+    format: str        # 'png' | 'jpeg'
+    width: int
+    height: int
+    channels: int      # as decoded (PNG palette -> 3)
+    bit_depth: int     # bits per channel sample
+
+
+def _png_header(buf: memoryview) -> CompressedHeader:
+    """PNG: the IHDR chunk must come first, right after the 8-byte signature (PNG spec 5.2)."""
+    if len(buf) < 33 or bytes(buf[12:16]) != b'IHDR' or int.from_bytes(buf[8:12], 'big') != 13:
+        raise ImageConversionError(f'PNG without a valid IHDR chunk ({len(buf)} bytes)')
+    width, height = int.from_bytes(buf[16:20], 'big'), int.from_bytes(buf[20:24], 'big')
+    depth, colour = buf[24], buf[25]
+    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
+        raise ImageConversionError(f'PNG with invalid colour type {colour} / bit depth {depth}')
+    return CompressedHeader('png', width, height, _PNG_CHANNELS[colour], depth)
+
+
+def _jpeg_header(buf: memoryview) -> CompressedHeader:
+    """JPEG: walk the marker segments after SOI up to the first SOFn (ITU-T T.81, B.1-B.2)."""
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            raise ImageConversionError(f'JPEG marker expected at byte {pos}, found 0x{buf[pos]:02X}')
+        marker = buf[pos + 1]
+        if marker == 0xFF:          # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or start of scan before any frame header
+            break
+        length = int.from_bytes(buf[pos + 2:pos + 4], 'big')
+        if length < 2:
+            raise ImageConversionError(f'JPEG segment 0x{marker:02X} with length {length}')
+        if marker in _JPEG_SOF:
+            if length < 8 or pos + 10 > len(buf):
+                raise ImageConversionError('JPEG frame header truncated')
+            depth = buf[pos + 4]
+            height = int.from_bytes(buf[pos + 5:pos + 7], 'big')
+            width = int.from_bytes(buf[pos + 7:pos + 9], 'big')
+            if height == 0:
+                raise ImageConversionError('JPEG whose height is given later (DNL marker): unsupported')
+            return CompressedHeader('jpeg', width, height, buf[pos + 9], depth)
+        pos += 2 + length
+    raise ImageConversionError(f'JPEG without a frame header (SOF marker) ({len(buf)} bytes)')
+
+
+def compressed_header(data) -> CompressedHeader:
+    """Size and channels of a PNG or JPEG payload from its header alone (no decoding, so a
+    "decompression bomb" costs nothing); ImageConversionError for anything else.
+    data: bytes-like (bytes, array.array, numpy uint8), read in place."""
+    buf = memoryview(data).cast('B')
+    if bytes(buf[:8]) == PNG_SIGNATURE:
+        return _png_header(buf)
+    if bytes(buf[:2]) == b'\xff\xd8':
+        return _jpeg_header(buf)
+    raise ImageConversionError(f'compressed payload is neither PNG nor JPEG (starts with '
+                               f'{bytes(buf[:8])!r})')
+
+
+def check_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> CompressedHeader:
+    """Everything about a compressed payload that can be checked before decoding it: not
+    empty, not compressedDepth, a PNG/JPEG header within ``max_pixels``."""
+    if len(data) == 0:
         raise ImageConversionError(f"empty compressed image (format '{fmt}')")
     if 'compresseddepth' in fmt.lower().replace(' ', ''):
         raise ImageConversionError(f"unsupported compressed format '{fmt}' (compressedDepth)")
+    try:
+        header = compressed_header(data)
+    except ImageConversionError as error:
+        raise ImageConversionError(f"could not decode compressed image (format '{fmt}', "
+                                   f'{len(data)} bytes): {error}') from None
+    try:
+        _check_size(header.height, header.width, max_pixels)
+    except ImageConversionError as error:
+        raise ImageConversionError(f'{header.format} header: {error} (not decoded)') from None
+    return header
+
+
+def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        mono16_scaling: str = 'range') -> np.ndarray:
+    """Decode a jpeg/png payload (as in sensor_msgs/CompressedImage) to uint8 gray or BGR.
+    The header is checked against ``max_pixels`` first (``check_compressed``), so decoding
+    never allocates more than max_pixels x channels x 2 bytes."""
+    import cv2
+
+    header = check_compressed(fmt, data, max_pixels)
+    buf = np.frombuffer(data, np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageConversionError(
             f"could not decode compressed image (format '{fmt}', {buf.size} bytes)")
-    _check_size(image.shape[0], image.shape[1], max_pixels)
+    if (image.shape[1], image.shape[0]) != (header.width, header.height):
+        raise ImageConversionError(f'decoded {header.format} is {image.shape[1]}x{image.shape[0]}, '
+                                   f'its header says {header.width}x{header.height}')
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 4:

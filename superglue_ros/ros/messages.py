@@ -38,7 +38,9 @@ _NAN = float('nan')
 LOOP_STATUSES = {'verified': LoopResult.VERIFIED, 'rejected': LoopResult.REJECTED,
                  'unknown_query': LoopResult.UNKNOWN_QUERY,
                  'unknown_candidate': LoopResult.UNKNOWN_CANDIDATE,
-                 'evicted': LoopResult.EVICTED, 'failed': LoopResult.FAILED}
+                 'evicted': LoopResult.EVICTED, 'failed': LoopResult.FAILED,
+                 'busy': LoopResult.BUSY, 'too_many_candidates': LoopResult.TOO_MANY_CANDIDATES,
+                 'self_loop': LoopResult.SELF_LOOP, 'too_close': LoopResult.TOO_CLOSE}
 
 
 # ------------------------------------------------------------------------------------------

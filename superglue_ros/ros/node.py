@@ -1,22 +1,25 @@
 """superglue_node: camera streams -> FrontEnd -> correspondence messages.
 
-A thin adapter. Subscription callbacks convert the message to an array and keep only the
-newest frame per camera (a frame still waiting when a newer one arrives is dropped and
-counted, never queued); one worker thread hands frames to each camera's ``FrontEnd`` and
-publishes what it returns. Loop requests (topic and service) run on their own callback
-group with a bounded number in flight, so they never hold up the image callbacks.
+A thin adapter. Subscription callbacks check stamp and frame_id (``StreamGate``) and the
+image's size (raw images are converted, compressed ones checked from their header only), and
+keep only the newest frame per camera (a frame still waiting when a newer one arrives is
+dropped and counted, never queued); one worker thread decodes compressed frames, hands frames
+to each camera's ``FrontEnd`` and publishes what it returns. Loop requests (topic and service)
+run on their own callback group with a bounded number in flight, so they never hold up the
+image callbacks. SIGINT/SIGTERM stop the worker before the ROS context is shut down.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
               <cam>/loop_candidates (superglue_ros_msgs/LoopCandidates)
   publishes   <cam>/correspondences, <cam>/keyframes, <cam>/debug_image
-  service     <cam>/verify_loop (superglue_ros_msgs/VerifyLoop)
+  services    <cam>/verify_loop (superglue_ros_msgs/VerifyLoop), <cam>/reset (superglue_ros_msgs/Reset)
 and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 """
 from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import threading
 import time
@@ -36,18 +39,20 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
-from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
+from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
 
 from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
-from .conversions import ImageConversionError
+from .conversions import ImageConversionError, check_compressed
 from .camera_info import CameraInfoBuffer
 from .messages import (array_to_image_msg, camera_info_to_model, compressed_msg_to_array,
                        correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
                        loop_result_to_msg, relative_pose_msg, stamp_to_ns)
 from .parameters import ParameterSpec, all_parameters, check_value
+from .stream_gate import StreamGate
 
 NODE_NAME = 'superglue_node'
 LATENCY_WINDOW = 200
@@ -92,10 +97,12 @@ class ThrottledLog:
 
 @dataclass
 class PendingFrame:
-    image: np.ndarray
+    image: np.ndarray | None     # converted raw image, or None while `compressed` is undecoded
     stamp_ns: int
     frame_id: str
     received: float  # time.monotonic() when the message arrived
+    generation: int = 0          # StreamGate generation the frame was let through in
+    compressed: object = None    # CompressedImage whose header passed, decoded by the worker
 
 
 @dataclass
@@ -103,9 +110,9 @@ class CameraStream:
     """One camera: its FrontEnd, the newest unprocessed frame and counters for diagnostics."""
     name: str
     frontend: FrontEnd
+    gate: StreamGate = field(default_factory=StreamGate)
     pending: PendingFrame | None = None
-    last_stamp_ns: int = -1
-    frame_id: str | None = None
+    reset_pending: bool = False                   # the gate saw a time jump / new frame_id
     camera_infos: CameraInfoBuffer = field(default_factory=CameraInfoBuffer)
     camera_cache: tuple = (None, None, None)      # (info msg, image size, CameraModel or None)
     info_subscriptions: list = field(default_factory=list)   # volatile, then transient-local
@@ -120,6 +127,10 @@ class CameraStream:
     last_diag: tuple = (0.0, 0, 0)                # (time, processed, dropped) at the last report
     debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
     publishers: dict = field(default_factory=dict)
+
+    @property
+    def frame_id(self) -> str | None:
+        return self.gate.frame_id
 
 
 def _topic(camera: str, name: str) -> str:
@@ -175,7 +186,8 @@ class SuperGlueNode(Node):
                 frontend = FrontEnd(self.extractor, self.matcher, frontend_conf)
             except (ValueError, TypeError) as error:
                 raise StartupError(f'invalid front-end parameters: {error}') from error
-            cam = CameraStream(name, frontend, last_diag=(time.monotonic(), 0, 0))
+            gate = StreamGate({key: p[key] for key in StreamGate.default_conf})
+            cam = CameraStream(name, frontend, gate, last_diag=(time.monotonic(), 0, 0))
             try:
                 self._wire(cam, qos, sensor_group)
             except NameValidationException as error:
@@ -278,6 +290,9 @@ class SuperGlueNode(Node):
         keyframe_qos = QoSProfile(depth=self.p['keyframe_history'], history=HistoryPolicy.KEEP_LAST,
                                   durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                   reliability=ReliabilityPolicy.RELIABLE)
+        self.create_service(Reset, _topic(cam.name, 'reset'),
+                            lambda req, res, c=cam: self._on_reset(c, res),
+                            callback_group=self.request_group)
         cam.publishers = dict(
             correspondences=self.create_publisher(Correspondences, _topic(cam.name, 'correspondences'), 10),
             relative_pose=self.create_publisher(PoseWithCovarianceStamped,
@@ -292,22 +307,21 @@ class SuperGlueNode(Node):
         received = time.monotonic()
         where = f"camera '{cam.name or '.'}'"
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        frame_id = msg.header.frame_id
-        if self.p['frame_id_check'] and cam.frame_id is not None and frame_id != cam.frame_id:
+        decision = cam.gate.check(stamp_ns, msg.header.frame_id,
+                                  self.get_clock().now().nanoseconds)
+        if decision.action == 'skip':
             cam.rejected += 1
-            self.warn(f"{where}: frame from unknown camera frame_id '{frame_id}' (this stream is "
-                      f"'{cam.frame_id}'): skipped")
+            self.warn(f'{where}: {decision.message}')
             return
-        if stamp_ns <= cam.last_stamp_ns:
-            cam.rejected += 1
-            kind = 'duplicate' if stamp_ns == cam.last_stamp_ns else 'out-of-order'
-            self.warn(f'{where}: {kind} stamp {stamp_ns} ns (last accepted {cam.last_stamp_ns} ns): '
-                      'frame skipped')
-            return
+        if decision.action == 'reset':
+            self.get_logger().warning(f'{where}: {decision.message}')
+            with self._wake:
+                cam.reset_pending = True   # the worker resets the FrontEnd before the next frame
+        image, payload = None, None
         try:
-            if compressed:
-                image = compressed_msg_to_array(msg, max_pixels=self.p['max_image_pixels'],
-                                                mono16_scaling=self.p['mono16_scaling'])
+            if compressed:   # header only: decoding waits for the worker, after the drop policy
+                check_compressed(msg.format, msg.data, self.p['max_image_pixels'])
+                payload = msg
             else:
                 image = image_msg_to_array(msg, max_pixels=self.p['max_image_pixels'],
                                            mono16_scaling=self.p['mono16_scaling'],
@@ -316,13 +330,11 @@ class SuperGlueNode(Node):
             cam.rejected += 1
             self.warn(f'{where}: image rejected: {error}')
             return
-        cam.last_stamp_ns = stamp_ns
-        if cam.frame_id is None:
-            cam.frame_id = frame_id
         with self._wake:
             if cam.pending is not None:
                 cam.dropped += 1
-            cam.pending = PendingFrame(image, stamp_ns, frame_id, received)
+            cam.pending = PendingFrame(image, stamp_ns, msg.header.frame_id, received,
+                                       decision.generation, payload)
             self._wake.notify()
 
     def _watch_camera_info_publishers(self) -> None:
@@ -406,23 +418,49 @@ class SuperGlueNode(Node):
             try:
                 self._process(cam, item)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
+                if not self.context.ok():
+                    return   # shut down from outside while publishing: nothing to report
                 cam.failed += 1
                 self.warn(f"camera '{cam.name or '.'}': processing failed: "
                           f'{type(error).__name__}: {error}', level='error')
 
+    def _apply_pending_reset(self, cam: CameraStream) -> None:
+        with self._wake:
+            if not cam.reset_pending:
+                return
+            cam.reset_pending = False
+        cam.frontend.reset()
+        cam.debug_images.clear()
+
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
+        self._apply_pending_reset(cam)
+        if item.generation != cam.gate.generation:
+            cam.dropped += 1   # let through before a reset: it belongs to the old stream
+            return
+        where = f"camera '{cam.name or '.'}'"
+        if item.image is None:
+            try:
+                item.image = compressed_msg_to_array(item.compressed,
+                                                     max_pixels=self.p['max_image_pixels'],
+                                                     mono16_scaling=self.p['mono16_scaling'])
+            except ImageConversionError as error:
+                cam.rejected += 1
+                self.warn(f'{where}: image rejected: {error}')
+                return
+            item.compressed = None
         camera, problem = self._camera_for(cam, item)
         if problem:
             cam.rejected += 1
-            self.warn(f"camera '{cam.name or '.'}': frame {item.stamp_ns} ns skipped: {problem}")
+            self.warn(f"{where}: frame {item.stamp_ns} ns skipped: {problem}")
             return
         try:
             result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
                                                 camera=camera))
         except FrameRejectedError as error:
             cam.rejected += 1
-            self.warn(f"camera '{cam.name or '.'}': frame rejected: {error}")
+            self.warn(f'{where}: frame rejected: {error}')
             return
+        cam.gate.accepted(item.stamp_ns, item.frame_id, item.generation)
         for text in result.warnings:
             self.warn(f"camera '{cam.name or '.'}': {text}")
         pubs = cam.publishers
@@ -494,19 +532,23 @@ class SuperGlueNode(Node):
 
     # -- loop requests -----------------------------------------------------------------------
 
-    def _verify(self, cam: CameraStream, query_id: int, candidate_ids: list[int]):
-        """(success, summary, [LoopResult]) for one request; never raises."""
+    def _verify(self, cam: CameraStream, query_id: int, candidate_ids: list[int],
+                candidate_scores: list[float] | None = None):
+        """(success, summary, [LoopResult]) for one request; never raises. success is False
+        when the request could not be processed: busy, query unknown/evicted, matcher error."""
+        where = f"camera '{cam.name or '.'}'"
         if not self._request_slots.acquire(blocking=False):
             text = (f"busy: {self.p['max_pending_requests']} loop requests already in progress "
                     '(max_pending_requests); retry later')
-            self.warn(f"camera '{cam.name or '.'}': loop request for keyframe {query_id} refused, {text}")
-            return False, text, [LoopResult(candidate_id=int(c), status=LoopResult.FAILED, message=text)
+            self.warn(f'{where}: loop request for keyframe {query_id} refused, {text}')
+            return False, text, [LoopResult(candidate_id=int(c), status=LoopResult.BUSY, message=text)
                                  for c in candidate_ids]
         try:
-            results = cam.frontend.verify_loop(int(query_id), [int(c) for c in candidate_ids])
+            results = cam.frontend.verify_loop(int(query_id), [int(c) for c in candidate_ids],
+                                               candidate_scores)
         except Exception as error:  # noqa: BLE001 - a request must never take the node down
             text = f'verification failed: {type(error).__name__}: {error}'
-            self.warn(f"camera '{cam.name or '.'}': {text}", level='error')
+            self.warn(f'{where}: {text}', level='error')
             return False, text, [LoopResult(candidate_id=int(c), status=LoopResult.FAILED, message=text)
                                  for c in candidate_ids]
         finally:
@@ -515,14 +557,18 @@ class SuperGlueNode(Node):
         msgs = [loop_result_to_msg(r, self._corr_msg(cam, r.correspondence, names)
                                    if r.correspondence is not None else None) for r in results]
         statuses = [r.status for r in results]
-        for status in ('unknown_query', 'unknown_candidate', 'evicted'):
+        for status in ('unknown_query', 'unknown_candidate', 'evicted', 'self_loop', 'too_close',
+                       'too_many_candidates', 'failed'):
             if status in statuses:
-                self.warn(f"camera '{cam.name or '.'}': loop request query {query_id}: "
+                self.warn(f'{where}: loop request query {query_id}: '
                           f'{statuses.count(status)} candidate(s) {status}')
-        success = 'unknown_query' not in statuses
+        query_missing = any(r.query_missing for r in results)
+        success = not query_missing and 'failed' not in statuses
         summary = f"{statuses.count('verified')} of {len(statuses)} candidates verified"
-        if not success:
-            summary = f'query keyframe {query_id} is unknown; ' + summary
+        if query_missing:
+            summary = f'{results[0].message}; ' + summary
+        elif not success:
+            summary = 'matching failed; ' + summary
         return success, summary, msgs
 
     def _on_verify_loop(self, cam: CameraStream, request, response):
@@ -531,7 +577,13 @@ class SuperGlueNode(Node):
         return response
 
     def _on_loop_candidates(self, cam: CameraStream, msg) -> None:
-        _, _, results = self._verify(cam, msg.query_id, list(msg.candidate_ids))
+        candidate_ids, scores = list(msg.candidate_ids), list(msg.candidate_scores) or None
+        if scores is not None and len(scores) != len(candidate_ids):
+            self.warn(f"camera '{cam.name or '.'}': loop_candidates for keyframe {msg.query_id}: "
+                      f'{len(scores)} candidate_scores for {len(candidate_ids)} candidate_ids, '
+                      'scores ignored')
+            scores = None
+        _, _, results = self._verify(cam, msg.query_id, candidate_ids, scores)
         for result in results:
             if result.status == LoopResult.VERIFIED:
                 cam.publishers['correspondences'].publish(result.correspondences)
@@ -549,6 +601,21 @@ class SuperGlueNode(Node):
         else:
             response.success = False
             response.message = f'keyframe {request.id} was never seen in session {self.session_id}'
+        return response
+
+    def _on_reset(self, cam: CameraStream, response):
+        """The reset service: forget this camera's keyframes, time and frame_id."""
+        with self._wake:
+            if cam.pending is not None:
+                cam.pending = None
+                cam.dropped += 1
+            cam.reset_pending = False
+        cam.gate.reset()
+        forgotten = cam.frontend.reset()   # waits for a frame in progress
+        cam.debug_images.clear()
+        response.success = True
+        response.message = f"camera '{cam.name or '.'}' reset: {forgotten} keyframes forgotten"
+        self.get_logger().info(f'{response.message} (reset service)')
         return response
 
     # -- diagnostics -------------------------------------------------------------------------
@@ -596,12 +663,16 @@ class SuperGlueNode(Node):
                                  latencies_s=lat.tolist())
         return out
 
-    def destroy_node(self):
+    def stop_worker(self, timeout_s: float = 10.0) -> None:
+        """Let the worker finish the frame in progress (and publish it), then end it."""
         with self._wake:
             self._stop = True
             self._wake.notify_all()
         if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=timeout_s)
+
+    def destroy_node(self):
+        self.stop_worker()
         return super().destroy_node()
 
 
@@ -632,7 +703,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
-    rclpy.init(args=['superglue-node'] + args)
+    # SIGINT/SIGTERM only set an event: the worker is stopped while the context is still valid
+    # (rclpy's own handlers would shut the context down under a publishing worker)
+    rclpy.init(args=['superglue-node'] + args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = None
     try:
         try:
@@ -643,18 +719,27 @@ def main(argv: list[str] | None = None) -> int:
         threads = options.threads or node.p['max_pending_requests'] + 2
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown()
+        spinner = threading.Thread(target=_spin, args=(executor,), name='superglue_spin', daemon=True)
+        spinner.start()
+        while not stop.is_set() and spinner.is_alive():
+            stop.wait(0.5)
+        node.get_logger().info('shutting down')
+        node.stop_worker()
+        executor.shutdown()
+        spinner.join(timeout=10.0)
         return 0
     finally:
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def _spin(executor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
 
 
 if __name__ == '__main__':

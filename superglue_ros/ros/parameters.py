@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from ..features import PRESETS
 from ..frontend.pipeline import FrontEnd
+from .stream_gate import StreamGate
+
+GATE = StreamGate.default_conf   # the stream checks' defaults live with their code
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,17 @@ NODE_PARAMETERS = (
                   "uses camera_info P[:, :3] and no distortion; false = raw images, K with the "
                   "distortion D (plumb_bob, rational_polynomial, equidistant) undistorting the "
                   "keypoints"),
-    ParameterSpec('frame_id_check', True, "skip frames whose header.frame_id differs from the first "
-                  "one seen on that camera (another camera publishing on the topic), and frames "
-                  "whose camera_info has another frame_id"),
+    ParameterSpec('frame_id_check', GATE['frame_id_check'], "skip frames whose header.frame_id "
+                  "differs from that of the camera's first processed frame (another camera "
+                  "publishing on the topic) and frames whose camera_info has another frame_id; "
+                  "stream_change_frames consecutive frames from one new id switch to it"),
+    ParameterSpec('stream_change_frames', GATE['stream_change_frames'], 'consecutive frames that '
+                  'must agree on a new frame_id, or on a backward time jump (looped bag, sim-time '
+                  "reset), before the camera's state is reset to follow them; fewer are skipped "
+                  'as strays', range=(1, 1000, 1)),
+    ParameterSpec('max_future_stamp_s', GATE['max_future_stamp_s'], 'frames stamped more than this '
+                  "many seconds ahead of the node's clock are skipped (0 = no check; no check "
+                  'either while use_sim_time has no clock yet)', range=(0.0, 1e6)),
     ParameterSpec('debug_image', 'on_subscribe', "publish '<camera>/debug_image' (matches drawn, "
                   "inliers green, outliers red): 'always', 'on_subscribe' or 'never'",
                   choices=('always', 'on_subscribe', 'never'), read_only=False),
@@ -119,7 +130,9 @@ _FRONTEND_DESCRIPTIONS = {
     'loop_geometric_model': "loop verification model: 'auto', 'essential', 'fundamental', "
                             "'homography'",
     'max_verify_candidates': "candidates matched per verify_loop request; the rest get status "
-                             "FAILED",
+                             "TOO_MANY_CANDIDATES",
+    'min_keyframe_keypoints': 'a frame with fewer keypoints never becomes a keyframe (the last '
+                              'keyframe stays the reference; without one the frame is skipped)',
     'global_descriptor': "place-recognition descriptor: 'lsh-bow', 'thumbnail' or 'both'",
     'thumbnail_width': 'width of the gray thumbnail kept per keyframe for debug drawing (0 = none)',
 }
@@ -134,6 +147,7 @@ _FRONTEND_RANGES = {
     'loop_min_id_gap': (1, 100000, 1), 'loop_top_k': (0, 64, 1),
     'loop_min_similarity': (-1.0, 1.0), 'min_loop_inliers': (1, 100000, 1),
     'max_verify_candidates': (1, 1024, 1), 'thumbnail_width': (0, 4096, 1),
+    'min_keyframe_keypoints': (0, 100000, 1),
 }
 _FRONTEND_CHOICES = {
     'resize_mode': ('fit', 'stretch'),

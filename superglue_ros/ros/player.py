@@ -54,15 +54,19 @@ def camera_info_msg(K: np.ndarray, width: int, height: int, stamp_ns: int, frame
 
 
 class SequencePlayer(Node):
-    """Publishes `sequence` once (or `loops` times) at `rate` Hz, then sets `done`."""
+    """Publishes `sequence` once (or `loops` times) at `rate` Hz, then sets `done`. Stamps are
+    1/rate apart from the first frame's wall time, or (`wall_stamps`) each frame's own wall
+    time at publishing, as a camera stamps its captures even when the timer falls behind."""
 
     def __init__(self, sequence: SyntheticSequence, rate: float = 10.0, encoding: str = 'bgr8',
                  frame_id: str = 'synthetic_camera', loops: int = 1, reliable: bool = False,
-                 publish_camera_info: bool = True, node_name: str = 'superglue_player', **kwargs):
+                 publish_camera_info: bool = True, node_name: str = 'superglue_player',
+                 wall_stamps: bool = False, **kwargs):
         super().__init__(node_name, **kwargs)
         if encoding not in ENCODINGS:
             raise ValueError(f'unsupported player encoding {encoding!r} (choose from {ENCODINGS})')
         self.sequence, self.encoding, self.frame_id = sequence, encoding, frame_id
+        self.wall_stamps = wall_stamps
         self.total = len(sequence) * max(1, int(loops))
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE if reliable
                          else ReliabilityPolicy.BEST_EFFORT)
@@ -83,7 +87,7 @@ class SequencePlayer(Node):
         if self._start_ns is None:
             self._start_ns = time.time_ns()
         index = k % len(self.sequence)
-        stamp_ns = self._start_ns + k * self.period_ns
+        stamp_ns = time.time_ns() if self.wall_stamps else self._start_ns + k * self.period_ns
         if self.info_pub is not None:
             self.info_pub.publish(camera_info_msg(self.sequence.K, self.sequence.width,
                                                   self.sequence.height, stamp_ns, self.frame_id))
