@@ -14,6 +14,7 @@ import pytest
 
 from superglue_ros.evaluation.cli import main as eval_main
 from superglue_ros.evaluation.metrics import angle_error_mat
+from superglue_ros.evaluation.pose_eval import epipolar_distances_px
 from superglue_ros.evaluation.real_eval import evaluate_real, load_real_set
 from superglue_ros.evaluation.real_pairs import (euroc_stereo_pairs, kitti_pairs, photo_pairs,
                                                  undistort_points)
@@ -22,17 +23,6 @@ from superglue_ros.geometry import verify
 
 REAL = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets' / 'real'
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f'no real datasets at {REAL}')
-
-
-def epipolar_distances_px(pts0, pts1, pair) -> np.ndarray:
-    """Mean of the two point-to-epipolar-line distances (pixels) under the pair's ground truth."""
-    t = pair.t
-    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ pair.R
-    F = np.linalg.inv(pair.K1).T @ E @ np.linalg.inv(pair.K0)
-    h0, h1 = np.c_[pts0, np.ones(len(pts0))], np.c_[pts1, np.ones(len(pts1))]
-    lines1, lines0 = h0 @ F.T, h1 @ F
-    residual = np.abs((h1 * lines1).sum(1))
-    return 0.5 * (residual / np.hypot(*lines1[:, :2].T) + residual / np.hypot(*lines0[:, :2].T))
 
 
 def verified_sift(pair, undistort=True):
@@ -112,10 +102,10 @@ def test_ground_truth_agrees_with_verified_sift(set_name, index, bar_px):
     pair = load_real_set(set_name, REAL, max_pairs=3)[index]
     pts0, pts1 = verified_sift(pair)
     assert len(pts0) > 200
-    assert np.median(epipolar_distances_px(pts0, pts1, pair)) < bar_px
+    assert np.median(epipolar_distances_px(pts0, pts1, pair.T_0to1, pair.K0, pair.K1)) < bar_px
     if set_name == 'euroc':  # the lens must be modelled: distorted pixels miss the lines
         raw0, raw1 = verified_sift(pair, undistort=False)
-        assert np.median(epipolar_distances_px(raw0, raw1, pair)) > 0.5
+        assert np.median(epipolar_distances_px(raw0, raw1, pair.T_0to1, pair.K0, pair.K1)) > 0.5
 
 
 def test_evaluate_real_sift_few_pairs_per_set():
@@ -179,3 +169,30 @@ def test_eval_cli_real(tmp_path, capsys):
     assert (out / 'results.png').stat().st_size > 10_000
     with pytest.raises(SystemExit):
         eval_main(['--real', str(REAL), '--real_sets', 'kitti99'])
+
+
+def test_matcher_study_reproduces_the_matcher_and_is_consistent():
+    """The study re-runs SuperGlue's Sinkhorn on stored scores; its default variant must be the
+    product's matcher, and the sweeps must move the way thresholds do."""
+    from superglue_ros.evaluation.matcher_study import THRESHOLDS, auc5_difference, study
+    from superglue_ros.evaluation.pose_eval import extract_at
+    pairs = load_real_set('kitti07', REAL, max_pairs=2)
+    extractor, matcher = build_preset('superglue', extractor=dict(max_keypoints=256,
+                                                                  precision='fp32'),
+                                      matcher=dict(runtime='reference'))
+    report = study(pairs, extractor, matcher.model, [640], progress=False)
+    variants = report['variants']
+    product = [len(matcher.match(*(extract_at(extractor, image, [640])
+                                   for image in (pair.image0, pair.image1)))) for pair in pairs]
+    assert abs(variants['sg t=0.2 it=100']['num_matches'] - np.mean(product)) <= 1.0
+    counts = [variants[f'sg t={t} it=100']['num_matches'] for t in THRESHOLDS]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    mnn_counts = [variants[f'mnn dist<={d}']['num_matches'] for d in (0.6, 0.8, 1.0)]
+    assert mnn_counts == sorted(mnn_counts) and mnn_counts[-1] <= variants['mnn']['num_matches']
+    assert variants['mnn oracle<1px']['inlier_ratio'] > 0.8  # all lie on the GT lines
+    assert sum(b['count'] for b in report['reliability']) == sum(
+        r['num_matches'] for r in report['per_pair']['sg t=0.0 it=100'])
+    assert 0 <= report['sg_matches_also_mnn'] <= 1
+    assert report['dustbin_mass_correct'] < report['dustbin_mass_wrong']
+    rows = report['per_pair']['mnn']
+    assert auc5_difference(rows, rows, resamples=50) == (0.0, 0.0)

@@ -189,6 +189,21 @@ def matched_points(feats0, feats1, matches) -> tuple[np.ndarray, np.ndarray]:
             feats1.keypoints[idx1].astype(np.float64))
 
 
+def epipolar_distances_px(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
+    """Mean of the two point-to-epipolar-line distances [K] in pixels under the GT pose
+    (pinhole pixels; the threshold people reason in, unlike epipolar_errors)."""
+    if len(pts0) == 0:
+        return np.zeros(0)
+    t = T_0to1[:3, 3]
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ T_0to1[:3, :3]
+    F = np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
+    h0, h1 = np.c_[pts0, np.ones(len(pts0))], np.c_[pts1, np.ones(len(pts1))]
+    lines1, lines0 = h0 @ F.T, h1 @ F
+    residual = np.abs((h1 * lines1).sum(1))
+    return 0.5 * (residual / np.hypot(lines1[:, 0], lines1[:, 1])
+                  + residual / np.hypot(lines0[:, 0], lines0[:, 1]))
+
+
 def evaluate_pose(extractor, matcher, pairs: list[PosePair], input_dir, resize=-1,
                   threshold_px=1.0, estimator=DEFAULT_ESTIMATOR, epipolar_threshold=5e-4,
                   progress=False, return_per_pair=False, desc='pose') -> dict:
@@ -228,7 +243,7 @@ def summarize_pose(per_pair: list[dict], thresholds=AUC_THRESHOLDS_DEG) -> dict:
     summary = dict(num_pairs=len(per_pair))
     for key in ('precision', 'num_keypoints0', 'num_matches', 'num_correct', 'num_inliers',
                 'inlier_ratio', 'extract_ms', 'match_ms'):
-        values = np.array([p[key] for p in per_pair], np.float64)
+        values = np.array([p[key] for p in per_pair if key in p], np.float64)
         values = values[np.isfinite(values)]
         summary[key] = float(values.mean()) if len(values) else float('nan')
     aucs = error_auc([p['error_pose'] for p in per_pair], thresholds)
