@@ -11,7 +11,7 @@ from skimage import data
 from superglue_ros.evaluation import (evaluate_homography, evaluate_pose,
                                       make_homography_pairs)
 from superglue_ros.evaluation.cli import main as eval_main
-from superglue_ros.evaluation.pose_eval import PosePair, write_pose_pairs
+from superglue_ros.evaluation.pose_eval import PosePair, working_size, write_pose_pairs
 from superglue_ros.features import build_preset
 from superglue_ros.homography import warp_image
 
@@ -86,6 +86,20 @@ def plane_views(tmp_path):
         pairs.append(PosePair(f'view{index}_0.png', f'view{index}_1.png', K, K, T))
     write_pose_pairs(tmp_path / 'pairs.txt', pairs)
     return pairs
+
+
+def test_working_size_longest_side_or_fit():
+    # KITTI 07 (1226x370) and a portrait photo (683x1024): superglue-match's longest side 640
+    # and the node's fit inside 640x480 agree on the wide image, not on the tall one
+    assert working_size(1226, 370, [640]) == working_size(1226, 370, 640) == (640, 193)
+    assert working_size(1226, 370, [640, 480]) == (640, 193)
+    assert working_size(683, 1024, [640]) == (427, 640)
+    assert working_size(683, 1024, [640, 480]) == (320, 480)
+    assert working_size(320, 240, [640, 480]) == (320, 240)  # fit never upscales
+    assert working_size(320, 240, [640]) == (640, 480)      # longest side does
+    assert working_size(752, 480, None) == working_size(752, 480, [-1]) == (752, 480)
+    with pytest.raises(ValueError, match='one value'):
+        working_size(752, 480, [1, 2, 3])
 
 
 def test_evaluate_pose_on_plane(tmp_path):

@@ -75,20 +75,25 @@ def relative_transform(R0, t0, R1, t1) -> np.ndarray:
 
 def read_middlebury_par(par_file) -> dict:
     """Middlebury multi-view `*_par.txt` -> {name: (K, R, t)} (projection = K [R t])."""
-    par_file = pathlib.Path(par_file)
+    lines = pathlib.Path(par_file).read_text().split('\n')
+    return parse_cameras(lines[1:], par_file, 2)  # first line: number of cameras
+
+
+def parse_cameras(lines, source='', first_number=1) -> dict:
+    """Lines `name K(9) R(9) t(3)` (world-to-camera, x = K (R X + t)) -> {name: (K, R, t)};
+    ValueError naming source:line on malformed input."""
     cameras = {}
-    lines = par_file.read_text().split('\n')
-    for number, line in enumerate(lines[1:], 2):  # first line: number of cameras
+    for number, line in enumerate(lines, first_number):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 22:
-            raise ValueError(f'{par_file}:{number}: expected 22 columns (name K(9) R(9) t(3)),'
+            raise ValueError(f'{source}:{number}: expected 22 columns (name K(9) R(9) t(3)),'
                              f' got {len(fields)}')
         try:
             values = np.array(fields[1:], np.float64)
         except ValueError as error:
-            raise ValueError(f'{par_file}:{number}: non-numeric value ({error})') from None
+            raise ValueError(f'{source}:{number}: non-numeric value ({error})') from None
         cameras[fields[0]] = (values[:9].reshape(3, 3), values[9:18].reshape(3, 3),
                               values[18:21])
     return cameras
@@ -135,14 +140,78 @@ def epipolar_errors(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
                      + 1.0 / (Etp1[:, 0] ** 2 + Etp1[:, 1] ** 2))
 
 
+def working_size(width: int, height: int, resize) -> tuple[int, int]:
+    """(w, h) the extractor sees. resize: None, -1 or [-1] keeps the image; n or [n] scales the
+    longest side to n (superglue-match's --resize); [W, H] fits inside W x H keeping the
+    aspect ratio, never upscaling (the node's working_width/height, resize_mode 'fit')."""
+    values = [] if resize is None else list(np.atleast_1d(resize))
+    if len(values) == 2:
+        scale = min(values[0] / width, values[1] / height, 1.0)
+    elif len(values) == 1 and values[0] > 0:
+        scale = values[0] / max(width, height)
+    elif len(values) <= 1:
+        return width, height
+    else:
+        raise ValueError(f'resize takes one value (longest side) or two (W H), got {resize}')
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def extract_at(extractor, image: np.ndarray, resize=None):
+    """Features of `image` extracted at working_size(resize), keypoints in original pixels."""
+    height, width = image.shape[:2]
+    size = working_size(width, height, resize)
+    if size == (width, height):
+        return extractor.extract(image)
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return extractor.extract(small).scaled(width / size[0], height / size[1], (width, height))
+
+
+def pose_result(pts0, pts1, K0, K1, T_0to1, threshold_px=1.0, estimator=DEFAULT_ESTIMATOR,
+                epipolar_threshold=5e-4) -> dict:
+    """Per-pair pose metrics of matched pixels pts0/pts1 [K,2] (pinhole, undistorted):
+    E fitted by geometry.verify, pose error max(rotation, translation angle) in degrees,
+    match precision by symmetric epipolar distance under the ground truth."""
+    model = verify(pts0, pts1, K0, K1, model='essential', threshold_px=threshold_px,
+                   estimator=estimator)
+    err_R, err_t = relative_pose_error(T_0to1, model.R, model.t)
+    correct = epipolar_errors(pts0, pts1, T_0to1, K0, K1) < epipolar_threshold
+    num = len(pts0)
+    return dict(num_matches=num, num_correct=int(correct.sum()),
+                precision=float(correct.mean()) if num else float('nan'),
+                num_inliers=model.num_inliers,
+                inlier_ratio=model.num_inliers / num if num else float('nan'),
+                error_R=err_R, error_t=err_t, error_pose=max(err_R, err_t))
+
+
+def matched_points(feats0, feats1, matches) -> tuple[np.ndarray, np.ndarray]:
+    idx0, idx1 = matches.indices()
+    return (feats0.keypoints[idx0].astype(np.float64),
+            feats1.keypoints[idx1].astype(np.float64))
+
+
+def epipolar_distances_px(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
+    """Mean of the two point-to-epipolar-line distances [K] in pixels under the GT pose
+    (pinhole pixels; the threshold people reason in, unlike epipolar_errors)."""
+    if len(pts0) == 0:
+        return np.zeros(0)
+    t = T_0to1[:3, 3]
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ T_0to1[:3, :3]
+    F = np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
+    h0, h1 = np.c_[pts0, np.ones(len(pts0))], np.c_[pts1, np.ones(len(pts1))]
+    lines1, lines0 = h0 @ F.T, h1 @ F
+    residual = np.abs((h1 * lines1).sum(1))
+    return 0.5 * (residual / np.hypot(lines1[:, 0], lines1[:, 1])
+                  + residual / np.hypot(lines0[:, 0], lines0[:, 1]))
+
+
 def evaluate_pose(extractor, matcher, pairs: list[PosePair], input_dir, resize=-1,
                   threshold_px=1.0, estimator=DEFAULT_ESTIMATOR, epipolar_threshold=5e-4,
                   progress=False, return_per_pair=False, desc='pose') -> dict:
     """Relative-pose AUC at 5/10/20 degrees (error = max(rotation, translation angle)) with
     E estimated by geometry.verify, plus match precision by epipolar distance.
 
-    resize: -1 keeps the images; else the larger side is scaled to `resize` and keypoints
-    are mapped back to original pixels before estimation (K stays valid).
+    resize: see working_size (-1 keeps the images); keypoints are mapped back to original
+    pixels before estimation (K stays valid).
     """
     input_dir = pathlib.Path(input_dir)
     per_pair = []
@@ -153,34 +222,17 @@ def evaluate_pose(extractor, matcher, pairs: list[PosePair], input_dir, resize=-
             image = cv2.imread(str(input_dir / name), cv2.IMREAD_GRAYSCALE)
             if image is None:
                 raise ValueError(f'cannot read image {input_dir / name}')
-            height, width = image.shape
-            scale = 1.0 if resize is None or resize <= 0 else resize / max(height, width)
-            if scale != 1.0:
-                small = cv2.resize(image, (round(width * scale), round(height * scale)),
-                                   interpolation=cv2.INTER_AREA)
-                f = extractor.extract(small)
-                f = f.scaled(width / small.shape[1], height / small.shape[0], (width, height))
-            else:
-                f = extractor.extract(image)
-            feats.append(f)
+            feats.append(extract_at(extractor, image, resize))
         extract_s = (time.perf_counter() - start) / 2
         start = time.perf_counter()
         matches = matcher.match(feats[0], feats[1])
         match_s = time.perf_counter() - start
-        idx0, idx1 = matches.indices()
-        pts0 = feats[0].keypoints[idx0].astype(np.float64)
-        pts1 = feats[1].keypoints[idx1].astype(np.float64)
-        model = verify(pts0, pts1, pair.K0, pair.K1, model='essential',
-                       threshold_px=threshold_px, estimator=estimator)
-        err_R, err_t = relative_pose_error(pair.T_0to1, model.R, model.t)
-        correct = epipolar_errors(pts0, pts1, pair.T_0to1, pair.K0, pair.K1) \
-            < epipolar_threshold
+        pts0, pts1 = matched_points(feats[0], feats[1], matches)
         per_pair.append(dict(
             name=f'{pair.name0} {pair.name1}', num_keypoints0=len(feats[0]),
-            num_matches=len(idx0), num_correct=int(correct.sum()),
-            precision=float(correct.mean()) if len(idx0) else float('nan'),
-            num_inliers=model.num_inliers, error_R=err_R, error_t=err_t,
-            error_pose=max(err_R, err_t), extract_ms=1000 * extract_s, match_ms=1000 * match_s))
+            **pose_result(pts0, pts1, pair.K0, pair.K1, pair.T_0to1, threshold_px, estimator,
+                          epipolar_threshold),
+            extract_ms=1000 * extract_s, match_ms=1000 * match_s))
     summary = summarize_pose(per_pair)
     if return_per_pair:
         summary['per_pair'] = per_pair
@@ -190,8 +242,8 @@ def evaluate_pose(extractor, matcher, pairs: list[PosePair], input_dir, resize=-
 def summarize_pose(per_pair: list[dict], thresholds=AUC_THRESHOLDS_DEG) -> dict:
     summary = dict(num_pairs=len(per_pair))
     for key in ('precision', 'num_keypoints0', 'num_matches', 'num_correct', 'num_inliers',
-                'extract_ms', 'match_ms'):
-        values = np.array([p[key] for p in per_pair], np.float64)
+                'inlier_ratio', 'extract_ms', 'match_ms'):
+        values = np.array([p[key] for p in per_pair if key in p], np.float64)
         values = values[np.isfinite(values)]
         summary[key] = float(values.mean()) if len(values) else float('nan')
     aucs = error_auc([p['error_pose'] for p in per_pair], thresholds)
