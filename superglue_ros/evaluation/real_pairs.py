@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..camera import CameraModel
 from .metrics import angle_error_mat
 from .pose_eval import parse_cameras, relative_transform
 
@@ -66,17 +67,13 @@ def read_gray(path) -> np.ndarray:
 def undistort_points(pts, K, dist) -> np.ndarray:
     """Pixels [N,2] of a distorted image -> pixels of the ideal pinhole camera K.
 
-    The one place the evaluation models lens distortion (OpenCV radial-tangential, iterated to
-    convergence: EuRoC's k1 = -0.28 needs more than cv2.undistortPoints' default 5 steps at the
-    corners)."""
-    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    OpenCV radial-tangential coefficients (the EuRoC/KITTI calibrations), through the same
+    CameraModel the node uses, which iterates to convergence (EuRoC's k1 = -0.28 needs more
+    than cv2.undistortPoints' default 5 steps at the corners)."""
     dist = np.asarray(dist, np.float64).reshape(-1)
-    if len(pts) == 0 or not np.any(dist):
-        return pts.copy()
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
-    K = np.asarray(K, np.float64)
-    out = cv2.undistortPoints(pts.reshape(-1, 1, 2), K, dist, R=None, P=K, criteria=criteria)
-    return out.reshape(-1, 2)
+    if not np.any(dist):
+        return np.asarray(pts, np.float64).reshape(-1, 2).copy()
+    return CameraModel(K, dist, 'plumb_bob').undistort(pts)
 
 
 # ------------------------------------------------------------------------------- KITTI
