@@ -137,7 +137,8 @@ def superpoint_staged(sp: SuperPoint, image: torch.Tensor, timer: Timer) -> dict
         with timer.stage("superpoint_decode"), backends.limited_threads(sp.conf["small_op_threads"]):
             heatmap = sp.logits_to_heatmap(dense["logits"])
             kpts, scores = sp.extract_keypoints(heatmap, height, width)
-            desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell)
+            desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell,
+                                      sp.conf["descriptor_sampling"])
     return dict(keypoints=kpts[0], scores=scores[0], descriptors=desc,
                 image_size=torch.tensor([[width, height]], dtype=torch.float32), cache={})
 
