@@ -14,10 +14,10 @@ coordinates. Two decoding conventions exist, chosen by the configuration:
   Descriptors are sampled from the 1/8 map (W cells wide, s = 8) with ``align_corners=True`` at
   normalised x' = (x - s/2 + 0.5) / (W s - s/2 - 0.5) * 2 - 1 (same for y): pixel 3.5 maps to
   the first cell centre and pixel W s - 1 to the last, a slight stretch of the cell grid.
-- ``pixel_centre`` sampling with ``nms_suppression_rounds`` = 0 (the convention our own
-  ``superglue_ros/1`` files were trained with, see weights.py): one window maximum; descriptor
-  cell j covers pixels [8j, 8j + 8) with its centre at 8j + 3.5, sampled with
-  ``align_corners=False`` at (x + 0.5) / (8 W) * 2 - 1, the border descriptor repeated outside.
+- ``descriptor_sampling: pixel_centre`` (what our own ``superglue_ros/1`` files were trained
+  with, see weights.py): descriptor cell j covers pixels [8j, 8j + 8) with its centre at
+  8j + 3.5, sampled with ``align_corners=False`` at (x + 0.5) / (8 W) * 2 - 1, the border
+  descriptor repeated outside. ``nms_suppression_rounds: 0`` is a single window maximum.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class SuperPoint(nn.Module):
         max_keypoints=-1,
         remove_borders=4,
         # decoding convention (module docstring): the published one by default; our own
-        # superglue_ros/1 files without these keys get 0 / 'pixel_centre' (weights.py)
+        # superglue_ros/1 files without descriptor_sampling get 'pixel_centre' (weights.py)
         nms_suppression_rounds=2,
         descriptor_sampling="reference",  # 'reference' | 'pixel_centre'
         nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
