@@ -204,7 +204,9 @@ def test_superpoint_mnn_with_shipped_weights(warped_pair):
 def test_superglue_with_shipped_weights(warped_pair):
     needs_weights('superpoint', 'superglue')
     f0, f1, matches, result = run_preset('superglue', warped_pair, max_keypoints=512)
-    assert result['num_correct'] >= 80 and result['precision'] >= 0.85
+    # measured with the reference NMS the shipped SuperPoint now uses (issue 11): 352 correct,
+    # precision 0.842 (bf16, Intel AMX), 0.840 in fp32; 0.80 leaves margin for other CPUs' bf16
+    assert result['num_correct'] >= 80 and result['precision'] >= 0.80
     assert np.all((matches.scores0 > 0) == (matches.matches0 >= 0))
 
 
