@@ -29,9 +29,13 @@ from torch import nn
 
 
 def _window_max_torch(values: torch.Tensor, radius: int) -> torch.Tensor:
-    """[B,H,W] -> maximum over each (2r+1)^2 window (outside the image counts as -inf)."""
+    """[B,H,W] -> maximum over each (2r+1)^2 window (outside the image counts as -inf).
+
+    Separable (a row maximum, then a column maximum): the same values as one square max-pool,
+    about 4x fewer comparisons for r = 4."""
     k = 2 * radius + 1
-    return F.max_pool2d(values[:, None], kernel_size=k, stride=1, padding=radius)[:, 0]
+    rows = F.max_pool2d(values[:, None], kernel_size=(1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(radius, 0))[:, 0]
 
 
 def _window_max_cv2(values: np.ndarray, radius: int) -> np.ndarray:
