@@ -9,7 +9,9 @@ it on the machine at hand, in one run, on the same frames, for both modes:
 VO frame = image conversion (bgr8 bytes -> gray tensor) -> SuperPoint -> SuperGlue against the
 current keyframe -> geometric verification (superglue_ros.geometry.verify, essential matrix)
 -> message-like output (packed arrays). Loop verification = one query against 5 candidates in
-one batched SuperGlue call + verification of each. Frames are a smooth synthetic camera path
+one batched SuperGlue call + verification of each. The papers' standard SuperGlue (9 self + 9
+cross layers; the shipped one has 3 + 3) is timed beside it in both modes on the same features
+(GNN, Sinkhorn, per VO frame, 5-candidate loop matching). Frames are a smooth synthetic camera path
 over a photo shipped with scikit-image, so nothing outside the installed packages is needed.
 Uses the shipped weights when present, else seeded random weights (speed does not depend on
 weights; accuracy figures are then meaningless and flagged so).
@@ -137,7 +139,8 @@ def superpoint_staged(sp: SuperPoint, image: torch.Tensor, timer: Timer) -> dict
         with timer.stage("superpoint_decode"), backends.limited_threads(sp.conf["small_op_threads"]):
             heatmap = sp.logits_to_heatmap(dense["logits"])
             kpts, scores = sp.extract_keypoints(heatmap, height, width)
-            desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell)
+            desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell,
+                                      sp.conf["descriptor_sampling"])
     return dict(keypoints=kpts[0], scores=scores[0], descriptors=desc,
                 image_size=torch.tensor([[width, height]], dtype=torch.float32), cache={})
 
@@ -205,8 +208,10 @@ def verify_and_pack(query: dict, ref: dict, matches0: torch.Tensor, K: np.ndarra
 
 
 def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K, keyframe_every: int,
-             loop_repeats: int, warmup: int = 2, min_matches: int = 0) -> dict:
-    """Time the VO path over `frames` and loop verification of 5 candidates."""
+             loop_repeats: int, warmup: int = 2, min_matches: int = 0,
+             features_out: list | None = None) -> dict:
+    """Time the VO path over `frames` and loop verification of 5 candidates. The features of
+    every frame are appended to ``features_out`` when given."""
     try:
         from . import geometry
     except ImportError:
@@ -236,6 +241,8 @@ def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray],
         if keyframe is None or i % keyframe_every == 0:
             keyframe = feats
         feats_all.append(feats)
+    if features_out is not None:
+        features_out.extend(feats_all)
 
     loop_times = []
     for rep in range(loop_repeats + 1):
@@ -263,6 +270,50 @@ def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray],
                 dense_precision=getattr(sp.__dict__.get("_runner"), "precision", "fp32"),
                 gnn_backend=getattr(sg.__dict__.get("_runner"), "name", "torch"),
                 gnn_precision=getattr(sg.__dict__.get("_runner"), "precision", "fp32"))
+
+
+def run_superglue_only(sg: SuperGlue, features: list[dict], keyframe_every: int,
+                       loop_repeats: int, warmup: int = 2) -> dict:
+    """SuperGlue's stages alone on already extracted features: the same VO pairs (frame vs
+    keyframe, keyframe encodings cached when the mode caches) and 5-candidate loops as
+    run_mode, so another matcher configuration is timed without rerunning SuperPoint."""
+    features = [dict(f, cache={}) for f in features]
+    timer, keyframe = Timer(), None
+    for i, feats in enumerate(features):
+        if keyframe is not None:
+            superglue_staged(sg, feats, [keyframe], timer)
+            if i >= warmup:
+                timer.commit(sum(timer.frame.values()))
+            timer.frame = {}
+        if keyframe is None or i % keyframe_every == 0:
+            keyframe = feats
+    loop_times = []
+    for rep in range(loop_repeats + 1):
+        t0 = time.perf_counter()
+        superglue_staged(sg, dict(features[-1], cache={}), features[rep: rep + 5], Timer())
+        if rep > 0:
+            loop_times.append(1000 * (time.perf_counter() - t0))
+
+    def summary(values):
+        v = np.asarray(values, np.float64)
+        return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
+                    min_ms=round(float(v.min()), 2), n=int(len(v)))
+
+    return dict(stages={k: summary(v) for k, v in timer.times.items() if k != "end_to_end"},
+                superglue_per_frame=summary(timer.times["end_to_end"]),
+                loop_matching_5=summary(loop_times) if loop_times else None,
+                gnn_backend=getattr(sg.__dict__.get("_runner"), "name", "torch"),
+                gnn_precision=getattr(sg.__dict__.get("_runner"), "precision", "fp32"))
+
+
+def standard_superglue(conf: dict, path, device) -> SuperGlue:
+    """The papers' standard SuperGlue (9 self + 9 cross layers, 256-d): a published file when
+    given, else seeded random weights (speed does not depend on them)."""
+    if path is not None:
+        return load_model("superglue", path, conf=conf, device=device)
+    torch.manual_seed(0)
+    return SuperGlue(dict(conf, gnn_layers=["self", "cross"] * 9,
+                          keypoint_encoder=[32, 64, 128, 256])).to(device).eval()
 
 
 def run_frontend(sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K,
@@ -380,6 +431,11 @@ def parse_args(argv=None):
     p.add_argument("--superpoint-weights", default=None)
     p.add_argument("--superglue-weights", default=None)
     p.add_argument("--random-weights", action="store_true", help="ignore shipped weights")
+    p.add_argument("--standard-superglue-weights", default=None,
+                   help="published 9+9 SuperGlue file for the standard-configuration timing "
+                        "(default: seeded random weights)")
+    p.add_argument("--skip-standard", action="store_true",
+                   help="do not time the standard 9+9 SuperGlue beside the shipped one")
     p.add_argument("--match-threshold", type=float, default=None,
                    help="override match_threshold of both modes (default: the models' own)")
     p.add_argument("--skip-reference", action="store_true")
@@ -411,6 +467,17 @@ def print_table(results: dict) -> None:
         s = results["modes"][m]["loop_verification_5"]
         row += f"{fmt(s):>28s}"
     print(row)
+    standard = results.get("standard_superglue")
+    if standard:
+        for key, label in (("superglue_gnn", "9+9 SuperGlue GNN"),
+                           ("superglue_sinkhorn", "9+9 Sinkhorn"),
+                           ("superglue_per_frame", "9+9 SuperGlue per frame"),
+                           ("loop_matching_5", "9+9 loop matching x5")):
+            row = f"{label:24s}"
+            for m in modes:
+                r = standard["modes"].get(m, {})
+                row += f"{fmt(r.get(key) or r.get('stages', {}).get(key)):>28s}"
+            print(row)
     if "speedup_end_to_end" in results:
         print(f"speed-up over reference (median end-to-end): {results['speedup_end_to_end']:.1f}x; "
               f"node VO path: {results['speedup_frontend_vo']:.1f}x; "
@@ -460,17 +527,31 @@ def main(argv=None) -> int:
     runs = [("fast", fast_sp, fast_sg, args.frames, args.loop_repeats)]
     if not args.skip_reference:
         runs.append(("reference", ref_sp, ref_sg, args.reference_frames, args.reference_loop_repeats))
-    built = {}
+    built, features = {}, {}
     for name, csp, csg, nframes, loops in runs:
         sp, sg = build_models(csp, csg, weights, device)
         t0 = time.perf_counter()
         prepare(sp, sg, frames[0])
         LOG.info("%s mode ready in %.1f s (backend build/compile)", name, time.perf_counter() - t0)
+        features[name] = []
         results["modes"][name] = run_mode(name, sp, sg, frames[: nframes + 2], K, args.keyframe_every,
-                                          loops, min_matches=min_matches)
+                                          loops, min_matches=min_matches,
+                                          features_out=features[name])
         results["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         built[name] = (sp, sg)
         results["modes"][name]["frontend_vo"] = run_frontend(sp, sg, frames[: nframes + 2], K)
+    if not args.skip_standard:
+        standard = dict(layers=18, weights=args.standard_superglue_weights
+                        or "random-initialised (seed 0): speed only", modes={})
+        for name, _, csg, _, loops in runs:
+            sg = standard_superglue(csg, args.standard_superglue_weights, device)
+            t0 = time.perf_counter()
+            if not sg.uses_reference_path():
+                sg.score_runner()
+            standard["modes"][name] = run_superglue_only(sg, features[name], args.keyframe_every,
+                                                         loops)
+            standard["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
+        results["standard_superglue"] = standard
     if "reference" in results["modes"]:
         fast, ref = results["modes"]["fast"], results["modes"]["reference"]
         results["speedup_end_to_end"] = ref["end_to_end"]["median_ms"] / fast["end_to_end"]["median_ms"]

@@ -303,3 +303,41 @@ def test_backend_cache_key_tracks_weights_and_architecture_only():
     with torch.no_grad():
         b.bin_score.add_(1.0)
     assert backends.model_fingerprint(b) != fp[0]
+
+
+def test_published_9x9_superglue_through_the_fast_runtime(tmp_path):
+    """The standard 9 self + 9 cross layers in the published layout (a seeded random file, raw
+    state dict) through the fast runtime (OpenVINO export of all 18 layers, static shapes,
+    keypoint buckets, scaling Sinkhorn) in fp32: the same matches as the reference runtime,
+    matching scores within 1e-3. A random 18-layer GNN maps every keypoint close to one common
+    descriptor, so the final projection is centred on this pair and sharpened (x20) to give
+    the spread of a trained model's scores."""
+    pytest.importorskip("openvino")
+    from test_models_weights import published_superglue_state_dict
+
+    from superglue_ros.models.weights import load_model
+
+    sd = published_superglue_state_dict()
+    pair = related_pair(dim=256, m=300, n=250)
+    torch.save(sd, tmp_path / "superglue_indoor.pth")
+    probe = load_model("superglue", tmp_path / "superglue_indoor.pth")
+    with torch.no_grad():
+        enc = [probe.encode(pair[f"keypoints{i}"], pair[f"scores{i}"], pair[f"descriptors{i}"],
+                            pair[f"image_size{i}"]) for i in (0, 1)]
+        common = torch.cat(probe.gnn(*enc), dim=2).mean(dim=(0, 2))  # [D]
+    weight = sd["final_proj.weight"] * 20
+    sd.update({"final_proj.weight": weight, "final_proj.bias": -weight[:, :, 0] @ common,
+               "bin_score": torch.tensor(10.0)})
+    torch.save(sd, tmp_path / "superglue_indoor.pth")
+    ref = load_model("superglue", tmp_path / "superglue_indoor.pth",
+                     conf=backends.REFERENCE_SUPERGLUE)
+    fast = load_model("superglue", tmp_path / "superglue_indoor.pth",
+                      conf=dict(backends.FAST_SUPERGLUE, precision="fp32"))
+    assert len(fast.gnn.layers) == 18 and fast.conf["gnn_layers"] == ["self", "cross"] * 9
+    with torch.no_grad():
+        a, b = ref(pair), fast(dict(pair, cache1={}))
+    assert fast.score_runner().name == "openvino" and fast.score_runner().static_shapes
+    matched = a["matches0"][0] >= 0
+    assert matched.sum() >= 20
+    assert torch.equal(a["matches0"], b["matches0"])
+    assert (a["matching_scores0"] - b["matching_scores0"]).abs().max() <= 1e-3

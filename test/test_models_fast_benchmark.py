@@ -68,6 +68,12 @@ def test_benchmark_command_writes_json(tmp_path, capsys):
         assert r["end_to_end"]["p90_ms"] >= r["end_to_end"]["median_ms"] > 0
         assert r["frontend_vo"]["n"] == 3 and r["frontend_vo"]["median_ms"] > 0
     assert res["speedup_end_to_end"] > 0
+    standard = res["standard_superglue"]  # the papers' 9+9 SuperGlue, timed beside the shipped one
+    assert standard["layers"] == 18
+    for mode in ("fast", "reference"):
+        r = standard["modes"][mode]
+        assert set(r["stages"]) >= {"superglue_encode", "superglue_gnn", "superglue_sinkhorn"}
+        assert r["superglue_per_frame"]["n"] == 3 and r["loop_matching_5"]["n"] == 1
     assert "random-initialised" in res["weights"]["superglue"]
     assert "delta_fast_minus_reference" in res["accuracy"]
     assert "speed-up over reference" in capsys.readouterr().out

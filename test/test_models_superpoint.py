@@ -6,6 +6,7 @@ import torch
 from skimage import data
 
 from superglue_ros.models.superpoint import SuperPoint, nms_cv2, nms_torch, sample_descriptors
+from superglue_ros.models.weights import load_model
 
 torch.set_num_threads(2)
 
@@ -32,8 +33,9 @@ def test_state_dict_keys_match_published_layout():
     assert {k: tuple(v.shape) for k, v in sd.items()} == expected
 
 
+@pytest.mark.parametrize("rounds", [0, 2])
 @pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
-def test_nms_keeps_only_local_maxima(nms):
+def test_nms_keeps_only_local_maxima(nms, rounds):
     heat = torch.zeros(1, 20, 20)
     heat[0, 5, 5] = 0.9     # global max: kept
     heat[0, 7, 6] = 0.5     # within radius 4 of (5,5): suppressed
@@ -41,18 +43,88 @@ def test_nms_keeps_only_local_maxima(nms):
     heat[0, 5, 15] = 0.2    # 10 px from (5,5): kept
     heat[0, 18, 12] = 0.25  # within 4 of (15,15) in both axes but smaller: suppressed
     heat[0, 0, 0] = 0.1     # corner, isolated: kept
-    out = nms(heat, 4)
+    out = nms(heat, 4, rounds)  # isolated peaks: the suppression rounds add nothing
     kept = {tuple(p) for p in torch.nonzero(out[0]).tolist()}
     assert kept == {(5, 5), (15, 15), (5, 15), (0, 0)}
     assert out[0, 5, 5] == pytest.approx(0.9) and out[0, 15, 15] == pytest.approx(0.3)
 
 
-def test_nms_torch_and_cv2_agree_on_a_real_heatmap():
+def kept_pixels(out: torch.Tensor) -> set:
+    return {tuple(p) for p in torch.nonzero(out[0]).tolist()}
+
+
+# Reference NMS by hand, radius r: pass 0 keeps the window maxima; each suppression round zeroes
+# every pixel within r (Chebyshev) of a kept pixel and adds the window maxima of what is left.
+
+@pytest.mark.parametrize("radius", [2, 4])
+@pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
+def test_nms_chain_of_near_equal_peaks(nms, radius):
+    """Seven peaks r apart on one row, each 1e-4 below its left neighbour. Pass 0 keeps only
+    the first (every other one sees a larger left neighbour); round 1 suppresses the second and
+    adds the third (its larger neighbour is gone); round 2 adds the fifth. The seventh would
+    need a third round: the reference stops after two."""
+    heat = torch.zeros(1, 12, 8 + 7 * radius)
+    xs = [2 + radius * i for i in range(7)]
+    for i, x in enumerate(xs):
+        heat[0, 5, x] = 0.5 - 1e-4 * i
+    expected = {0: [xs[0]], 1: [xs[0], xs[2]], 2: [xs[0], xs[2], xs[4]], 3: xs[0::2]}
+    for rounds, cols in expected.items():
+        out = nms(heat, radius, rounds)
+        assert kept_pixels(out) == {(5, x) for x in cols}, rounds
+        assert out[0, 5, xs[0]] == heat[0, 5, xs[0]]
+    # the same chain on a diagonal: Chebyshev distance r between neighbours
+    diag = torch.zeros(1, 8 + 7 * radius, 8 + 7 * radius)
+    for i, x in enumerate(xs):
+        diag[0, x, x] = 0.5 - 1e-4 * i
+    assert kept_pixels(nms(diag, radius, 2)) == {(x, x) for x in (xs[0], xs[2], xs[4])}
+
+
+@pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
+def test_nms_plateau_and_its_neighbours(nms):
+    """Radius 2. A plateau of two equal pixels: both are window maxima and both kept. A pixel 2
+    px right of the plateau is suppressed for good; one 4 px right (0.55) is hidden in pass 0
+    by the 0.6 next to it, then found in round 1 once that one is suppressed."""
+    heat = torch.zeros(1, 10, 32)
+    heat[0, 5, 20] = heat[0, 5, 21] = 0.7
+    heat[0, 5, 23] = 0.6
+    heat[0, 5, 25] = 0.55
+    assert kept_pixels(nms(heat, 2, 0)) == {(5, 20), (5, 21)}
+    assert kept_pixels(nms(heat, 2, 2)) == {(5, 20), (5, 21), (5, 25)}
+    # a flat 3x3 plateau is kept whole
+    flat = torch.zeros(1, 9, 9)
+    flat[0, 3:6, 3:6] = 0.4
+    assert kept_pixels(nms(flat, 2, 2)) == {(y, x) for y in range(3, 6) for x in range(3, 6)}
+
+
+@pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
+def test_nms_at_image_borders(nms):
+    """Radius 2; outside the image counts as -inf (no implicit zeros or mirrored values).
+    Top-left: the corner (0.4) lies 2 px from a larger pixel (0.45) and stays suppressed.
+    Bottom-right: the corner (0.2) and a pixel 3 px left of it (0.3) are both kept. Right edge:
+    0.35 at the last column is hidden by 0.5 two rows up, which is hidden by 0.6 two rows further
+    up; round 1 suppresses 0.5 and adds 0.35."""
+    heat = torch.zeros(1, 12, 14)
+    heat[0, 0, 0], heat[0, 0, 2] = 0.4, 0.45
+    heat[0, 11, 13], heat[0, 11, 10] = 0.2, 0.3
+    heat[0, 2, 13], heat[0, 4, 13], heat[0, 6, 13] = 0.6, 0.5, 0.35
+    assert kept_pixels(nms(heat, 2, 0)) == {(0, 2), (11, 13), (11, 10), (2, 13)}
+    assert kept_pixels(nms(heat, 2, 2)) == {(0, 2), (11, 13), (11, 10), (2, 13), (6, 13)}
+
+
+def test_nms_torch_and_cv2_agree_on_real_heatmaps():
+    """A random network's heatmap (dense speckle) and the shipped network's (smooth peaks, where
+    the suppression rounds find extra keypoints): identical results."""
     model = seeded_model()
     with torch.no_grad():
         img = image_tensor(data.camera()[:256, :256])
-        heat = model.logits_to_heatmap(model.forward_dense(img)["logits"])
-    assert torch.equal(nms_torch(heat, 4), nms_cv2(heat, 4))
+        heats = [model.logits_to_heatmap(model.forward_dense(img)["logits"])]
+        trained = load_model("superpoint")
+        heats.append(trained.logits_to_heatmap(trained.forward_dense(img)["logits"]))
+    for heat in heats:
+        for rounds in (0, 2):
+            assert torch.equal(nms_torch(heat, 4, rounds), nms_cv2(heat, 4, rounds))
+    single, reference = ((nms_torch(heats[1], 4, r) > 0.005).sum() for r in (0, 2))
+    assert reference > 1.2 * single
 
 
 def test_extract_keypoints_threshold_border_topk():
@@ -69,18 +141,67 @@ def test_extract_keypoints_threshold_border_topk():
     assert scores[0].tolist() == pytest.approx([0.9, 0.5])
 
 
-def test_descriptor_sampling_at_cell_centres_returns_cell_descriptor():
+def test_pixel_centre_sampling_at_cell_centres_returns_cell_descriptor():
     torch.manual_seed(1)
     dense = torch.nn.functional.normalize(torch.randn(8, 3, 5), dim=0)  # D=8, Hc=3, Wc=5
     cells = [(0, 0), (2, 4), (1, 3)]  # (row, col)
     kpts = torch.tensor([[8 * c + 3.5, 8 * r + 3.5] for r, c in cells])
-    got = sample_descriptors(kpts, dense)
+    got = sample_descriptors(kpts, dense, convention="pixel_centre")
     want = torch.stack([dense[:, r, c] for r, c in cells])
     assert torch.allclose(got, want, atol=1e-6)
     # halfway between two horizontally adjacent cell centres -> normalised mean of both
-    mid = sample_descriptors(torch.tensor([[8 * 1 + 7.5, 8 * 2 + 3.5]]), dense)
+    mid = sample_descriptors(torch.tensor([[8 * 1 + 7.5, 8 * 2 + 3.5]]), dense,
+                             convention="pixel_centre")
     want_mid = torch.nn.functional.normalize(dense[:, 2, 1] + dense[:, 2, 2], dim=0)
     assert torch.allclose(mid[0], want_mid, atol=1e-6)
+
+
+def one_hot_map(hc: int, wc: int) -> torch.Tensor:
+    """[hc*wc, hc, wc]: cell (r, c) holds basis vector r * wc + c, so a sampled descriptor
+    (before normalisation) is the bilinear weight of each cell."""
+    return torch.eye(hc * wc).reshape(hc * wc, hc, wc)
+
+
+def weights_vector(hc, wc, entries):
+    """L2-normalised [hc*wc] vector with the given {(row, col): weight}."""
+    v = torch.zeros(hc * wc)
+    for (r, c), w in entries.items():
+        v[r * wc + c] = w
+    return v / v.norm()
+
+
+def test_reference_sampling_at_known_positions():
+    """Reference convention, W = 5, H = 3 cells (40 x 24 px): x' = (x - 3.5) / 35.5 * 2 - 1 with
+    align_corners=True, i.e. cell column u = (x - 3.5) * 4 / 35.5; rows v = (y - 3.5) * 2 / 19.5."""
+    hc, wc = 3, 5
+    dense = one_hot_map(hc, wc)
+    kpts = torch.tensor([
+        [3.5, 3.5],      # top-left corner of the grid: exactly cell (0, 0)
+        [39.0, 23.0],    # x = W s - 1, y = H s - 1: exactly the last cell (2, 4)
+        [21.25, 13.25],  # 3.5 + 2 * 35.5 / 4, 3.5 + 19.5 / 2: exactly cell (1, 2)
+        [19.5, 11.5],    # pixel-centre convention's centre of cell (1, 2): u = 1.80282, v = 0.82051
+        [0.0, 3.5],      # left of the first column (u < 0): zeros outside, so only cell (0, 0)
+        [39.0, 0.0],     # above the top row at the last column: only cell (0, 4)
+    ])
+    got = sample_descriptors(kpts, dense)
+    u, v = 16 * 4 / 35.5, 8 * 2 / 19.5
+    want = torch.stack([
+        weights_vector(hc, wc, {(0, 0): 1.0}),
+        weights_vector(hc, wc, {(2, 4): 1.0}),
+        weights_vector(hc, wc, {(1, 2): 1.0}),
+        weights_vector(hc, wc, {(0, 1): (1 - v) * (2 - u), (0, 2): (1 - v) * (u - 1),
+                                (1, 1): v * (2 - u), (1, 2): v * (u - 1)}),
+        weights_vector(hc, wc, {(0, 0): 1.0}),
+        weights_vector(hc, wc, {(0, 4): 1.0}),
+    ])
+    assert torch.allclose(got, want, atol=1e-6)
+    # the two conventions differ away from the top-left corner (the reference grid is
+    # stretched by (W - 1) / (W - 9/16) cells): same descriptor only at (3.5, 3.5)
+    other = sample_descriptors(kpts, dense, convention="pixel_centre")
+    assert torch.allclose(other[0], want[0], atol=1e-6)
+    assert not torch.allclose(other[2], want[2], atol=1e-2)
+    with pytest.raises(ValueError, match="unknown descriptor_sampling"):
+        sample_descriptors(kpts, dense, convention="nearest")
 
 
 def test_deterministic_keypoints_on_shipped_photo():
@@ -123,10 +244,16 @@ def test_odd_size_image_keypoints_stay_inside_and_equal_explicit_padding():
     assert torch.allclose(out["descriptors"][0], dr[inside], atol=1e-6)
 
 
-def test_keypoints_follow_a_crop_by_whole_cells():
-    """Shifting the image by a multiple of 8 shifts interior keypoints by the same amount."""
+@pytest.mark.parametrize("sampling", ["reference", "pixel_centre"])
+def test_keypoints_follow_a_crop_by_whole_cells(sampling):
+    """Shifting the image by a multiple of 8 shifts interior keypoints by the same amount (both
+    NMS conventions). Descriptors follow too with pixel-centre sampling; the reference
+    convention stretches the cell grid by (W - 1) / (W - 9/16), which depends on the image
+    width, so its descriptors move with the crop (the published behaviour, kept as it is)."""
     gray = data.astronaut()[..., 1]
-    model = seeded_model(keypoint_threshold=0.0, nms_radius=4)
+    rounds = 2 if sampling == "reference" else 0
+    model = seeded_model(keypoint_threshold=0.0, nms_radius=4, descriptor_sampling=sampling,
+                         nms_suppression_rounds=rounds)
     dx, dy = 16, 24
     with torch.no_grad():
         full = model(image_tensor(gray[:320, :320]))
@@ -143,7 +270,8 @@ def test_keypoints_follow_a_crop_by_whole_cells():
     assert len(k0) > 20
     assert torch.equal(k0, k1)
     assert torch.allclose(s0, s1, atol=1e-5)
-    assert torch.allclose(d0, d1, atol=1e-4)
+    if sampling == "pixel_centre":
+        assert torch.allclose(d0, d1, atol=1e-4)
 
 
 def test_batched_equals_single():

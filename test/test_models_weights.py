@@ -2,6 +2,8 @@
 
 import pathlib
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -174,3 +176,145 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"conv1a.weight": pathlib.Path("/etc/passwd")}, path)
     with pytest.raises(WeightsError, match="cannot read weights file"):
         load_model("superpoint", path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding convention per file: published raw state dicts decode as the reference does; our
+# files say which convention they were trained with (absent keys: the one of superglue_ros/1).
+# ---------------------------------------------------------------------------------------------
+
+def test_published_file_gets_reference_decoding_and_ours_keep_theirs(tmp_path):
+    torch.save(published_superpoint_state_dict(), tmp_path / "superpoint_v1.pth")
+    published = load_model("superpoint", tmp_path / "superpoint_v1.pth")
+    assert published.conf["nms_suppression_rounds"] == 2
+    assert published.conf["descriptor_sampling"] == "reference"
+    # an older file of ours (config without the keys): the sampling it was trained with (and
+    # measured better with), the reference NMS (measured as good)
+    old = torch.load(default_weights_path("superpoint"), weights_only=True)
+    config = {k: v for k, v in old["config"].items()
+              if k not in ("nms_suppression_rounds", "descriptor_sampling")}
+    torch.save(dict(old, config=config), tmp_path / "ours_v1.pth")
+    ours = load_model("superpoint", tmp_path / "ours_v1.pth")
+    assert ours.conf["nms_suppression_rounds"] == 2
+    assert ours.conf["descriptor_sampling"] == "pixel_centre"
+    shipped = load_model("superpoint")
+    assert (shipped.conf["nms_suppression_rounds"], shipped.conf["descriptor_sampling"]) \
+        == (2, "pixel_centre")
+    # files saved now record the convention, and a recorded one wins
+    save_model(SuperPoint(), tmp_path / "new.pth", meta={})
+    raw = torch.load(tmp_path / "new.pth", weights_only=True)
+    assert raw["config"]["nms_suppression_rounds"] == 2
+    assert raw["config"]["descriptor_sampling"] == "reference"
+    save_model(SuperPoint(dict(descriptor_sampling="pixel_centre")), tmp_path / "pc.pth", meta={})
+    assert load_model("superpoint", tmp_path / "pc.pth").conf["descriptor_sampling"] == "pixel_centre"
+    # a caller may still override it explicitly
+    forced = load_model("superpoint", tmp_path / "ours_v1.pth",
+                        conf=dict(descriptor_sampling="reference"))
+    assert forced.conf["descriptor_sampling"] == "reference"
+    torch.save(dict(old, config=dict(config, descriptor_sampling="nearest")), tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="unknown descriptor_sampling 'nearest'"):
+        load_model("superpoint", tmp_path / "bad.pth")
+
+
+def reference_decoding(logits: torch.Tensor, desc: torch.Tensor, nms_radius=4, threshold=0.005,
+                       border=4, max_keypoints=512):
+    """The published SuperPoint decoding, written here independently of the package (numpy +
+    scipy filters) from its description: logits [65,Hc,Wc], dense descriptors [D,Hc,Wc] ->
+    keypoints [N,2] (x, y), scores [N] (decreasing), descriptors [N,D]."""
+    from scipy.ndimage import maximum_filter
+
+    prob = torch.softmax(logits.float(), dim=0)[:64].numpy()  # [64,Hc,Wc], bin = 8*row + col
+    _, hc, wc = prob.shape
+    heat = prob.reshape(8, 8, hc, wc).transpose(2, 0, 3, 1).reshape(8 * hc, 8 * wc)
+    size = 2 * nms_radius + 1
+
+    def window_max(a):
+        return maximum_filter(a, size=size, mode="constant", cval=-np.inf)
+
+    def near_kept(mask):
+        return maximum_filter(mask.astype(np.float32), size=size, mode="constant", cval=0) > 0
+
+    kept = heat == window_max(heat)
+    for _ in range(2):
+        suppressed = near_kept(kept)
+        rest = np.where(suppressed, 0, heat).astype(np.float32)
+        kept = kept | ((rest == window_max(rest)) & ~suppressed)
+    heat = np.where(kept, heat, 0)
+    ys, xs = np.nonzero(heat > threshold)
+    inside = (ys >= border) & (ys < 8 * hc - border) & (xs >= border) & (xs < 8 * wc - border)
+    ys, xs = ys[inside], xs[inside]
+    scores = heat[ys, xs]
+    order = np.argsort(-scores, kind="stable")[:max_keypoints]
+    ys, xs, scores = ys[order], xs[order], scores[order]
+    # bilinear sampling, align_corners=True at (x - 3.5) / (8 W - 4.5) * 2 - 1: cell coordinate
+    # u = (x - 3.5) * (W - 1) / (8 W - 4.5); outside the map counts as zero
+    dense = desc.numpy()
+    u = (xs - 3.5) * (wc - 1) / (8 * wc - 4.5)
+    v = (ys - 3.5) * (hc - 1) / (8 * hc - 4.5)
+    out = np.zeros((len(xs), dense.shape[0]))
+    for du in (0, 1):
+        for dv in (0, 1):
+            cu, cv = np.floor(u).astype(int) + du, np.floor(v).astype(int) + dv
+            w = (1 - np.abs(u - cu)) * (1 - np.abs(v - cv))
+            ok = (cu >= 0) & (cu < wc) & (cv >= 0) & (cv < hc)
+            out[ok] += w[ok, None] * dense[:, cv[ok], cu[ok]].T
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return np.stack([xs, ys], 1).astype(np.float32), scores, out
+
+
+def shipped_state_dict():
+    return torch.load(default_weights_path("superpoint"), weights_only=True)["state_dict"]
+
+
+def peaked_random_state_dict():
+    """The hand-built random published layout, detector sharpened so the scores spread."""
+    sd = published_superpoint_state_dict()
+    sd["convPb.weight"] = sd["convPb.weight"] * 60
+    sd["convPb.bias"] = sd["convPb.bias"] * 60
+    return sd
+
+
+def vga_frame() -> np.ndarray:
+    import cv2
+    from skimage import data
+    return cv2.resize(data.astronaut()[..., 1], (640, 480), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("source", ["shipped", "random"])
+def test_published_layout_round_trip_decodes_as_the_reference(tmp_path, monkeypatch, source):
+    """A raw published-layout file (the shipped weights re-saved raw: smooth trained heatmaps
+    where the suppression rounds matter; a seeded random network) through the package's
+    extractor. Reference runtime: the same keypoints as the independent decoding above, scores
+    within 1e-6, descriptors within 1e-4. Fast runtime (OpenVINO fp32, cv2 NMS): >= 99 % of the
+    keypoints, descriptors of those within 1e-4."""
+    from superglue_ros.features import SuperPointExtractor
+
+    monkeypatch.setenv("SUPERGLUE_ROS_CACHE", str(tmp_path / "ov_cache"))
+    sd = shipped_state_dict() if source == "shipped" else peaked_random_state_dict()
+    path = tmp_path / "superpoint_v1.pth"
+    torch.save(sd, path)
+    frame = vga_frame()
+    ref = SuperPointExtractor(weights=str(path), runtime="reference", max_keypoints=512)
+    got = ref.extract(frame)
+    with torch.no_grad():
+        dense = ref.model.forward_dense(torch.from_numpy(frame).float()[None, None] / 255.0)
+    want_k, want_s, want_d = reference_decoding(dense["logits"][0], dense["descriptors"][0])
+    assert len(want_k) == 512
+    assert np.array_equal(got.keypoints, want_k)
+    assert np.allclose(got.scores, want_s, atol=1e-6)
+    assert np.abs(got.descriptors - want_d).max() <= 1e-4
+    if source == "shipped":  # the suppression rounds change the result on trained heatmaps
+        single = load_model("superpoint", path, conf=dict(nms_suppression_rounds=0,
+                                                          max_keypoints=-1))
+        everything = load_model("superpoint", path, conf=dict(max_keypoints=-1))
+        image = torch.from_numpy(frame).float()[None, None] / 255.0
+        with torch.no_grad():
+            n_single = len(single(image)["keypoints"][0])
+            n_reference = len(everything(image)["keypoints"][0])
+        assert n_reference > 1.2 * n_single
+    fast = SuperPointExtractor(weights=str(path), runtime="fast", precision="fp32",
+                               max_keypoints=512).extract(frame)
+    same = (got.keypoints[:, None, :] == fast.keypoints[None, :, :]).all(-1)  # [N_ref,N_fast]
+    assert same.any(1).mean() >= 0.99
+    i_ref, i_fast = np.nonzero(same)
+    assert np.abs(got.descriptors[i_ref] - fast.descriptors[i_fast]).max() <= 1e-4

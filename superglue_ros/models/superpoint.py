@@ -4,13 +4,20 @@ Written from the paper (DeTone, Malisiewicz, Rabinovich, "SuperPoint: Self-Super
 Point Detection and Description", CVPR-W 2018). Layer names follow the published
 ``superpoint_v1.pth`` state dict so those weights load unchanged.
 
-Coordinate convention (used everywhere in this package): a keypoint (x, y) is in pixels of the
-image given to ``forward``, with pixel centres at integer coordinates (pixel i covers
-[i - 0.5, i + 0.5]). Descriptor cell j of the 1/8 map covers pixels [8j, 8j + 8), so its centre
-sits at 8j + 3.5. Sampling the 1/8 map at x therefore uses cell coordinate u = (x - 3.5) / 8,
-which with ``grid_sample(align_corners=False)`` is the normalised coordinate
-(x + 0.5) / W_pad * 2 - 1 (W_pad = padded width = 8 * cells). Outside the outermost cell centres
-the border descriptor is repeated.
+Keypoints (x, y) are in pixels of the image given to ``forward``, pixel centres at integer
+coordinates. Two decoding conventions exist, chosen by the configuration:
+
+- ``reference`` (default; what the published weights were trained and evaluated with):
+  NMS = window maximum, then ``nms_suppression_rounds`` = 2 rounds of "suppress every pixel
+  within the radius of a kept point, keep the window maxima of the remaining scores" (recovers
+  peaks that were only hidden by a suppressed neighbour, e.g. in chains of near-equal peaks).
+  Descriptors are sampled from the 1/8 map (W cells wide, s = 8) with ``align_corners=True`` at
+  normalised x' = (x - s/2 + 0.5) / (W s - s/2 - 0.5) * 2 - 1 (same for y): pixel 3.5 maps to
+  the first cell centre and pixel W s - 1 to the last, a slight stretch of the cell grid.
+- ``descriptor_sampling: pixel_centre`` (what our own ``superglue_ros/1`` files were trained
+  with, see weights.py): descriptor cell j covers pixels [8j, 8j + 8) with its centre at
+  8j + 3.5, sampled with ``align_corners=False`` at (x + 0.5) / (8 W) * 2 - 1, the border
+  descriptor repeated outside. ``nms_suppression_rounds: 0`` is a single window maximum.
 """
 
 from __future__ import annotations
@@ -21,53 +28,82 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def nms_torch(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
-    """Keep pixels that are the maximum of their (2r+1)^2 window; zero the rest.
+def _window_max_torch(values: torch.Tensor, radius: int) -> torch.Tensor:
+    """[B,H,W] -> maximum over each (2r+1)^2 window (outside the image counts as -inf).
 
-    heatmap: [B,H,W] float. Returns [B,H,W]. Equal values on a plateau are all kept.
-    """
-    if radius <= 0:
-        return heatmap
+    Separable (a row maximum, then a column maximum): the same values as one square max-pool,
+    about 4x fewer comparisons for r = 4."""
     k = 2 * radius + 1
-    window_max = F.max_pool2d(heatmap[:, None], kernel_size=k, stride=1, padding=radius)[:, 0]
-    return torch.where(heatmap == window_max, heatmap, torch.zeros_like(heatmap))
+    rows = F.max_pool2d(values[:, None], kernel_size=(1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(radius, 0))[:, 0]
 
 
-def nms_cv2(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
-    """Same result as ``nms_torch`` but the window maximum is a cv2.dilate (far faster on CPU)."""
-    if radius <= 0:
-        return heatmap
+def _window_max_cv2(values: np.ndarray, radius: int) -> np.ndarray:
+    """[H,W] float32 or uint8 -> window maximum with cv2.dilate (outside = below any value)."""
     import cv2
 
     k = 2 * radius + 1
-    kernel = np.ones((k, k), np.uint8)
+    border = -np.inf if values.dtype != np.uint8 else 0
+    return cv2.dilate(values, np.ones((k, k), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=border)
+
+
+def nms_torch(heatmap: torch.Tensor, radius: int, suppression_rounds: int = 0) -> torch.Tensor:
+    """Keep window maxima ((2r+1)^2 windows), then ``suppression_rounds`` rounds that add the
+    window maxima of the scores left after zeroing everything within r of a kept point.
+
+    heatmap: [B,H,W] float >= 0. Returns [B,H,W], non-kept pixels zero. Equal values on a
+    plateau are all kept (a plateau has no unique maximum)."""
+    if radius <= 0:
+        return heatmap
+    kept = heatmap == _window_max_torch(heatmap, radius)
+    for _ in range(suppression_rounds):
+        suppressed = _window_max_torch(kept.float(), radius) > 0
+        remaining = torch.where(suppressed, torch.zeros_like(heatmap), heatmap)
+        kept = kept | (~suppressed & (remaining == _window_max_torch(remaining, radius)))
+    return torch.where(kept, heatmap, torch.zeros_like(heatmap))
+
+
+def nms_cv2(heatmap: torch.Tensor, radius: int, suppression_rounds: int = 0) -> torch.Tensor:
+    """Same result as ``nms_torch``, each window maximum a cv2.dilate (far faster on CPU)."""
+    if radius <= 0:
+        return heatmap
     heat_np = heatmap.detach().float().cpu().numpy()
     out = np.empty_like(heat_np)
-    for b in range(heat_np.shape[0]):
-        # BORDER_CONSTANT with -inf-like value mimics max_pool2d's implicit -inf padding.
-        window_max = cv2.dilate(heat_np[b], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-1.0)
-        out[b] = np.where(heat_np[b] == window_max, heat_np[b], 0.0)
+    for b, heat in enumerate(heat_np):
+        kept = heat == _window_max_cv2(heat, radius)
+        for _ in range(suppression_rounds):
+            suppressed = _window_max_cv2(kept.view(np.uint8), radius) > 0
+            remaining = np.where(suppressed, np.float32(0), heat)
+            kept |= ~suppressed & (remaining == _window_max_cv2(remaining, radius))
+        out[b] = np.where(kept, heat, np.float32(0))
     return torch.from_numpy(out).to(device=heatmap.device, dtype=heatmap.dtype)
 
 
 NMS_FUNCTIONS = {"torch": nms_torch, "cv2": nms_cv2}
+DESCRIPTOR_SAMPLING = ("reference", "pixel_centre")
 
 
-def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8) -> torch.Tensor:
+def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8,
+                       convention: str = "reference") -> torch.Tensor:
     """Bilinearly sample an L2-normalised descriptor at each keypoint.
 
     keypoints: [N,2] (x, y) pixels; dense: [D,Hc,Wc] 1/cell-resolution map. Returns [N,D].
-    See the module docstring for the pixel-centre convention.
-    """
+    ``convention``: 'reference' or 'pixel_centre' (see the module docstring)."""
     d, hc, wc = dense.shape
     if keypoints.shape[0] == 0:
         return dense.new_zeros((0, d))
     size = keypoints.new_tensor([wc * cell, hc * cell])
-    grid = (keypoints + 0.5) / size * 2 - 1  # [N,2]
-    sampled = F.grid_sample(
-        dense[None].float(), grid[None, None].float(), mode="bilinear",
-        padding_mode="border", align_corners=False,
-    )  # [1,D,1,N]
+    if convention == "reference":
+        grid = (keypoints - cell / 2 + 0.5) / (size - cell / 2 - 0.5) * 2 - 1  # [N,2]
+        options = dict(padding_mode="zeros", align_corners=True)
+    elif convention == "pixel_centre":
+        grid = (keypoints + 0.5) / size * 2 - 1
+        options = dict(padding_mode="border", align_corners=False)
+    else:
+        raise ValueError(f"unknown descriptor_sampling {convention!r}; choose from {DESCRIPTOR_SAMPLING}")
+    sampled = F.grid_sample(dense[None].float(), grid[None, None].float(), mode="bilinear",
+                            **options)  # [1,D,1,N]
     return F.normalize(sampled[0, :, 0].t(), p=2, dim=1)
 
 
@@ -80,6 +116,10 @@ class SuperPoint(nn.Module):
         keypoint_threshold=0.005,
         max_keypoints=-1,
         remove_borders=4,
+        # decoding convention (module docstring): the published one by default; our own
+        # superglue_ros/1 files without descriptor_sampling get 'pixel_centre' (weights.py)
+        nms_suppression_rounds=2,
+        descriptor_sampling="reference",  # 'reference' | 'pixel_centre'
         nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
         # inference backend of the dense backbone (see backends.py); reference = torch fp32
         backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
@@ -96,6 +136,12 @@ class SuperPoint(nn.Module):
         self.conf = {**self.default_conf, **(conf or {})}
         if self.conf["nms"] not in NMS_FUNCTIONS:
             raise ValueError(f"unknown nms {self.conf['nms']!r}; choose from {sorted(NMS_FUNCTIONS)}")
+        if self.conf["descriptor_sampling"] not in DESCRIPTOR_SAMPLING:
+            raise ValueError(f"unknown descriptor_sampling {self.conf['descriptor_sampling']!r}; "
+                             f"choose from {DESCRIPTOR_SAMPLING}")
+        rounds = self.conf["nms_suppression_rounds"]
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+            raise ValueError(f"nms_suppression_rounds must be an integer >= 0, got {rounds!r}")
         c1, c2, c3, c4, c5 = 64, 64, 128, 128, 256
         dim = self.conf["descriptor_dim"]
         self.relu = nn.ReLU(inplace=True)
@@ -197,10 +243,11 @@ class SuperPoint(nn.Module):
     def extract_keypoints(self, heatmap: torch.Tensor, height: int, width: int):
         """heatmap [B,Hp,Wp] (padded size) -> per image (keypoints [N,2] xy, scores [N]).
 
-        NMS, then drop the pad and a border of ``remove_borders`` px of the real image,
-        threshold, keep the top ``max_keypoints`` by score (sorted by decreasing score)."""
+        NMS, then drop the pad and a border of ``remove_borders`` px of the real image, keep
+        scores > ``keypoint_threshold``, then the top ``max_keypoints`` by decreasing score."""
         conf = self.conf
-        heat = NMS_FUNCTIONS[conf["nms"]](heatmap, conf["nms_radius"])
+        heat = NMS_FUNCTIONS[conf["nms"]](heatmap, conf["nms_radius"],
+                                          conf["nms_suppression_rounds"])
         b = conf["remove_borders"]
         valid = torch.zeros_like(heat, dtype=torch.bool)
         valid[:, b:height - b, b:width - b] = True
@@ -231,7 +278,8 @@ class SuperPoint(nn.Module):
             heatmap = self.logits_to_heatmap(dense["logits"])
             keypoints, scores = self.extract_keypoints(heatmap, height, width)
             descriptors = [
-                sample_descriptors(k, d, self.cell) for k, d in zip(keypoints, dense["descriptors"])
+                sample_descriptors(k, d, self.cell, self.conf["descriptor_sampling"])
+                for k, d in zip(keypoints, dense["descriptors"])
             ]
         return dict(keypoints=keypoints, scores=scores, descriptors=descriptors)
 

@@ -82,7 +82,8 @@ def detect(superpoint: SuperPoint, images: torch.Tensor, num_keypoints: int,
         rs = heat[i, ri[:, 1], ri[:, 0]]
         k_all = torch.cat([k.float(), rk])
         s_all = torch.cat([s.float(), rs.float()])
-        desc = sample_descriptors(k_all, dense["descriptors"][i])
+        desc = sample_descriptors(k_all, dense["descriptors"][i],
+                                  convention=superpoint.conf["descriptor_sampling"])
         is_random = torch.zeros(len(k_all), dtype=torch.bool)
         is_random[len(k):] = True
         out.append(dict(keypoints=k_all, scores=s_all, descriptors=desc, is_random=is_random))

@@ -75,11 +75,13 @@ def teacher_keypoints(teacher_logits: torch.Tensor, num: int, border: int = 8,
 
 def descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, kpts0: list[torch.Tensor],
                     H: torch.Tensor, valid1: torch.Tensor, temperature: float = 0.07,
-                    neg_radius: float = 8.0, border: int = 8):
+                    neg_radius: float = 8.0, border: int = 8, sampling: str = "reference"):
     """Symmetric InfoNCE at keypoints with known correspondence.
 
     desc0, desc1: [B,D,Hc,Wc] dense L2-normalised; kpts0: per image [N,2] px in view 0;
-    H [B,3,3] view0 -> view1; valid1 [B,h,w]. Returns (loss, top-1 accuracy)."""
+    H [B,3,3] view0 -> view1; valid1 [B,h,w]; sampling: the student's descriptor_sampling
+    (the loss trains the descriptors at the positions the product samples). Returns (loss,
+    top-1 accuracy)."""
     b_size, _, hc, wc = desc0.shape
     h, w = valid1.shape[-2:]
     cells = cell_centres(hc, wc, desc0.device)
@@ -98,8 +100,8 @@ def descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, kpts0: list[torch.
         n = len(p0)
         if n < 2:
             continue
-        d0 = sample_descriptors(p0, desc0[b])  # [n,D]
-        d1 = sample_descriptors(p1, desc1[b])
+        d0 = sample_descriptors(p0, desc0[b], convention=sampling)  # [n,D]
+        d1 = sample_descriptors(p1, desc1[b], convention=sampling)
         dense0 = desc0[b].flatten(1).t()  # [C,D]
         dense1 = desc1[b].flatten(1).t()
         p0_in1 = p1
@@ -221,7 +223,8 @@ def training_step(model, teacher, batch, args, device) -> dict:
         det = label_loss(logits, labels.to(device), cell_mask)
         kpts0 = [k.to(device) for k in kpts0]
     dl, acc = descriptor_loss(desc[:b], desc[b:], kpts0, batch["H"], batch["valid1"],
-                              args.desc_temp, args.neg_radius)
+                              args.desc_temp, args.neg_radius,
+                              sampling=model.conf["descriptor_sampling"])
     loss = args.det_weight * det + args.desc_weight * dl
     return dict(loss=loss, det_loss=float(det.detach()), desc_loss=float(dl.detach()), desc_acc=acc)
 
