@@ -2,9 +2,15 @@
 
 A thin adapter. Subscription callbacks convert the message to an array and keep only the
 newest frame per camera (a frame still waiting when a newer one arrives is dropped and
-counted, never queued); one worker thread hands frames to each camera's ``FrontEnd`` and
-publishes what it returns. Loop requests (topic and service) run on their own callback
-group with a bounded number in flight, so they never hold up the image callbacks.
+counted, never queued). Two worker threads:
+  odometry  hands frames to each camera's ``FrontEnd.process(defer_loop=True)`` and publishes
+            the keyframe and ODOMETRY message at once;
+  loop      runs the new keyframes' loop jobs (``FrontEnd.run_loop_job``) at a lower OS
+            priority, newest first from a bounded queue (``loop_queue_size``; the oldest job is
+            dropped and counted when it is full), and publishes the LOOP_CLOSURE messages.
+The models are shared through one lock per model in which odometry goes first. Loop requests
+(topic and service) run on their own callback group with a bounded number in flight, so they
+never hold up the image callbacks.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
@@ -16,6 +22,7 @@ and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import threading
@@ -39,7 +46,7 @@ from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandid
 from superglue_ros_msgs.srv import VerifyLoop
 
 from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
-from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
+from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError
 from .messages import (array_to_image_msg, camera_info_to_K, compressed_msg_to_array,
                        correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
@@ -49,6 +56,7 @@ from .parameters import ParameterSpec, all_parameters, check_value
 NODE_NAME = 'superglue_node'
 LATENCY_WINDOW = 200
 REQUEST_QUEUE_DEPTH = 100   # verify_loop requests the middleware holds before dropping the oldest
+LOOP_WORKER_NICE = 10       # added to the loop worker thread's nice value (Linux, best effort)
 
 
 class StartupError(RuntimeError):
@@ -110,7 +118,12 @@ class CameraStream:
     failed: int = 0
     keyframes: int = 0
     loop_closures: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # receipt -> ODOMETRY out
+    vo_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))   # odometry worker per frame
+    loop_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # loop worker per job
+    loop_waits_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # keyframe -> job start
+    loop_jobs_done: int = 0
+    loop_jobs_dropped: int = 0
     last_diag: tuple = (0.0, 0, 0)                # (time, processed, dropped) at the last report
     debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
     publishers: dict = field(default_factory=dict)
@@ -132,6 +145,10 @@ class SuperGlueNode(Node):
         self._wake = threading.Condition()
         self._stop = False
         self._worker = None
+        self._loop_worker = None
+        self._loop_wake = threading.Condition()
+        self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
+        self._loop_busy = False
         self.cameras: list[CameraStream] = []
         self._specs = {spec.name: spec for spec in all_parameters()}
         for spec in self._specs.values():
@@ -180,6 +197,8 @@ class SuperGlueNode(Node):
         self._next_camera = 0
         self._worker = threading.Thread(target=self._work, name='superglue_worker', daemon=True)
         self._worker.start()
+        self._loop_worker = threading.Thread(target=self._loop_work, name='superglue_loop', daemon=True)
+        self._loop_worker.start()
         self.get_logger().info(
             f"ready: {self.extractor.name}+{self.matcher.name} on {self.device}, cameras "
             f"{[c.name or '.' for c in self.cameras]}, input "
@@ -340,10 +359,12 @@ class SuperGlueNode(Node):
                           f'{type(error).__name__}: {error}', level='error')
 
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
+        started = time.monotonic()
         height, width = item.image.shape[:2]
         K = self._intrinsics(cam, (width, height))
         try:
-            result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id, K))
+            result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id, K),
+                                          defer_loop=True)
         except FrameRejectedError as error:
             cam.rejected += 1
             self.warn(f"camera '{cam.name or '.'}': frame rejected: {error}")
@@ -357,12 +378,78 @@ class SuperGlueNode(Node):
             cam.keyframes += 1
         if result.odometry is not None:
             pubs['correspondences'].publish(self._corr_msg(cam, result.odometry, names))
-        for loop in result.loop_closures:
-            pubs['correspondences'].publish(self._corr_msg(cam, loop, names))
-            cam.loop_closures += 1
-        cam.processed += 1
         cam.latencies_s.append(time.monotonic() - item.received)
-        self._publish_debug(cam, item, result)
+        cam.processed += 1
+        try:
+            self._publish_debug(cam, item, result)
+        finally:
+            # the debug image keeps the keyframe's small copy that the loop job draws on
+            if result.loop_job is not None:
+                self._queue_loop_job(cam, result.loop_job)
+            cam.vo_times_s.append(time.monotonic() - started)
+
+    # -- loop worker -------------------------------------------------------------------------
+
+    def _queue_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
+        with self._loop_wake:
+            if self._stop:
+                cam.frontend.cancel_loop_job(job)
+                return
+            self._loop_jobs.append((cam, job))
+            while len(self._loop_jobs) > self.p['loop_queue_size']:
+                old_cam, old_job = self._loop_jobs.popleft()
+                old_cam.frontend.cancel_loop_job(old_job)
+                old_cam.loop_jobs_dropped += 1
+                self.warn(f"camera '{old_cam.name or '.'}': loop closure of keyframe "
+                          f'{old_job.keyframe.id} dropped: the loop queue is full '
+                          f"(loop_queue_size {self.p['loop_queue_size']})")
+            self._loop_wake.notify()
+
+    def _loop_work(self) -> None:
+        try:   # below the odometry worker; threads this one starts (torch's pool) inherit it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOOP_WORKER_NICE)
+        except (AttributeError, OSError, ValueError) as error:
+            self.get_logger().info(f'loop worker keeps the default priority: {error}')
+        while True:
+            with self._loop_wake:
+                self._loop_busy = False
+                while not self._loop_jobs and not self._stop:
+                    self._loop_wake.wait(0.5)
+                if self._stop:
+                    return
+                cam, job = self._loop_jobs.pop()   # newest first
+                self._loop_busy = True
+            try:
+                self._run_loop_job(cam, job)
+            except Exception as error:  # noqa: BLE001 - the worker must outlive any bad job
+                cam.frontend.cancel_loop_job(job)
+                self.warn(f"camera '{cam.name or '.'}': loop closure failed: "
+                          f'{type(error).__name__}: {error}', level='error')
+
+    def _run_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
+        started = time.monotonic()
+        cam.loop_waits_s.append(started - job.created_s)
+        outcome = cam.frontend.run_loop_job(job, background=True)
+        for text in outcome.warnings:
+            self.warn(f"camera '{cam.name or '.'}': {text}")
+        names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
+        for loop in outcome.loop_closures:
+            cam.publishers['correspondences'].publish(self._corr_msg(cam, loop, names))
+            cam.loop_closures += 1
+        cam.loop_jobs_done += 1
+        cam.loop_times_s.append(time.monotonic() - started)
+        if outcome.loop_closures and self._debug_wanted(cam):
+            strongest = max(outcome.loop_closures, key=lambda c: int(np.count_nonzero(c.inliers)))
+            query_image, query_scale = cam.debug_images.get(job.keyframe.id, (None, 1.0))
+            if query_image is not None:
+                self._draw_debug(cam, strongest, query_image, query_scale, job.keyframe.stamp_ns,
+                                 job.keyframe.frame_id)
+
+    def loop_idle(self) -> bool:
+        """No loop job queued or running (tests and the demo wait for this before they stop)."""
+        with self._loop_wake:
+            return not self._loop_jobs and not self._loop_busy
 
     def _corr_msg(self, cam: CameraStream, corr, names: dict):
         ref = cam.frontend.cache.get(corr.reference_id)
@@ -384,8 +471,6 @@ class SuperGlueNode(Node):
         if not self._debug_wanted(cam):
             cam.debug_images.clear()
             return
-        from ..visualization import draw_matches
-
         width = self.p['debug_image_width']
         h0, w0 = item.image.shape[:2]
         scale = min(1.0, width / w0)
@@ -393,12 +478,16 @@ class SuperGlueNode(Node):
         if result.is_keyframe and result.keyframe is not None:
             cam.debug_images[result.keyframe.id] = (small, scale)
         live = set(cam.frontend.cache.ids())
-        for kid in [k for k in cam.debug_images if k not in live]:
-            del cam.debug_images[kid]
-        loops = sorted(result.loop_closures, key=lambda c: -int(np.count_nonzero(c.inliers)))
-        corr = loops[0] if loops else result.odometry   # the strongest loop closure, else VO
-        if corr is None:
-            return
+        for kid in [k for k in list(cam.debug_images) if k not in live]:
+            cam.debug_images.pop(kid, None)
+        if result.odometry is not None:
+            self._draw_debug(cam, result.odometry, small, scale, item.stamp_ns, item.frame_id)
+
+    def _draw_debug(self, cam: CameraStream, corr, query_image, query_scale: float, stamp_ns: int,
+                    frame_id: str) -> None:
+        """Publish `corr` drawn on the query's small image next to its reference keyframe's."""
+        from ..visualization import draw_matches
+
         ref_image, ref_scale = cam.debug_images.get(corr.reference_id, (None, 1.0))
         if ref_image is None:
             ref = cam.frontend.cache.get(corr.reference_id)
@@ -408,10 +497,10 @@ class SuperGlueNode(Node):
         query = 'keyframe' if corr.query_is_keyframe else 'frame'
         text = [f'{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}',
                 f'{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers']
-        canvas = draw_matches(small, ref_image, np.asarray(corr.query_points) * scale,
+        canvas = draw_matches(query_image, ref_image, np.asarray(corr.query_points) * query_scale,
                               np.asarray(corr.reference_points) * ref_scale,
                               corr.inliers if len(corr.inliers) else None, text=text)
-        cam.publishers['debug_image'].publish(array_to_image_msg(canvas, item.stamp_ns, item.frame_id))
+        cam.publishers['debug_image'].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
 
     # -- loop requests -----------------------------------------------------------------------
 
@@ -470,6 +559,8 @@ class SuperGlueNode(Node):
             cam.last_diag = (now, cam.processed, cam.dropped)
             lat = np.array(cam.latencies_s, float)
             p50, p90 = (np.percentile(lat, [50, 90]) * 1000) if lat.size else (float('nan'),) * 2
+            with self._loop_wake:
+                queued = sum(1 for c, _ in self._loop_jobs if c is cam)
             values = dict(
                 processed_fps=f'{(cam.processed - processed0) / dt:.2f}',
                 dropped_fps=f'{(cam.dropped - dropped0) / dt:.2f}',
@@ -477,6 +568,11 @@ class SuperGlueNode(Node):
                 frames_rejected=cam.rejected, frames_failed=cam.failed,
                 keyframes=cam.keyframes, loop_closures=cam.loop_closures,
                 latency_p50_ms=f'{p50:.1f}', latency_p90_ms=f'{p90:.1f}',
+                odometry_worker_p50_ms=f'{_percentile_ms(cam.vo_times_s, 50):.1f}',
+                loop_worker_p50_ms=f'{_percentile_ms(cam.loop_times_s, 50):.1f}',
+                loop_wait_p50_ms=f'{_percentile_ms(cam.loop_waits_s, 50):.1f}',
+                loop_jobs_done=cam.loop_jobs_done, loop_jobs_dropped=cam.loop_jobs_dropped,
+                loop_jobs_queued=queued,
                 cache_keyframes=len(cam.frontend.cache), cache_bytes=cam.frontend.cache.nbytes(),
                 device=str(self.device), extractor=self.extractor.name, matcher=self.matcher.name)
             status = DiagnosticStatus(
@@ -500,16 +596,33 @@ class SuperGlueNode(Node):
                                  loop_closures=cam.loop_closures,
                                  latency_p50_s=float(np.percentile(lat, 50)) if lat.size else None,
                                  latency_p90_s=float(np.percentile(lat, 90)) if lat.size else None,
-                                 latencies_s=lat.tolist())
+                                 latencies_s=lat.tolist(),
+                                 odometry_worker_s=list(cam.vo_times_s),
+                                 loop_worker_s=list(cam.loop_times_s),
+                                 loop_wait_s=list(cam.loop_waits_s),
+                                 loop_jobs_done=cam.loop_jobs_done,
+                                 loop_jobs_dropped=cam.loop_jobs_dropped)
         return out
 
     def destroy_node(self):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10.0)
+        with self._loop_wake:
+            self._stop = True
+            for cam, job in self._loop_jobs:
+                cam.frontend.cancel_loop_job(job)
+            self._loop_jobs.clear()
+            self._loop_wake.notify_all()
+        for worker in (self._worker, self._loop_worker):
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=10.0)
         return super().destroy_node()
+
+
+def _percentile_ms(values, q: float) -> float:
+    values = np.asarray(values, float)
+    return float(np.percentile(values, q) * 1000) if values.size else float('nan')
 
 
 def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:

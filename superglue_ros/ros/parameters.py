@@ -65,6 +65,9 @@ NODE_PARAMETERS = (
                   range=(0.1, 60.0)),
     ParameterSpec('max_pending_requests', 2, 'verify_loop / loop_candidates requests processed '
                   'at once; more are answered at once with a busy status', range=(1, 64, 1)),
+    ParameterSpec('loop_queue_size', 4, 'new keyframes waiting for internal loop closure (its own '
+                  'lower-priority worker, newest first); when full the oldest is dropped and '
+                  'counted in diagnostics', range=(1, 1000, 1)),
     ParameterSpec('warn_throttle_s', 5.0, 'the same kind of warning is logged at most once per '
                   'this many seconds (with a count of the suppressed ones)', range=(0.0, 3600.0),
                   read_only=False),
