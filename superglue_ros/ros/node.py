@@ -424,6 +424,8 @@ class SuperGlueNode(Node):
                 self._run_loop_job(cam, job)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad job
                 cam.frontend.cancel_loop_job(job)
+                if self._stop:
+                    return   # shutting down: the publishers may be gone already
                 self.warn(f"camera '{cam.name or '.'}': loop closure failed: "
                           f'{type(error).__name__}: {error}', level='error')
 
