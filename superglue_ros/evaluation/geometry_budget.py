@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import pickle
 import time
 
 import cv2
@@ -116,9 +117,17 @@ def main(argv=None) -> int:
     p.add_argument('--preset', default='superglue')
     p.add_argument('--repeats', type=int, default=3, help='fits per pair and budget (the fastest is kept)')
     p.add_argument('--output', default='geometry_budget.json')
+    p.add_argument('--cache', default=None, help='pickle of the matches: read if present, else written')
     args = p.parse_args(argv)
-    pairs, K = collect_matches(args.sequence, [int(g) for g in args.gaps.split(',')], args.stride,
-                               args.preset, args.limit)
+    if args.cache and pathlib.Path(args.cache).is_file():
+        with open(args.cache, 'rb') as f:
+            pairs, K = pickle.load(f)
+    else:
+        pairs, K = collect_matches(args.sequence, [int(g) for g in args.gaps.split(',')], args.stride,
+                                   args.preset, args.limit)
+        if args.cache:
+            with open(args.cache, 'wb') as f:
+                pickle.dump((pairs, K), f)
     ratios = []
     for name, options in {'before': dict(max_iters=10000)}.items():
         for _, _, _, pts_ref, pts_query, _, _ in pairs:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
-from ..geometry import GeometricModel, verify
+from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, verify
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
 from .model_lock import lock_for
@@ -203,6 +203,9 @@ class FrontEnd:
       geometric_model ('auto' | 'essential' | 'fundamental' | 'homography', default 'auto'):
           'auto' = essential when both frames have K, else fundamental.
       ransac_threshold_px (float > 0, default 2.0): inlier threshold in ORIGINAL pixels.
+      essential_max_iterations (int >= 100, default 500): RANSAC iteration cap of the essential
+          matrix (PoseLib, matches tried best score first); bounds its cost on real video, where
+          low inlier ratios drive the adaptive count to the cap (geometry.ESSENTIAL_MAX_ITERATIONS).
       min_inliers, min_inlier_ratio, max_frames, max_interval_s, min_gap_frames: keyframe
           policy, see ``policy.KeyframePolicy``.
       max_keyframes (int >= 1, default 200), max_cache_bytes (int >= 1, default 256 MiB):
@@ -230,6 +233,7 @@ class FrontEnd:
         min_image_side=16,
         geometric_model="auto",
         ransac_threshold_px=2.0,
+        essential_max_iterations=ESSENTIAL_MAX_ITERATIONS,
         **KeyframePolicy.default_conf,
         max_keyframes=200,
         max_cache_bytes=256 * 1024 * 1024,
@@ -258,6 +262,8 @@ class FrontEnd:
                                  f"'homography', got {c[key]!r}")
         if not 0 <= int(c["working_width"]) <= 8192 or not 0 <= int(c["working_height"]) <= 8192:
             raise ValueError("working_width/working_height must be in [0, 8192]")
+        if int(c["essential_max_iterations"]) < 100:
+            raise ValueError(f"essential_max_iterations must be >= 100, got {c['essential_max_iterations']}")
         if c["ransac_threshold_px"] <= 0:
             raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
         if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
@@ -358,17 +364,21 @@ class FrontEnd:
         pts_r = ref.features.keypoints[idx_r]
         t0 = time.perf_counter()
         use_model = model
-        if model == "essential" and (query_K is None or ref.K is None):
+        if model == "auto":
+            use_model = "essential" if query_K is not None and ref.K is not None else "fundamental"
+        if use_model == "essential" and (query_K is None or ref.K is None):
             use_model = "fundamental"  # asked for essential but intrinsics are missing
+        scores = matches.scores0[idx_q]
+        budget = {} if use_model != "essential" else dict(max_iters=int(self.conf["essential_max_iterations"]))
         geo = verify(pts_r, pts_q, ref.K, query_K, model=use_model,
-                     threshold_px=float(self.conf["ransac_threshold_px"]))
+                     threshold_px=float(self.conf["ransac_threshold_px"]), scores=scores, **budget)
         dt = time.perf_counter() - t0
         corr = Correspondence(
             kind=kind, query_id=query_meta["id"], reference_id=ref.id,
             query_stamp_ns=query_meta["stamp_ns"], reference_stamp_ns=ref.stamp_ns,
             frame_id=query_meta["frame_id"], query_points=pts_q.astype(np.float32),
             reference_points=pts_r.astype(np.float32),
-            scores=matches.scores0[idx_q].astype(np.float32), inliers=np.asarray(geo.inliers, bool),
+            scores=scores.astype(np.float32), inliers=np.asarray(geo.inliers, bool),
             model=geo, num_keypoints_query=len(query.keypoints),
             num_keypoints_reference=len(ref.features.keypoints), processing_time_s=0.0,
             query_indices=idx_q.astype(np.int64), reference_indices=idx_r.astype(np.int64),

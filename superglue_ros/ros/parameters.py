@@ -83,6 +83,8 @@ _FRONTEND_DESCRIPTIONS = {
     'geometric_model': "VO verification: 'auto' (essential with camera_info K, else fundamental), "
                        "'essential', 'fundamental', 'homography'",
     'ransac_threshold_px': 'RANSAC inlier threshold in original pixels',
+    'essential_max_iterations': 'RANSAC iteration cap of the essential matrix (PoseLib, matches '
+                                'tried best score first): bounds its cost on real video',
     'min_inliers': 'keyframe policy: new keyframe when verified inliers vs the last keyframe fall '
                    'below this',
     'min_inlier_ratio': "keyframe policy: new keyframe when inliers fall below this fraction of the "
@@ -112,6 +114,7 @@ _FRONTEND_RANGES = {
     'working_width': (0, 8192, 1), 'working_height': (0, 8192, 1),
     'max_image_pixels': (1, 1 << 30, 1), 'min_image_side': (1, 4096, 1),
     'ransac_threshold_px': (0.01, 100.0), 'min_inliers': (0, 100000, 1),
+    'essential_max_iterations': (100, 100000, 1),
     'min_inlier_ratio': (0.0, 1.0), 'max_frames': (0, 100000, 1),
     'max_interval_s': (0.0, 3600.0), 'min_gap_frames': (1, 100000, 1),
     'max_keyframes': (1, 1000000, 1), 'max_cache_bytes': (1, 1 << 40, 1),
