@@ -6,7 +6,7 @@ inlier ratio w: the VO worker spent a quarter of its time there. This replays th
 odometry matches (``FrontEnd`` with the given preset, default parameters) on a KITTI-format
 sequence with ground-truth poses (``poses.txt``: frame index + 3x4 camera-to-world, ``K.txt``),
 pairs at the given frame gaps, and runs ``geometry.verify`` with each budget on the very same
-matches: median / p90 / max time per fit, pose AUC@5/10/20 deg (max of rotation and translation
+matches (uniform sampling, or best match score first): median / p90 / max time per fit, pose AUC@5/10/20 deg (max of rotation and translation
 direction errors) and the inliers found.
 
     python -m superglue_ros.evaluation.geometry_budget --sequence ../shared/datasets/real/kitti/07
@@ -25,13 +25,15 @@ import numpy as np
 from .. import geometry
 from .metrics import error_auc, relative_pose_error
 
-# name -> verify() options; 'current' is what the node used before the budget was set
+# name -> (verify() options, pass the match scores: PoseLib samples best first)
 BUDGETS = {
-    'iters 10000 (before)': dict(max_iters=10000),
-    'iters 2000': dict(max_iters=2000),
-    'iters 1000': dict(max_iters=1000),
-    'iters 500': dict(max_iters=500),
-    'iters 250': dict(max_iters=250),
+    'iters 10000 (before)': (dict(max_iters=10000), False),
+    'iters 1000': (dict(max_iters=1000), False),
+    'iters 500': (dict(max_iters=500), False),
+    'iters 10000 best-first': (dict(max_iters=10000), True),
+    'iters 1000 best-first': (dict(max_iters=1000), True),
+    'iters 500 best-first (node)': (dict(max_iters=500), True),
+    'iters 250 best-first': (dict(max_iters=250), True),
 }
 
 
@@ -79,14 +81,15 @@ def collect_matches(folder, gaps, stride, preset, limit):
 def evaluate(pairs, K, budgets, threshold_px=2.0, repeats=1):
     """Per budget: timing and pose accuracy over all pairs and per gap."""
     results = {}
-    for name, options in budgets.items():
+    for name, (options, use_scores) in budgets.items():
         times, errors, inliers, per_gap = [], [], [], {}
         for gap, _, _, pts_ref, pts_query, scores, T in pairs:
             best = None
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 model = geometry.verify(pts_ref, pts_query, K, K, model='essential',
-                                        threshold_px=threshold_px, **options)
+                                        threshold_px=threshold_px,
+                                        scores=scores if use_scores else None, **options)
                 dt = time.perf_counter() - t0
                 best = dt if best is None else min(best, dt)
             times.append(best)
@@ -96,7 +99,7 @@ def evaluate(pairs, K, budgets, threshold_px=2.0, repeats=1):
             per_gap.setdefault(gap, []).append(err)
         ms = np.array(times) * 1000
         results[name] = dict(
-            options=options, pairs=len(pairs),
+            options=dict(options, best_first=use_scores), pairs=len(pairs),
             time_ms=dict(median=round(float(np.median(ms)), 2), p90=round(float(np.percentile(ms, 90)), 2),
                          max=round(float(ms.max()), 2), mean=round(float(ms.mean()), 2)),
             auc_5_10_20=[round(100 * a, 1) for a in error_auc(errors, (5, 10, 20))],
