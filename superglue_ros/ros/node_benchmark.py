@@ -16,6 +16,8 @@ window and reports, as JSON:
                         is ``node.latency_p50_ms`` / ``p90``, from its diagnostics)
   loop_latency_ms       keyframe stamp -> LOOP_CLOSURE received, p50/p90/max
   node                  the node's last diagnostics (per-worker timings, loop jobs done/dropped)
+  delivered             frames the node received (processed + dropped + rejected, its
+                        diagnostics) / frames published, over the whole run: transport loss
   rss_mib               the node's resident memory at the window's start and end, and its max
 
 Frames: the demo's loop sequence (``frontend.synthetic``, photos shipped with scikit-image) by
@@ -296,6 +298,7 @@ def run(args) -> dict:
         published=sum(1 for s in published if in_window(s)),
         published_hz=round(sum(1 for s in published if in_window(s)) / seconds, 2),
         processed=len(odo), processed_hz=round(len(odo) / seconds, 2),
+        delivered=_delivered(node_stats, len(published)),
         latency_ms=percentiles_ms([(r - s) * 1e-9 for s, r in odo]),
         keyframes=len(kf_odo),
         keyframe_latency_ms=percentiles_ms([(r - s) * 1e-9 for s, r in kf_odo]),
@@ -308,6 +311,14 @@ def run(args) -> dict:
         load_average=dict(before=[round(v, 2) for v in load_before],
                           after=[round(v, 2) for v in load_after]),
         cpus=os.cpu_count())
+
+
+def _delivered(node_stats: dict, published: int) -> float | None:
+    try:
+        received = sum(int(node_stats[k]) for k in ('frames_processed', 'frames_dropped', 'frames_rejected'))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round(received / max(1, published), 3)
 
 
 def _number(text: str):
@@ -350,7 +361,8 @@ def print_summary(result: dict) -> None:
     print(f"node over DDS: {result['input']['width']}x{result['input']['height']} "
           f"{result['input']['encoding']} at {result['input']['rate_hz']:g} Hz "
           f"({result['input']['qos']}), window {result['window_s']} s, load {result['load_average']['before']}")
-    print(f"  processed {result['processed_hz']} Hz ({result['processed']} of {result['published']} frames)")
+    print(f"  processed {result['processed_hz']} Hz ({result['processed']} of {result['published']} frames), "
+          f"delivered to the node {result['delivered']}")
     print(f"  stamp -> ODOMETRY received: p50 {result['latency_ms']['p50']} ms, p90 {result['latency_ms']['p90']} ms")
     print(f"  new keyframes' stamp -> ODOMETRY received: p50 {result['keyframe_latency_ms']['p50']} ms, "
           f"p90 {result['keyframe_latency_ms']['p90']} ms ({result['keyframes']} keyframes)")
