@@ -379,13 +379,15 @@ class SuperGlueNode(Node):
         if result.odometry is not None:
             pubs['correspondences'].publish(self._corr_msg(cam, result.odometry, names))
         cam.latencies_s.append(time.monotonic() - item.received)
-        cam.processed += 1
         try:
             self._publish_debug(cam, item, result)
         finally:
-            # the debug image keeps the keyframe's small copy that the loop job draws on
+            # after the debug image, which keeps the keyframe's small copy the loop job draws on;
+            # queued before the frame counts as processed, so that "all processed and the loop
+            # worker idle" (loop_idle) means every loop closure is out
             if result.loop_job is not None:
                 self._queue_loop_job(cam, result.loop_job)
+            cam.processed += 1
             cam.vo_times_s.append(time.monotonic() - started)
 
     # -- loop worker -------------------------------------------------------------------------
