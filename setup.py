@@ -24,7 +24,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     # Runtime dependencies come from requirements.txt and ROS 2 (scripts/setup.sh);
     # listing torch here would let pip pull an unpinned multi-GB build.

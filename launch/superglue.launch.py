@@ -8,12 +8,16 @@
 
 The remappings apply to the default camera (parameter cameras: ['']); with several camera
 namespaces, remap '<camera>/image' etc. in your own launch file.
+
+Fast DDS loads the package's shared-memory profile (config/fastdds_shm.xml: a segment large
+enough for VGA/720p frames) unless fastdds_profile names another file; the camera driver must
+load the same profile for its frames to travel in shared memory (README, Transport note).
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -54,6 +58,9 @@ def _node(context):
 def generate_launch_description():
     default_params = os.path.join(
         get_package_share_directory('superglue_ros'), 'config', 'superglue.yaml')
+    default_fastdds_profile = os.path.join(
+        get_package_share_directory('superglue_ros'), 'config', 'fastdds_shm.xml')
+    fastdds_profile = LaunchConfiguration('fastdds_profile')
     return LaunchDescription([
         DeclareLaunchArgument(
             'params_file', default_value=default_params,
@@ -81,5 +88,11 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Logging level of the node (debug, info, warn, error)'),
+        DeclareLaunchArgument(
+            'fastdds_profile', default_value=default_fastdds_profile,
+            description='Fast DDS XML profile of the node (default: shared memory with a 16 MiB segment)'),
+        # Fast DDS 3 reads the first name, rmw_fastrtps and Fast DDS 2 the second
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', fastdds_profile),
+        SetEnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE', fastdds_profile),
         OpaqueFunction(function=_node),
     ])

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -487,6 +488,14 @@ def print_table(results: dict) -> None:
 
 
 def main(argv=None) -> int:
+    """``superglue-benchmark [options]``: the front-end stages (this module);
+    ``superglue-benchmark --node [options]``: the running node over DDS (ros/node_benchmark.py,
+    needs rclpy; imported only then, so the front-end benchmark runs without ROS)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--node" in argv:
+        argv.remove("--node")
+        from .ros.node_benchmark import main as node_main
+        return node_main(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)

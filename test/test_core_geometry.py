@@ -120,3 +120,31 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match='essential and homography only'):
         geometry.verify(pts, pts, model='fundamental', estimator='poselib')
 
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_best_first_sampling_recovers_pose_at_a_small_budget(seed):
+    """75% outliers, 100 RANSAC iterations: uniform sampling hits an all-inlier 5-sample with
+    probability ~0.1; with the match confidences (inliers score higher on average, as a matcher's
+    do) PoseLib samples the best first and recovers the pose, and the inlier mask comes back in
+    the caller's (unsorted) order."""
+    rng = np.random.default_rng(seed)
+    pts0, pts1, is_inlier, R, t = synthetic_two_view(rng, 400, outlier_ratio=0.75, noise_px=0.5)
+    scores = np.where(is_inlier, rng.uniform(0.3, 1.0, len(is_inlier)), rng.uniform(0.0, 0.6, len(is_inlier)))
+    model = geometry.verify(pts0, pts1, K, K, model='essential', max_iters=100, scores=scores)
+    assert model.kind == 'essential'
+    assert angle_error_mat(model.R, R) < 1.0
+    assert angle_error_vec(model.t, t) < 3.0
+    assert model.inliers[is_inlier].mean() > 0.9
+    assert model.inliers[~is_inlier].mean() < 0.05
+    with pytest.raises(ValueError, match='scores has 3 values'):
+        geometry.verify(pts0, pts1, K, K, model='essential', scores=scores[:3])
+
+
+def test_best_first_homography_mask_in_caller_order():
+    rng = np.random.default_rng(3)
+    pts0, pts1, is_inlier, H = synthetic_homography(rng, 300, outlier_ratio=0.5, noise_px=0.5)[:4]
+    scores = rng.random(len(pts0))   # any order: the mask must still refer to the input order
+    model = geometry.verify(pts0, pts1, model='homography', estimator='poselib', scores=scores)
+    assert model.kind == 'homography'
+    assert model.inliers[is_inlier].mean() > 0.9 and model.inliers[~is_inlier].mean() < 0.05

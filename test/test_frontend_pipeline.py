@@ -311,3 +311,80 @@ def test_reset_forgets_keyframes_and_time_but_not_ids(sequence):
     again = fe.process(Frame(sequence.frame(0), int(sequence.stamps_ns[0]), "cam"))  # older stamp
     assert again.is_keyframe and again.keyframe.id == 3 and again.odometry is None
     assert [o.status for o in fe.verify_loop(3, [0])] == ["evicted"]
+
+
+def _closures(loops):
+    return [(lc.query_id, lc.reference_id, lc.num_inliers) for lc in loops]
+
+
+@pytest.mark.parametrize("preset", ["orb", "sift"])
+def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
+    """process(defer_loop=True) returns the odometry and a LoopJob; running the jobs on another
+    thread (while later frames are processed) gives exactly the inline run's loop closures, and
+    every pin a job held is released."""
+    import queue
+    import threading
+    conf = dict(loop_min_id_gap=3)
+    frames = [Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K)
+              for i in range(len(sequence))]
+    inline = FrontEnd.from_preset(preset, "cpu", conf)
+    inline_results = [inline.process(f) for f in frames]
+    expected = sorted(lc for r in inline_results for lc in _closures(r.loop_closures))
+    assert expected, "the inline run found no loop closure to compare with"
+
+    fe = FrontEnd.from_preset(preset, "cpu", conf)
+    jobs, outcomes, errors = queue.Queue(), [], []
+
+    def loop_worker():
+        while (job := jobs.get()) is not None:
+            try:
+                outcomes.append(fe.run_loop_job(job, background=True))
+            except Exception as err:  # reported below
+                errors.append(err)
+
+    t = threading.Thread(target=loop_worker)
+    t.start()
+    deferred_results = []
+    for f in frames:
+        r = fe.process(f, defer_loop=True)
+        assert r.loop_closures == []
+        if r.loop_job is not None:
+            assert r.is_keyframe and r.loop_job.keyframe is r.keyframe
+            # the query keyframe and its candidates stay pinned until the job has run
+            assert all(fe.cache.is_pinned(k) for k in r.loop_job.pinned_ids)
+            assert r.keyframe.id in r.loop_job.pinned_ids
+            jobs.put(r.loop_job)
+        deferred_results.append(r)
+    jobs.put(None)
+    t.join()
+    assert not errors
+    # odometry identical to the inline run's (the deferred loop does not change VO)
+    assert [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in deferred_results] == \
+        [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in inline_results]
+    assert sorted(lc for o in outcomes for lc in _closures(o.loop_closures)) == expected
+    assert fe.stats["loop_closures"] == inline.stats["loop_closures"] == len(expected)
+    assert not any(fe.cache.is_pinned(k) for k in fe.cache.ids())
+    assert all(o.timings_s["total"] >= o.timings_s["match"] > 0 for o in outcomes)
+
+
+def test_cancelled_loop_job_releases_its_pins(sequence):
+    """A job dropped from a full queue is cancelled: pins released, the over-bound keyframes it
+    protected are evicted, running it afterwards is refused with a warning, not an exception."""
+    conf = dict(max_keyframes=3, max_frames=1, min_gap_frames=1, loop_min_id_gap=1,
+                geometric_model="homography", loop_geometric_model="homography")
+    fe = FrontEnd.from_preset("orb", "cpu", conf)
+    held = []
+    for i in range(0, 12, 2):
+        r = fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam"), defer_loop=True)
+        if r.loop_job is not None:
+            held.append(r.loop_job)
+    assert len(held) >= 3
+    pinned = sorted({k for job in held for k in job.pinned_ids})
+    assert all(k in fe.cache for k in pinned)  # kept beyond max_keyframes while queued
+    assert len(fe.cache) > 3
+    for job in held:
+        fe.cancel_loop_job(job)
+        fe.cancel_loop_job(job)  # idempotent
+    assert len(fe.cache) == 3 and not any(fe.cache.is_pinned(k) for k in fe.cache.ids())
+    outcome = fe.run_loop_job(held[0])
+    assert outcome.loop_closures == [] and "already ran or was cancelled" in outcome.warnings[0]

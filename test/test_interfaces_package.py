@@ -185,7 +185,8 @@ class _FakeLaunch:
         self.modules = {
             'launch': types.SimpleNamespace(LaunchDescription=lambda actions: actions),
             'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorded,
-                                                    OpaqueFunction=Recorded),
+                                                    OpaqueFunction=Recorded,
+                                                    SetEnvironmentVariable=Recorded),
             'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
             'launch_ros.actions': types.SimpleNamespace(Node=Node),
             'ament_index_python.packages': types.SimpleNamespace(
@@ -226,6 +227,33 @@ def test_launch_arguments_reach_the_node_parameters_and_remappings():
     assert kw['parameters'][1] == {'use_sim_time': False, 'use_compressed': False}
     with pytest.raises(ValueError, match='use_sim_time'):
         launch.run(use_sim_time='maybe')
+
+
+def test_launch_sets_the_shipped_fastdds_profile():
+    """Both Fast DDS profile variables are set from one launch argument whose default is the
+    installed config/fastdds_shm.xml; the profile parses, enables SHM with a segment that holds
+    several 720p bgr8 frames, keeps UDPv4 and is the default participant profile."""
+    import xml.etree.ElementTree as ET
+
+    tree = _launch_tree()
+    env = {c.args[0].value: ast.unparse(c.args[1]) for c in _calls(tree, 'SetEnvironmentVariable')}
+    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': 'fastdds_profile',
+                   'FASTRTPS_DEFAULT_PROFILES_FILE': 'fastdds_profile'}
+    src = ast.unparse(tree)
+    assert "get_package_share_directory('superglue_ros'), 'config', 'fastdds_shm.xml'" in src
+    ns = {'d': 'http://www.eprosima.com'}
+    root = ET.parse(ROOT / 'config' / 'fastdds_shm.xml').getroot()
+    transports = {t.find('d:transport_id', ns).text: t for t in root.iterfind('.//d:transport_descriptor', ns)}
+    shm = next(t for t in transports.values() if t.find('d:type', ns).text == 'SHM')
+    segment = int(shm.find('d:segment_size', ns).text)
+    assert segment >= 4 * 1280 * 720 * 3 and int(shm.find('d:maxMessageSize', ns).text) <= segment
+    assert {t.find('d:type', ns).text for t in transports.values()} == {'SHM', 'UDPv4'}
+    (participant,) = root.iterfind('.//d:participant', ns)
+    assert participant.get('is_default_profile') == 'true'
+    used = [e.text for e in participant.iterfind('.//d:userTransports/d:transport_id', ns)]
+    assert sorted(used) == sorted(transports)
+    assert participant.find('.//d:useBuiltinTransports', ns).text == 'false'
+    assert (ROOT / 'config' / 'fastdds_shm.xml').is_file()
 
 
 def test_launch_executable_is_a_console_script():

@@ -11,6 +11,8 @@ is processed:
 The learned preset runs in fp32 so that its inliers are the same on every CPU; its bars keep a
 margin below what the shipped weights measure (see quality_gap.py).
 """
+import time
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
@@ -72,6 +74,8 @@ def run(request):
             else:
                 probe.correspondence_for(stamp, timeout=120)
         probe.wait_for(lambda: node.stats()['']['processed'] == FRAMES, 60, 'all frames processed')
+        probe.wait_for(node.loop_idle, 120, 'the loop worker to finish its jobs')
+        time.sleep(0.5)  # the last LOOP_CLOSURE messages through DDS
         yield preset, sequence, index_of, node, probe
 
 
@@ -142,6 +146,24 @@ def test_revisit_produces_a_loop_closure_to_the_start(run):
     revisit = [m for m in loops if index_of[stamp_to_ns(m.header.stamp)] > loop_frames // 2
                and sequence.overlap(index_of[stamp_to_ns(m.header.stamp)], 0) >= 0.5]
     assert any(index_of[stamp_to_ns(m.reference_stamp)] <= 0.15 * loop_frames for m in revisit)
+
+
+def test_keyframe_odometry_is_published_before_its_loop_closures(run):
+    """Loop closure runs on its own worker after the keyframe's ODOMETRY message is out: on the
+    one reliable correspondences topic, every LOOP_CLOSURE arrives after the ODOMETRY message of
+    its query keyframe."""
+    preset, sequence, index_of, node, probe = run
+    with probe.lock:
+        messages = list(probe.correspondences)
+    position = {m.query_id: i for i, m in enumerate(messages)
+                if m.kind == Correspondences.ODOMETRY and m.query_is_keyframe}
+    loops = [(i, m) for i, m in enumerate(messages) if m.kind == Correspondences.LOOP_CLOSURE]
+    assert loops
+    for i, m in loops:
+        assert position[m.query_id] < i, f'loop closure of keyframe {m.query_id} before its odometry'
+    stats = node.stats()['']
+    print(f"\nloop jobs: {stats['loop_jobs_done']} done, {stats['loop_jobs_dropped']} dropped")
+    assert stats['loop_jobs_done'] > 0 and node.loop_idle()
 
 
 def test_verify_loop_known_and_unknown_ids(run):

@@ -1,8 +1,10 @@
 """ROS-free SLAM front-end: frame -> features -> VO vs last keyframe -> keyframe -> loop closure.
 
 The ROS node (``superglue_ros.ros``) is a thin shell around ``FrontEnd``: it converts messages
-to ``Frame``s, calls ``process`` on its worker thread, answers ``verify_loop`` from service
-callbacks (concurrently), and turns ``Correspondence`` objects into messages. Everything here is
+to ``Frame``s, calls ``process(frame, defer_loop=True)`` on its odometry worker (which returns the
+odometry at once and, for a new keyframe, a ``LoopJob``), runs ``run_loop_job`` on a second, lower
+priority worker, answers ``verify_loop`` from service callbacks (concurrently), and turns
+``Correspondence`` objects into messages. Everything here is
 testable without ROS, and ``superglue-offline`` runs the very same code over folders and bags.
 
 Coordinate conventions (as in superglue_ros_msgs/Correspondences):
@@ -26,10 +28,11 @@ import torch
 
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
-from ..geometry import GeometricModel, normalize_points, verify
+from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
+from .model_lock import lock_for
 from .policy import KeyframeDecision, KeyframePolicy
 
 
@@ -113,7 +116,8 @@ class FrameResult:
     keyframe: Keyframe | None  # the new keyframe when is_keyframe
     odometry: Correspondence | None  # vs the previous keyframe; None for the first frame
     loop_closures: list[Correspondence]  # verified (>= min_loop_inliers) loop closures of a new keyframe
-    timings_s: dict[str, float]  # per stage: preprocess, extract, match, verify, policy, keyframe, loop, total
+    timings_s: dict[str, float]  # per stage: preprocess, extract, match, verify, policy, keyframe,
+    #                              loop_rank, loop (inline only: rank + match + verify), total
     query_features: Features  # the frame's features, keypoints in ORIGINAL pixels
     # extensions
     stamp_ns: int = 0
@@ -126,6 +130,33 @@ class FrameResult:
     evicted_ids: list[int] = field(default_factory=list)  # keyframes evicted by adding this one
     loop_candidates: list[tuple[int, float]] = field(default_factory=list)  # (id, similarity) matched
     warnings: list[str] = field(default_factory=list)  # non-fatal problems (bad K ignored, loop failure)
+    loop_job: "LoopJob | None" = None  # defer_loop and candidates to match: run or cancel it
+
+
+@dataclass
+class LoopJob:
+    """A new keyframe's internal loop closure, ranked but not matched yet (``process`` with
+    ``defer_loop=True``). The keyframe and its candidates are pinned in the cache until
+    ``FrontEnd.run_loop_job`` or ``FrontEnd.cancel_loop_job`` releases them, so a queued job
+    always finds what it was ranked against."""
+
+    keyframe: Keyframe
+    candidates: list[tuple[Keyframe, float]]  # (candidate, similarity), best first
+    cache: KeyframeCache | None = None  # where the pins are (reset() replaces the cache)
+    pinned_ids: list[int] = field(default_factory=list)
+    created_s: float = 0.0  # time.monotonic() when ranked
+    done: bool = False
+
+
+@dataclass
+class LoopOutcome:
+    """What ``run_loop_job`` produced for one keyframe."""
+
+    keyframe_id: int
+    loop_closures: list[Correspondence]  # verified (>= min_loop_inliers), in candidate order
+    candidates: list[tuple[int, float]]  # (id, similarity) matched
+    timings_s: dict[str, float]  # queued (ranked -> started), match, verify, total
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -158,9 +189,12 @@ def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
 class FrontEnd:
     """Visual-odometry and loop-closure correspondences over a stream of frames of ONE camera.
 
-    Thread safety: ``process`` calls are serialised (one worker); ``verify_loop`` may run
-    concurrently from other threads. Extractor/matcher calls are serialised by one compute lock
-    (the models are not assumed re-entrant), keyframes used by a request are pinned in the cache.
+    Thread safety: ``process`` calls are serialised (one worker); ``run_loop_job`` and
+    ``verify_loop`` may run concurrently from other threads. Every extractor/matcher call holds
+    that model's lock (``model_lock.lock_for``: shared by all FrontEnds using the model, the
+    models are not assumed re-entrant); ``process`` takes it in the foreground, loop jobs in the
+    background (they wait while odometry waits). Keyframes used by a request or a queued loop
+    job are pinned in the cache.
 
     Parameters (``default_conf``; flat so that each is one ROS parameter):
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
@@ -173,6 +207,9 @@ class FrontEnd:
       geometric_model ('auto' | 'essential' | 'fundamental' | 'homography', default 'auto'):
           'auto' = essential when both frames have K, else fundamental.
       ransac_threshold_px (float > 0, default 2.0): inlier threshold in ORIGINAL pixels.
+      essential_max_iterations (int >= 100, default 500): RANSAC iteration cap of the essential
+          matrix (PoseLib, matches tried best score first); bounds its cost on real video, where
+          low inlier ratios drive the adaptive count to the cap (geometry.ESSENTIAL_MAX_ITERATIONS).
       min_inliers, min_inlier_ratio, max_frames, max_interval_s, min_gap_frames: keyframe
           policy, see ``policy.KeyframePolicy``.
       max_keyframes (int >= 1, default 200), max_cache_bytes (int >= 1, default 256 MiB):
@@ -203,6 +240,7 @@ class FrontEnd:
         min_image_side=16,
         geometric_model="auto",
         ransac_threshold_px=2.0,
+        essential_max_iterations=ESSENTIAL_MAX_ITERATIONS,
         **KeyframePolicy.default_conf,
         max_keyframes=200,
         max_cache_bytes=256 * 1024 * 1024,
@@ -232,6 +270,8 @@ class FrontEnd:
                                  f"'homography', got {c[key]!r}")
         if not 0 <= int(c["working_width"]) <= 8192 or not 0 <= int(c["working_height"]) <= 8192:
             raise ValueError("working_width/working_height must be in [0, 8192]")
+        if int(c["essential_max_iterations"]) < 100:
+            raise ValueError(f"essential_max_iterations must be >= 100, got {c['essential_max_iterations']}")
         if c["ransac_threshold_px"] <= 0:
             raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
         if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
@@ -244,7 +284,8 @@ class FrontEnd:
         self.global_descriptor = GlobalDescriptor(dict(method=c["global_descriptor"]))
         self.cache = KeyframeCache(int(c["max_keyframes"]), int(c["max_cache_bytes"]))
         self._process_lock = threading.Lock()  # one process() at a time
-        self._compute_lock = threading.RLock()  # extractor/matcher calls
+        self._extractor_lock = lock_for(extractor)  # shared with every FrontEnd of this model
+        self._matcher_lock = lock_for(matcher)
         self._state_lock = threading.Lock()  # the small accepted-state below
         self._last_stamp_ns: int | None = None
         self._frame_index = 0  # index the next accepted frame gets
@@ -335,13 +376,19 @@ class FrontEnd:
         t0 = time.perf_counter()
         ref_camera = _keyframe_camera(ref)
         use_model = model
-        if model == "essential" and (query_camera is None or ref_camera is None):
+        if model == "auto":
+            use_model = "essential" if query_camera is not None and ref_camera is not None \
+                else "fundamental"
+        if use_model == "essential" and (query_camera is None or ref_camera is None):
             use_model = "fundamental"  # asked for essential but intrinsics are missing
         geo_r = pts_r if ref_camera is None else ref_camera.undistort(pts_r)
         geo_q = pts_q if query_camera is None else query_camera.undistort(pts_q)
+        scores = matches.scores0[idx_q]
+        budget = {} if use_model != "essential" else dict(
+            max_iters=int(self.conf["essential_max_iterations"]))
         geo = verify(geo_r, geo_q, None if ref_camera is None else ref_camera.K,
                      None if query_camera is None else query_camera.K, model=use_model,
-                     threshold_px=float(self.conf["ransac_threshold_px"]))
+                     threshold_px=float(self.conf["ransac_threshold_px"]), scores=scores, **budget)
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
             inl = geo.inliers
@@ -353,7 +400,7 @@ class FrontEnd:
             query_stamp_ns=query_meta["stamp_ns"], reference_stamp_ns=ref.stamp_ns,
             frame_id=query_meta["frame_id"], query_points=pts_q.astype(np.float32),
             reference_points=pts_r.astype(np.float32),
-            scores=matches.scores0[idx_q].astype(np.float32), inliers=np.asarray(geo.inliers, bool),
+            scores=scores.astype(np.float32), inliers=np.asarray(geo.inliers, bool),
             model=geo, num_keypoints_query=len(query.keypoints),
             num_keypoints_reference=len(ref.features.keypoints), processing_time_s=0.0,
             query_indices=idx_q.astype(np.int64), reference_indices=idx_r.astype(np.int64),
@@ -371,15 +418,19 @@ class FrontEnd:
         return cv2.resize(gray, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
 
     # ------------------------------------------------------------------ main entry points
-    def process(self, frame: Frame) -> FrameResult:
+    def process(self, frame: Frame, defer_loop: bool = False) -> FrameResult:
         """Process one frame: extract, match vs the last keyframe, verify, maybe add a keyframe
         and run internal loop closure. Raises BadFrameError / StaleFrameError (both
         FrameRejectedError, a ValueError) for refused frames; state is then unchanged. A failing
-        loop closure does not fail the frame (it is reported in ``warnings``)."""
-        with self._process_lock:
-            return self._process(frame)
+        loop closure does not fail the frame (it is reported in ``warnings``).
 
-    def _process(self, frame: Frame) -> FrameResult:
+        defer_loop: do not match loop candidates here; a new keyframe's ranked candidates come
+        back as ``result.loop_job`` for ``run_loop_job`` (on another thread, after the odometry
+        is published) or ``cancel_loop_job``. Inline and deferred give the same loop closures."""
+        with self._process_lock:
+            return self._process(frame, defer_loop)
+
+    def _process(self, frame: Frame, defer_loop: bool) -> FrameResult:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         warnings: list[str] = []
@@ -424,7 +475,7 @@ class FrontEnd:
         last_kf = self.cache.latest()
 
         t0 = time.perf_counter()
-        with self._compute_lock:
+        with self._extractor_lock.hold():
             feats_work = self.extractor.extract(work)
         feats = self._to_original(feats_work, sx, sy, (w, h))
         timings["extract"] = time.perf_counter() - t0
@@ -440,7 +491,7 @@ class FrontEnd:
         if last_kf is not None:
             with self.cache.pinned([last_kf.id]):
                 t0 = time.perf_counter()
-                with self._compute_lock:
+                with self._matcher_lock.hold():
                     matches = self.matcher.match(feats, last_kf.features)
                 timings["match"] = time.perf_counter() - t0
                 meta = dict(id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False)
@@ -463,6 +514,7 @@ class FrontEnd:
                             f"{last_kf.id} stays the reference")
 
         keyframe = None
+        job: LoopJob | None = None
         loops: list[Correspondence] = []
         candidates: list[tuple[int, float]] = []
         if decision.is_keyframe:
@@ -477,25 +529,36 @@ class FrontEnd:
             timings["keyframe"] = time.perf_counter() - t0
             if self.conf["loop_closure"] and self.conf["loop_top_k"] > 0:
                 t0 = time.perf_counter()
-                try:
-                    loops, candidates = self._internal_loop_closure(keyframe)
-                except Exception as err:  # a loop failure must not cost the VO frame
-                    self.stats["loop_failures"] += 1
-                    warnings.append(f"loop closure failed: {type(err).__name__}: {err}")
-                timings["loop"] = time.perf_counter() - t0
+                job = self._rank_loop_candidates(keyframe)  # pins the candidates
+                timings["loop_rank"] = time.perf_counter() - t0
 
-        # Commit: everything above could raise without touching accepted state.
+        # Commit: everything above could raise without touching accepted state (but the pins).
         evicted: list[int] = []
         with self._state_lock:
             self._last_stamp_ns = stamp
             self._frame_index = frame_index + 1
             if keyframe is not None:
-                evicted = self.cache.add(keyframe)
+                try:
+                    evicted = self.cache.add(keyframe)
+                except Exception:
+                    if job is not None:
+                        self.cancel_loop_job(job)
+                    raise
+                if job is not None:
+                    job.pinned_ids += self.cache.pin([keyframe.id])
                 self._next_keyframe_id = next_id + 1
                 self._last_keyframe_frame_index = frame_index
                 self.stats["keyframes"] += 1
             self.stats["frames_accepted"] += 1
-            self.stats["loop_closures"] += len(loops)
+        if job is not None and not job.candidates:
+            self.cancel_loop_job(job)  # nothing to match: no job to schedule
+            job = None
+        if job is not None and not defer_loop:
+            outcome = self.run_loop_job(job)
+            loops, candidates = outcome.loop_closures, outcome.candidates
+            warnings += outcome.warnings
+            timings["loop"] = timings["loop_rank"] + outcome.timings_s["total"]
+            job = None
         timings["total"] = time.perf_counter() - t_start
         return FrameResult(
             frame_index=frame_index, is_keyframe=keyframe is not None, keyframe=keyframe,
@@ -503,42 +566,89 @@ class FrontEnd:
             stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h), working_size=(ww, wh),
             scale=(sx, sy), keyframe_reason=decision.reason,
             reference_id=None if last_kf is None else last_kf.id, evicted_ids=evicted,
-            loop_candidates=candidates, warnings=warnings)
+            loop_candidates=candidates, warnings=warnings, loop_job=job)
 
-    def _internal_loop_closure(self, kf: Keyframe) -> tuple[list[Correspondence], list[tuple[int, float]]]:
-        """Rank keyframes with id <= kf.id - loop_min_id_gap by global descriptor, match the
-        top-k in one batched call, keep those with >= min_loop_inliers verified inliers."""
+    def _rank_loop_candidates(self, kf: Keyframe) -> LoopJob:
+        """Rank keyframes with id <= kf.id - loop_min_id_gap by global descriptor, keep the top-k
+        above loop_min_similarity and pin them (cheap: no model call)."""
         pool = self.cache.older_than(int(self.conf["loop_min_id_gap"]), ref_id=kf.id)
-        if not pool:
-            return [], []
         ranked = rank_by_similarity(kf.global_descriptor, [k.global_descriptor for k in pool],
-                                    int(self.conf["loop_top_k"]))
+                                    int(self.conf["loop_top_k"])) if pool else []
         ranked = [(pool[i], s) for i, s in ranked if s >= self.conf["loop_min_similarity"]]
-        if not ranked:
-            return [], []
-        corrs = self._match_and_verify(kf, [k for k, _ in ranked])
-        loops = []
-        for (cand, sim), corr in zip(ranked, corrs):
-            corr.similarity = sim
-            if corr.num_inliers >= self.conf["min_loop_inliers"]:
-                loops.append(corr)
-        return loops, [(k.id, s) for k, s in ranked]
+        pinned = self.cache.pin([k.id for k, _ in ranked])
+        return LoopJob(kf, ranked, self.cache, pinned, created_s=time.monotonic())
 
-    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe]) -> list[Correspondence]:
-        """One batched ``match_many`` of a keyframe against keyframes, then verification."""
+    def cancel_loop_job(self, job: LoopJob) -> None:
+        """Release a job that will not run (dropped from a full queue); idempotent."""
+        if not job.done:
+            job.done = True
+            job.cache.unpin(job.pinned_ids)
+
+    def run_loop_job(self, job: LoopJob, background: bool = False) -> LoopOutcome:
+        """Match the job's keyframe against its ranked candidates, verify, keep those with
+        >= min_loop_inliers inliers; then release the job's pins.
+        background (the node's loop worker): take the matcher behind any odometry call waiting
+        for it, one candidate per call so that odometry waits for one pair at most (three
+        single SuperGlue calls measured as fast as one batch of three on 2 CPU cores);
+        otherwise one batched call.
+        Never raises for a matcher error: it is counted and returned in ``warnings``."""
+        t_start = time.perf_counter()
+        kf = job.keyframe
+        timings = dict(queued=time.monotonic() - job.created_s, match=0.0, verify=0.0)
+        warnings: list[str] = []
+        loops: list[Correspondence] = []
+        if job.done:
+            timings["total"] = time.perf_counter() - t_start
+            return LoopOutcome(kf.id, [], [], timings,
+                               [f"loop job of keyframe {kf.id} already ran or was cancelled: skipped"])
+        try:
+            if job.candidates:
+                try:
+                    corrs = self._match_and_verify(kf, [k for k, _ in job.candidates], background, timings)
+                except Exception as err:  # a loop failure must not cost anything else
+                    with self._state_lock:
+                        self.stats["loop_failures"] += 1
+                    warnings.append(f"loop closure failed: {type(err).__name__}: {err}")
+                    corrs = []
+                for (_, sim), corr in zip(job.candidates, corrs):
+                    corr.similarity = sim
+                    if corr.num_inliers >= self.conf["min_loop_inliers"]:
+                        loops.append(corr)
+        finally:
+            self.cancel_loop_job(job)
+        with self._state_lock:
+            self.stats["loop_closures"] += len(loops)
+        timings["total"] = time.perf_counter() - t_start
+        return LoopOutcome(kf.id, loops, [(k.id, s) for k, s in job.candidates], timings, warnings)
+
+    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe], background: bool = False,
+                          timings: dict | None = None) -> list[Correspondence]:
+        """One batched ``match_many`` of a keyframe against keyframes (background: one
+        ``match`` per keyframe, the lock released in between), then verification."""
         with self.cache.pinned([r.id for r in refs]):
             t0 = time.perf_counter()
-            with self._compute_lock:
-                all_matches = self.matcher.match_many(query.features, [r.features for r in refs])
+            if background:
+                all_matches = []
+                for ref in refs:
+                    with self._matcher_lock.hold(background=True):
+                        all_matches.append(self.matcher.match(query.features, ref.features))
+            else:
+                with self._matcher_lock.hold():
+                    all_matches = self.matcher.match_many(query.features, [r.features for r in refs])
             t_match = time.perf_counter() - t0
             out = []
             meta = dict(id=query.id, stamp_ns=query.stamp_ns, frame_id=query.frame_id, is_keyframe=True)
+            t_verify_all = 0.0
             for ref, matches in zip(refs, all_matches):
                 corr, t_verify = self._correspond("loop_closure", query.features, ref, matches,
                                                   _keyframe_camera(query),
                                                   self.conf["loop_geometric_model"], meta)
                 corr.processing_time_s = t_match / len(refs) + t_verify
+                t_verify_all += t_verify
                 out.append(corr)
+        if timings is not None:
+            timings["match"] += t_match
+            timings["verify"] += t_verify_all
         return out
 
     def verify_loop(self, query_id: int, candidate_ids: list[int],

@@ -115,7 +115,7 @@ def run(options) -> dict:
         # let the node finish the frame it is on, then stop
         stats = node.stats()['']
         last_change, last = time.monotonic(), stats['processed'] + stats['rejected']
-        while time.monotonic() - last_change < 3.0:
+        while time.monotonic() - last_change < 3.0 or not node.loop_idle():   # loop jobs too
             time.sleep(0.2)
             stats = node.stats()['']
             now_count = stats['processed'] + stats['rejected']

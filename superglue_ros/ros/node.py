@@ -3,10 +3,17 @@
 A thin adapter. Subscription callbacks check stamp and frame_id (``StreamGate``) and the
 image's size (raw images are converted, compressed ones checked from their header only), and
 keep only the newest frame per camera (a frame still waiting when a newer one arrives is
-dropped and counted, never queued); one worker thread decodes compressed frames, hands frames
-to each camera's ``FrontEnd`` and publishes what it returns. Loop requests (topic and service)
-run on their own callback group with a bounded number in flight, so they never hold up the
-image callbacks. SIGINT/SIGTERM stop the worker before the ROS context is shut down.
+dropped and counted, never queued). Two worker threads:
+  odometry  decodes compressed frames, pairs each frame with its camera_info, hands it to the
+            camera's ``FrontEnd.process(defer_loop=True)`` and publishes the keyframe, the
+            ODOMETRY message and its relative pose at once;
+  loop      runs the new keyframes' loop jobs (``FrontEnd.run_loop_job``) at a lower OS
+            priority, newest first from a bounded queue (``loop_queue_size``; the oldest job is
+            dropped and counted when it is full), and publishes the LOOP_CLOSURE messages.
+The models are shared through one lock per model in which odometry goes first. Loop requests
+(topic and service) run on their own callback group with a bounded number in flight, so they
+never hold up the image callbacks. SIGINT/SIGTERM stop the workers before the ROS context is
+shut down.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
@@ -18,6 +25,7 @@ and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -45,7 +53,7 @@ from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandid
 from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
 
 from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
-from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd
+from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .camera_info import CameraInfoBuffer
 from .messages import (array_to_image_msg, camera_info_to_model, compressed_msg_to_array,
@@ -58,6 +66,7 @@ NODE_NAME = 'superglue_node'
 LATENCY_WINDOW = 200
 CAMERA_INFO_QOS_CHECK_S = 1.0   # how often camera_info publishers are checked for latched ones
 REQUEST_QUEUE_DEPTH = 100   # verify_loop requests the middleware holds before dropping the oldest
+LOOP_WORKER_NICE = 10       # added to the loop worker thread's nice value (Linux, best effort)
 
 
 class StartupError(RuntimeError):
@@ -123,7 +132,12 @@ class CameraStream:
     failed: int = 0
     keyframes: int = 0
     loop_closures: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # receipt -> ODOMETRY out
+    vo_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))   # odometry worker per frame
+    loop_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # loop worker per job
+    loop_waits_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # keyframe -> job start
+    loop_jobs_done: int = 0
+    loop_jobs_dropped: int = 0
     last_diag: tuple = (0.0, 0, 0)                # (time, processed, dropped) at the last report
     debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
     publishers: dict = field(default_factory=dict)
@@ -149,6 +163,10 @@ class SuperGlueNode(Node):
         self._wake = threading.Condition()
         self._stop = False
         self._worker = None
+        self._loop_worker = None
+        self._loop_wake = threading.Condition()
+        self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
+        self._loop_busy = False
         self.cameras: list[CameraStream] = []
         self._specs = {spec.name: spec for spec in all_parameters()}
         for spec in self._specs.values():
@@ -202,6 +220,8 @@ class SuperGlueNode(Node):
         self._next_camera = 0
         self._worker = threading.Thread(target=self._work, name='superglue_worker', daemon=True)
         self._worker.start()
+        self._loop_worker = threading.Thread(target=self._loop_work, name='superglue_loop', daemon=True)
+        self._loop_worker.start()
         self.get_logger().info(
             f"ready: {self.extractor.name}+{self.matcher.name} on {self.device}, cameras "
             f"{[c.name or '.' for c in self.cameras]}, input "
@@ -433,6 +453,7 @@ class SuperGlueNode(Node):
         cam.debug_images.clear()
 
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
+        started = time.monotonic()
         self._apply_pending_reset(cam)
         if item.generation != cam.gate.generation:
             cam.dropped += 1   # let through before a reset: it belongs to the old stream
@@ -455,7 +476,7 @@ class SuperGlueNode(Node):
             return
         try:
             result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
-                                                camera=camera))
+                                                camera=camera), defer_loop=True)
         except FrameRejectedError as error:
             cam.rejected += 1
             self.warn(f'{where}: frame rejected: {error}')
@@ -474,12 +495,82 @@ class SuperGlueNode(Node):
             pubs['correspondences'].publish(odometry)
             if odometry.pose_valid:
                 pubs['relative_pose'].publish(relative_pose_msg(odometry))
-        for loop in result.loop_closures:
-            pubs['correspondences'].publish(self._corr_msg(cam, loop, names))
-            cam.loop_closures += 1
-        cam.processed += 1
         cam.latencies_s.append(time.monotonic() - item.received)
-        self._publish_debug(cam, item, result)
+        try:
+            self._publish_debug(cam, item, result)
+        finally:
+            # after the debug image, which keeps the keyframe's small copy the loop job draws on;
+            # queued before the frame counts as processed, so that "all processed and the loop
+            # worker idle" (loop_idle) means every loop closure is out
+            if result.loop_job is not None:
+                self._queue_loop_job(cam, result.loop_job)
+            cam.processed += 1
+            cam.vo_times_s.append(time.monotonic() - started)
+
+    # -- loop worker -------------------------------------------------------------------------
+
+    def _queue_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
+        with self._loop_wake:
+            if self._stop:
+                cam.frontend.cancel_loop_job(job)
+                return
+            self._loop_jobs.append((cam, job))
+            while len(self._loop_jobs) > self.p['loop_queue_size']:
+                old_cam, old_job = self._loop_jobs.popleft()
+                old_cam.frontend.cancel_loop_job(old_job)
+                old_cam.loop_jobs_dropped += 1
+                self.warn(f"camera '{old_cam.name or '.'}': loop closure of keyframe "
+                          f'{old_job.keyframe.id} dropped: the loop queue is full '
+                          f"(loop_queue_size {self.p['loop_queue_size']})")
+            self._loop_wake.notify()
+
+    def _loop_work(self) -> None:
+        try:   # below the odometry worker; threads this one starts (torch's pool) inherit it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOOP_WORKER_NICE)
+        except (AttributeError, OSError, ValueError) as error:
+            self.get_logger().info(f'loop worker keeps the default priority: {error}')
+        while True:
+            with self._loop_wake:
+                self._loop_busy = False
+                while not self._loop_jobs and not self._stop:
+                    self._loop_wake.wait(0.5)
+                if self._stop:
+                    return
+                cam, job = self._loop_jobs.pop()   # newest first
+                self._loop_busy = True
+            try:
+                self._run_loop_job(cam, job)
+            except Exception as error:  # noqa: BLE001 - the worker must outlive any bad job
+                cam.frontend.cancel_loop_job(job)
+                if self._stop:
+                    return   # shutting down: the publishers may be gone already
+                self.warn(f"camera '{cam.name or '.'}': loop closure failed: "
+                          f'{type(error).__name__}: {error}', level='error')
+
+    def _run_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
+        started = time.monotonic()
+        cam.loop_waits_s.append(started - job.created_s)
+        outcome = cam.frontend.run_loop_job(job, background=True)
+        for text in outcome.warnings:
+            self.warn(f"camera '{cam.name or '.'}': {text}")
+        names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
+        for loop in outcome.loop_closures:
+            cam.publishers['correspondences'].publish(self._corr_msg(cam, loop, names))
+            cam.loop_closures += 1
+        cam.loop_jobs_done += 1
+        cam.loop_times_s.append(time.monotonic() - started)
+        if outcome.loop_closures and self._debug_wanted(cam):
+            strongest = max(outcome.loop_closures, key=lambda c: int(np.count_nonzero(c.inliers)))
+            query_image, query_scale = cam.debug_images.get(job.keyframe.id, (None, 1.0))
+            if query_image is not None:
+                self._draw_debug(cam, strongest, query_image, query_scale, job.keyframe.stamp_ns,
+                                 job.keyframe.frame_id)
+
+    def loop_idle(self) -> bool:
+        """No loop job queued or running (tests and the demo wait for this before they stop)."""
+        with self._loop_wake:
+            return not self._loop_jobs and not self._loop_busy
 
     def _corr_msg(self, cam: CameraStream, corr, names: dict):
         ref = cam.frontend.cache.get(corr.reference_id)
@@ -501,8 +592,6 @@ class SuperGlueNode(Node):
         if not self._debug_wanted(cam):
             cam.debug_images.clear()
             return
-        from ..visualization import draw_matches
-
         width = self.p['debug_image_width']
         h0, w0 = item.image.shape[:2]
         scale = min(1.0, width / w0)
@@ -510,12 +599,16 @@ class SuperGlueNode(Node):
         if result.is_keyframe and result.keyframe is not None:
             cam.debug_images[result.keyframe.id] = (small, scale)
         live = set(cam.frontend.cache.ids())
-        for kid in [k for k in cam.debug_images if k not in live]:
-            del cam.debug_images[kid]
-        loops = sorted(result.loop_closures, key=lambda c: -int(np.count_nonzero(c.inliers)))
-        corr = loops[0] if loops else result.odometry   # the strongest loop closure, else VO
-        if corr is None:
-            return
+        for kid in [k for k in list(cam.debug_images) if k not in live]:
+            cam.debug_images.pop(kid, None)
+        if result.odometry is not None:
+            self._draw_debug(cam, result.odometry, small, scale, item.stamp_ns, item.frame_id)
+
+    def _draw_debug(self, cam: CameraStream, corr, query_image, query_scale: float, stamp_ns: int,
+                    frame_id: str) -> None:
+        """Publish `corr` drawn on the query's small image next to its reference keyframe's."""
+        from ..visualization import draw_matches
+
         ref_image, ref_scale = cam.debug_images.get(corr.reference_id, (None, 1.0))
         if ref_image is None:
             ref = cam.frontend.cache.get(corr.reference_id)
@@ -525,10 +618,10 @@ class SuperGlueNode(Node):
         query = 'keyframe' if corr.query_is_keyframe else 'frame'
         text = [f'{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}',
                 f'{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers']
-        canvas = draw_matches(small, ref_image, np.asarray(corr.query_points) * scale,
+        canvas = draw_matches(query_image, ref_image, np.asarray(corr.query_points) * query_scale,
                               np.asarray(corr.reference_points) * ref_scale,
                               corr.inliers if len(corr.inliers) else None, text=text)
-        cam.publishers['debug_image'].publish(array_to_image_msg(canvas, item.stamp_ns, item.frame_id))
+        cam.publishers['debug_image'].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
 
     # -- loop requests -----------------------------------------------------------------------
 
@@ -630,6 +723,8 @@ class SuperGlueNode(Node):
             cam.last_diag = (now, cam.processed, cam.dropped)
             lat = np.array(cam.latencies_s, float)
             p50, p90 = (np.percentile(lat, [50, 90]) * 1000) if lat.size else (float('nan'),) * 2
+            with self._loop_wake:
+                queued = sum(1 for c, _ in self._loop_jobs if c is cam)
             values = dict(
                 processed_fps=f'{(cam.processed - processed0) / dt:.2f}',
                 dropped_fps=f'{(cam.dropped - dropped0) / dt:.2f}',
@@ -637,6 +732,11 @@ class SuperGlueNode(Node):
                 frames_rejected=cam.rejected, frames_failed=cam.failed,
                 keyframes=cam.keyframes, loop_closures=cam.loop_closures,
                 latency_p50_ms=f'{p50:.1f}', latency_p90_ms=f'{p90:.1f}',
+                odometry_worker_p50_ms=f'{_percentile_ms(cam.vo_times_s, 50):.1f}',
+                loop_worker_p50_ms=f'{_percentile_ms(cam.loop_times_s, 50):.1f}',
+                loop_wait_p50_ms=f'{_percentile_ms(cam.loop_waits_s, 50):.1f}',
+                loop_jobs_done=cam.loop_jobs_done, loop_jobs_dropped=cam.loop_jobs_dropped,
+                loop_jobs_queued=queued,
                 cache_keyframes=len(cam.frontend.cache), cache_bytes=cam.frontend.cache.nbytes(),
                 device=str(self.device), extractor=self.extractor.name, matcher=self.matcher.name)
             status = DiagnosticStatus(
@@ -660,7 +760,12 @@ class SuperGlueNode(Node):
                                  loop_closures=cam.loop_closures,
                                  latency_p50_s=float(np.percentile(lat, 50)) if lat.size else None,
                                  latency_p90_s=float(np.percentile(lat, 90)) if lat.size else None,
-                                 latencies_s=lat.tolist())
+                                 latencies_s=lat.tolist(),
+                                 odometry_worker_s=list(cam.vo_times_s),
+                                 loop_worker_s=list(cam.loop_times_s),
+                                 loop_wait_s=list(cam.loop_waits_s),
+                                 loop_jobs_done=cam.loop_jobs_done,
+                                 loop_jobs_dropped=cam.loop_jobs_dropped)
         return out
 
     def stop_worker(self, timeout_s: float = 10.0) -> None:
@@ -668,12 +773,24 @@ class SuperGlueNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=timeout_s)
+        with self._loop_wake:
+            self._stop = True
+            for cam, job in self._loop_jobs:
+                cam.frontend.cancel_loop_job(job)
+            self._loop_jobs.clear()
+            self._loop_wake.notify_all()
+        for worker in (self._worker, self._loop_worker):
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=timeout_s)
 
     def destroy_node(self):
         self.stop_worker()
         return super().destroy_node()
+
+
+def _percentile_ms(values, q: float) -> float:
+    values = np.asarray(values, float)
+    return float(np.percentile(values, q) * 1000) if values.size else float('nan')
 
 
 def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:

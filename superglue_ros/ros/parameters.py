@@ -95,6 +95,9 @@ NODE_PARAMETERS = (
                   range=(1, 1000, 1)),
     ParameterSpec('max_pending_requests', 2, 'verify_loop / loop_candidates requests processed '
                   'at once; more are answered at once with a busy status', range=(1, 64, 1)),
+    ParameterSpec('loop_queue_size', 4, 'new keyframes waiting for internal loop closure (its own '
+                  'lower-priority worker, newest first); when full the oldest is dropped and '
+                  'counted in diagnostics', range=(1, 1000, 1)),
     ParameterSpec('warn_throttle_s', 5.0, 'the same kind of warning is logged at most once per '
                   'this many seconds (with a count of the suppressed ones)', range=(0.0, 3600.0),
                   read_only=False),
@@ -110,6 +113,8 @@ _FRONTEND_DESCRIPTIONS = {
     'geometric_model': "VO verification: 'auto' (essential with camera_info K, else fundamental), "
                        "'essential', 'fundamental', 'homography'",
     'ransac_threshold_px': 'RANSAC inlier threshold in original pixels',
+    'essential_max_iterations': 'RANSAC iteration cap of the essential matrix (PoseLib, matches '
+                                'tried best score first): bounds its cost on real video',
     'min_inliers': 'keyframe policy: new keyframe when verified inliers vs the last keyframe fall '
                    'below this',
     'min_inlier_ratio': "keyframe policy: new keyframe when inliers fall below this fraction of the "
@@ -141,6 +146,7 @@ _FRONTEND_RANGES = {
     'working_width': (0, 8192, 1), 'working_height': (0, 8192, 1),
     'max_image_pixels': (1, 1 << 30, 1), 'min_image_side': (1, 4096, 1),
     'ransac_threshold_px': (0.01, 100.0), 'min_inliers': (0, 100000, 1),
+    'essential_max_iterations': (100, 100000, 1),
     'min_inlier_ratio': (0.0, 1.0), 'max_frames': (0, 100000, 1),
     'max_interval_s': (0.0, 3600.0), 'min_gap_frames': (1, 100000, 1),
     'max_keyframes': (1, 1000000, 1), 'max_cache_bytes': (1, 1 << 40, 1),
