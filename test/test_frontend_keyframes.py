@@ -2,7 +2,6 @@
 global descriptor retrieval on real photos."""
 import threading
 
-import cv2
 import numpy as np
 import pytest
 

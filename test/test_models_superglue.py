@@ -60,8 +60,8 @@ def published_shapes(dim=256, enc=(32, 64, 128, 256), layers=18):
             for p in ("weight", "bias", "running_mean", "running_var"):
                 shapes[f"kenc.encoder.{3 * i + 1}.{p}"] = (chans[i + 1],)
             shapes[f"kenc.encoder.{3 * i + 1}.num_batches_tracked"] = ()
-    for l in range(layers):
-        pre = f"gnn.layers.{l}"
+    for layer in range(layers):
+        pre = f"gnn.layers.{layer}"
         for name in ["attn.merge", "attn.proj.0", "attn.proj.1", "attn.proj.2"]:
             shapes[f"{pre}.{name}.weight"] = (dim, dim, 1)
             shapes[f"{pre}.{name}.bias"] = (dim,)
@@ -84,7 +84,7 @@ def test_default_state_dict_matches_published_layout_and_inits():
     assert got == published_shapes()
     assert model.bin_score.item() == 1.0
     assert torch.count_nonzero(model.kenc.encoder[-1].bias) == 0
-    assert all(torch.count_nonzero(l.mlp[-1].bias) == 0 for l in model.gnn.layers)
+    assert all(torch.count_nonzero(layer.mlp[-1].bias) == 0 for layer in model.gnn.layers)
 
 
 def test_head_split_uses_interleaved_channels():

@@ -46,8 +46,8 @@ def published_superglue_state_dict(layers=18, dim=256, enc=(32, 64, 128, 256)):
         sd[f"kenc.encoder.{3 * i}.bias"] = torch.zeros(chans[i + 1])
         if i < len(chans) - 2:
             bn(f"kenc.encoder.{3 * i + 1}", chans[i + 1])
-    for l in range(layers):
-        p = f"gnn.layers.{l}"
+    for layer in range(layers):
+        p = f"gnn.layers.{layer}"
         for name in ("attn.proj.0", "attn.proj.1", "attn.proj.2", "attn.merge"):
             sd[f"{p}.{name}.weight"] = torch.randn(dim, dim, 1, generator=g) * 0.05
             sd[f"{p}.{name}.bias"] = torch.zeros(dim)

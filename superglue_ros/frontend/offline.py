@@ -165,7 +165,7 @@ def write_plots(path: pathlib.Path, rows: list[dict]) -> list[pathlib.Path]:
         for i, xv in enumerate(x[kf]):
             ax.axvline(xv, color="tab:orange", lw=0.8, ls="--", label="keyframe" if i == 0 else None)
         if loops.any():
-            ax.plot(x[loops], [r["inliers"] for r, l in zip(rows, loops) if l], "r*", ms=12, label="loop closure")
+            ax.plot(x[loops], [r["inliers"] for r, is_loop in zip(rows, loops) if is_loop], "r*", ms=12, label="loop closure")
         ax.set_xlabel(xlabel), ax.set_ylabel("count"), ax.legend(loc="upper right", fontsize=8)
         ax.set_title(name[:-4].replace("_", " "))
         fig.tight_layout()
