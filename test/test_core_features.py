@@ -196,8 +196,8 @@ def test_superglue_match_many_equals_one_by_one(cache_keyframes):
 # Accuracy with the shipped weights runs in fp32, so it is the same on every CPU (bf16 rounds
 # differently on AMX and AVX512-BF16); test_fast_runtime_bf16_within_tolerance_of_fp32 holds bf16
 # to fp32. Bars keep a margin below the measured figures (fp32, this pair, with the reference NMS
-# the shipped SuperPoint uses since issue 11: SuperPoint+MNN 364 correct at 0.894 precision,
-# SuperPoint+SuperGlue 361 at 0.840).
+# and sub-pixel keypoints the shipped SuperPoint uses since session 3: SuperPoint+MNN 369 correct
+# at 0.913 precision, SuperPoint+SuperGlue 365 at 0.855).
 FP32 = dict(extractor=dict(precision='fp32'), matcher=dict(precision='fp32'))
 
 
@@ -217,13 +217,23 @@ def test_superglue_with_shipped_weights(warped_pair):
     assert np.all((matches.scores0 > 0) == (matches.matches0 >= 0))
 
 
+def same_keypoints(a: Features, b: Features, tol_px: float) -> np.ndarray:
+    """[len(a)] index of the keypoint of b within tol_px of each keypoint of a, or -1."""
+    if len(a) == 0 or len(b) == 0:
+        return np.full(len(a), -1)
+    dist = np.abs(a.keypoints[:, None] - b.keypoints[None]).max(-1)
+    nearest = dist.argmin(1)
+    return np.where(dist[np.arange(len(a)), nearest] <= tol_px, nearest, -1)
+
+
 def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):
     """The default precision on CPUs with native bf16, against fp32 on the same pair with the
-    shipped weights. Stated tolerance: >= 85 % of the keypoints at the same pixel, >= 75 % of
-    fp32's matches identical, precision within 3 points and correct matches within 10 %.
-    Measured (Intel AMX): 95 % keypoints, 89 % matches, precision 0.842 vs 0.840, 352 vs 361
-    correct; with the earlier single-pass NMS an AMD AVX512-BF16 machine gave precision within a
-    point of this one's (issue 11)."""
+    shipped weights. Stated tolerance: >= 85 % of the keypoints the same, >= 75 % of
+    fp32's matches identical, precision within 3 points and correct matches within 10 %
+    (keypoints count as the same within 0.1 px: the sub-pixel refinement reads the heatmap).
+    Measured (Intel AMX): 92-94 % keypoints, 85 % matches, precision 0.857 vs 0.855, 355 vs 365
+    correct; with the earlier integer keypoints an AMD AVX512-BF16 machine gave precision
+    within a point of this one's (issue 11)."""
     needs_weights('superpoint', 'superglue')
     pytest.importorskip('openvino')
     from superglue_ros.models.backends import cpu_has_native_bf16
@@ -240,15 +250,16 @@ def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):
         out[precision] = (f0, f1, matches, match_precision_recall(
             f0.keypoints, f1.keypoints, matches.matches0, warped_pair[2], (512, 512), 3.0))
     (a0, a1, a_matches, a_result), (b0, b1, b_matches, b_result) = out['fp32'], out['bf16']
-    for a, b in ((a0, b0), (a1, b1)):
-        same = (np.abs(a.keypoints[:, None] - b.keypoints[None]).max(-1) == 0).any(1).mean()
-        assert same >= 0.85, same
-    pairs_fp32 = {(tuple(a0.keypoints[i]), tuple(a1.keypoints[j]))
-                  for i, j in zip(*a_matches.indices())}
-    pairs_bf16 = {(tuple(b0.keypoints[i]), tuple(b1.keypoints[j]))
-                  for i, j in zip(*b_matches.indices())}
-    assert len(pairs_fp32) >= 200
-    assert len(pairs_fp32 & pairs_bf16) >= 0.75 * len(pairs_fp32)
+    # the same keypoint: within 0.1 px (sub-pixel refinement reads the bf16 heatmap)
+    same0, same1 = same_keypoints(a0, b0, 0.1), same_keypoints(a1, b1, 0.1)
+    for same in (same0, same1):
+        assert (same >= 0).mean() >= 0.85, (same >= 0).mean()
+    idx0, idx1 = a_matches.indices()
+    assert len(idx0) >= 200
+    b_idx0, b_idx1 = same0[idx0], same1[idx1]
+    kept = (b_idx0 >= 0) & (b_idx1 >= 0)
+    agree = kept & (b_matches.matches0[np.where(kept, b_idx0, 0)] == b_idx1)
+    assert agree.sum() >= 0.75 * len(idx0), agree.mean()
     assert abs(a_result['precision'] - b_result['precision']) <= 0.03
     assert abs(a_result['num_correct'] - b_result['num_correct']) <= 0.1 * a_result['num_correct']
 
@@ -279,7 +290,7 @@ def test_learned_wrappers_load_weight_files(tmp_path, warped_pair):
 
 def test_fast_runtime_fp32_equals_reference_runtime(warped_pair):
     """The wrappers' default 'fast' runtime (here in fp32) against 'reference' on a real photo
-    pair with the shipped weights: same keypoints (>= 99 % at the same pixel), same matches
+    pair with the shipped weights: same keypoints (>= 99 % within 1e-3 px), same matches
     (>= 98 %); the keyframe side's SuperGlue encoding is kept in its Features.cache."""
     needs_weights('superpoint', 'superglue')
     pytest.importorskip('openvino')
@@ -293,7 +304,7 @@ def test_fast_runtime_fp32_equals_reference_runtime(warped_pair):
     (r0, _, r_matches, _), (f0, _, f_matches, fast_matcher) = out['reference'], out['fast']
     assert fast_matcher.model.conf['backend'] == 'openvino'
     assert fast_matcher.model.conf['cache_keyframes'] and 'superglue_encoding' in f0.cache
-    same_kpts = (np.abs(r0.keypoints[:, None] - f0.keypoints[None]).max(-1) == 0).any(1).mean()
+    same_kpts = (same_keypoints(r0, f0, 1e-3) >= 0).mean()   # sub-pixel: float rounding only
     assert same_kpts >= 0.99
     assert len(r_matches) >= 50
     agree = (r_matches.matches0 == f_matches.matches0) & (r_matches.matches0 >= 0)

@@ -294,3 +294,37 @@ def test_rgb_input_is_converted_and_bad_channels_rejected():
     assert out["keypoints"][0].shape[1] == 2
     with pytest.raises(ValueError, match="expects"):
         model(torch.zeros(1, 2, 16, 16))
+
+
+def test_subpixel_refinement_finds_a_gaussian_peak_exactly():
+    """subpixel 'quadratic': a Gaussian peak is a parabola in log, so its vertex is exact; the
+    integer NMS maximum moves by the true offset, borders and flat axes stay put."""
+    from superglue_ros.models.superpoint import refine_subpixel
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(60.0), indexing="ij")
+    heat = torch.zeros(40, 60)
+    for cx, cy in ((20.3, 15.7), (41.55, 30.45)):   # offsets within +-0.5 of the integer maximum
+        heat += 0.8 * torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.2 ** 2))
+    heat[0, 10] = 0.9                                  # a maximum on the image border
+    kpts = torch.tensor([[20.0, 16.0], [42.0, 30.0], [10.0, 0.0]])
+    refined = refine_subpixel(kpts, heat)
+    torch.testing.assert_close(refined[:2], torch.tensor([[20.3, 15.7], [41.55, 30.45]]),
+                               atol=2e-3, rtol=0)
+    assert refined[2, 1] == 0.0                         # y at the border: unchanged
+    assert refined[2, 0] == 10.0                        # x: no strict maximum (zeros around)
+    assert refine_subpixel(torch.zeros(0, 2), heat).shape == (0, 2)
+
+
+def test_subpixel_option_moves_keypoints_only_within_half_a_pixel():
+    torch.manual_seed(0)
+    plain = SuperPoint(dict(max_keypoints=200)).eval()
+    refined = SuperPoint(dict(max_keypoints=200, subpixel="quadratic")).eval()
+    refined.load_state_dict(plain.state_dict())
+    image = torch.rand(1, 1, 96, 128)
+    with torch.no_grad():
+        a, b = plain(image), refined(image)
+    assert torch.equal(a["keypoints"][0], a["keypoints"][0].round())   # published: integer pixels
+    offset = b["keypoints"][0] - a["keypoints"][0]
+    assert offset.abs().max() <= 0.5 and (offset != 0).any()
+    assert torch.equal(a["scores"][0], b["scores"][0])
+    with pytest.raises(ValueError, match="unknown subpixel"):
+        SuperPoint(dict(subpixel="cubic"))

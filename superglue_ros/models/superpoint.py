@@ -18,6 +18,13 @@ coordinates. Two decoding conventions exist, chosen by the configuration:
   with, see weights.py): descriptor cell j covers pixels [8j, 8j + 8) with its centre at
   8j + 3.5, sampled with ``align_corners=False`` at (x + 0.5) / (8 W) * 2 - 1, the border
   descriptor repeated outside. ``nms_suppression_rounds: 0`` is a single window maximum.
+
+Keypoint localisation: the published decoding keeps the integer pixel of each NMS maximum
+(``subpixel: none``). ``subpixel: quadratic`` moves each keypoint by the vertex of a parabola
+through the log-heatmap at the maximum and its two neighbours, per axis (offset within +-0.5
+px). Why: on real camera motion the integer keypoints of a 640 px working image land ~1-2 px of
+the original frame off their epipolar lines (issue 10), which costs an essential-matrix fit at
+1 px most of its inliers.
 """
 
 from __future__ import annotations
@@ -82,6 +89,35 @@ def nms_cv2(heatmap: torch.Tensor, radius: int, suppression_rounds: int = 0) -> 
 
 NMS_FUNCTIONS = {"torch": nms_torch, "cv2": nms_cv2}
 DESCRIPTOR_SAMPLING = ("reference", "pixel_centre")
+SUBPIXEL = ("none", "quadratic")
+
+
+def refine_subpixel(keypoints: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+    """Integer NMS maxima [N,2] (x, y) of ``heatmap`` [H,W] -> sub-pixel positions [N,2].
+
+    Per axis, the vertex of the parabola through log h(x-1), log h(x), log h(x+1) (a Gaussian
+    peak is exactly a parabola in log): dx = (l- - l+) / (2 (l- - 2 l0 + l+)), clipped to +-0.5;
+    an axis at the image border or without a strict maximum keeps its integer position."""
+    if keypoints.shape[0] == 0:
+        return keypoints
+    height, width = heatmap.shape
+    log = torch.log(heatmap.float().clamp_min(1e-12))
+    x, y = keypoints[:, 0].long(), keypoints[:, 1].long()
+    offsets = []
+    for centre, limit, step in ((x, width, (0, 1)), (y, height, (1, 0))):
+        inside = (centre > 0) & (centre < limit - 1)
+        lo = torch.where(inside, centre - 1, centre)
+        hi = torch.where(inside, centre + 1, centre)
+        if step == (0, 1):
+            l_minus, l_zero, l_plus = log[y, lo], log[y, x], log[y, hi]
+        else:
+            l_minus, l_zero, l_plus = log[lo, x], log[y, x], log[hi, x]
+        curvature = l_minus - 2 * l_zero + l_plus
+        ok = inside & (curvature < 0)
+        delta = torch.where(ok, (l_minus - l_plus) / (2 * torch.where(ok, curvature, -1.0)),
+                            torch.zeros_like(curvature))
+        offsets.append(delta.clamp(-0.5, 0.5))
+    return keypoints + torch.stack(offsets, dim=-1).to(keypoints.dtype)
 
 
 def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8,
@@ -120,6 +156,7 @@ class SuperPoint(nn.Module):
         # superglue_ros/1 files without descriptor_sampling get 'pixel_centre' (weights.py)
         nms_suppression_rounds=2,
         descriptor_sampling="reference",  # 'reference' | 'pixel_centre'
+        subpixel="none",  # 'none' (integer NMS maxima, the published decoding) | 'quadratic'
         nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
         # inference backend of the dense backbone (see backends.py); reference = torch fp32
         backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
@@ -139,6 +176,8 @@ class SuperPoint(nn.Module):
         if self.conf["descriptor_sampling"] not in DESCRIPTOR_SAMPLING:
             raise ValueError(f"unknown descriptor_sampling {self.conf['descriptor_sampling']!r}; "
                              f"choose from {DESCRIPTOR_SAMPLING}")
+        if self.conf["subpixel"] not in SUBPIXEL:
+            raise ValueError(f"unknown subpixel {self.conf['subpixel']!r}; choose from {SUBPIXEL}")
         rounds = self.conf["nms_suppression_rounds"]
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
             raise ValueError(f"nms_suppression_rounds must be an integer >= 0, got {rounds!r}")
@@ -253,7 +292,7 @@ class SuperPoint(nn.Module):
         valid[:, b:height - b, b:width - b] = True
         heat = torch.where(valid, heat, torch.zeros_like(heat))
         keypoints, scores = [], []
-        for hb in heat:
+        for i, hb in enumerate(heat):
             ys, xs = torch.nonzero(hb > conf["keypoint_threshold"], as_tuple=True)
             s = hb[ys, xs]
             # stable sort: equal scores keep raster order, so results don't depend on the crop
@@ -262,6 +301,8 @@ class SuperPoint(nn.Module):
             if k is not None and k >= 0:
                 s, idx = s[:k], idx[:k]
             kpts = torch.stack([xs[idx], ys[idx]], dim=-1).to(heatmap.dtype)
+            if conf["subpixel"] == "quadratic":
+                kpts = refine_subpixel(kpts, heatmap[i])
             keypoints.append(kpts)
             scores.append(s)
         return keypoints, scores
