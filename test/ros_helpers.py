@@ -200,3 +200,16 @@ def png_bomb(width: int, height: int) -> bytes:
     data += deflate.compress(rows[:(height % 1000) * (1 + (width + 7) // 8)]) + deflate.flush()
     ihdr = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', data) + chunk(b'IEND', b'')
+
+
+def check_inliers_against_homography(sequence, frame_of: dict, msg, min_inliers: int) -> None:
+    """A Correspondences of the synthetic `sequence` (frame_of: stamp -> frame index): at least
+    `min_inliers` inliers, >= 90% of them within 3 px of the exact homography."""
+    q = frame_of[stamp_to_ns(msg.header.stamp)]
+    r = frame_of[stamp_to_ns(msg.reference_stamp)]
+    inl = np.asarray(msg.inliers, bool)
+    ref = np.reshape(msg.reference_points, (-1, 2))[inl]
+    query = np.reshape(msg.query_points, (-1, 2))[inl]
+    errors = np.linalg.norm(sequence.warp_points(r, q, ref) - query, axis=1)
+    assert inl.sum() >= min_inliers, f'{inl.sum()} inliers (frame {q} vs frame {r})'
+    assert (errors < 3.0).mean() >= 0.9, f'{(errors < 3.0).mean():.2f} within 3 px'

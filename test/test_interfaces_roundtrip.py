@@ -281,28 +281,33 @@ def test_message_round_trip(msg_type, echo_process, ros_context):
         subscriber_node.destroy_node()
 
 
+def call_echo_service(ros_context, srv_type, name, request):
+    """The echo process's answer to `request` on service `name` (fails after DEADLINE_S)."""
+    client_node = rclpy.create_node(f'superglue_ros_test_client_{srv_type.__name__.lower()}',
+                                    context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(client_node)
+    try:
+        client = client_node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=DEADLINE_S), f'{name} not available'
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=DEADLINE_S)
+        assert future.done(), f'no {srv_type.__name__} response'
+        return future.result()
+    finally:
+        executor.shutdown()
+        client_node.destroy_node()
+
+
 def test_verify_loop_service_round_trip(echo_process, ros_context):
     request = make_request()
     assert_all_fields_set(request)
     expected = make_response(request)
     assert_all_fields_set(expected)
-
-    client_node = rclpy.create_node('superglue_ros_test_client', context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(client_node)
-    try:
-        client = client_node.create_client(VerifyLoop, SERVICE_NAME)
-        assert client.wait_for_service(timeout_sec=DEADLINE_S), f'{SERVICE_NAME} not available'
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=DEADLINE_S)
-        assert future.done(), 'no VerifyLoop response'
-        response = future.result()
-        assert_fields_equal(expected, response)
-        assert [r.candidate_id for r in response.results] == list(request.candidate_ids)
-        assert response.results[0].status == LoopResult.VERIFIED
-    finally:
-        executor.shutdown()
-        client_node.destroy_node()
+    response = call_echo_service(ros_context, VerifyLoop, SERVICE_NAME, request)
+    assert_fields_equal(expected, response)
+    assert [r.candidate_id for r in response.results] == list(request.candidate_ids)
+    assert response.results[0].status == LoopResult.VERIFIED
 
 
 def test_get_keyframe_service_round_trip(echo_process, ros_context):
@@ -310,20 +315,9 @@ def test_get_keyframe_service_round_trip(echo_process, ros_context):
     assert_all_fields_set(request)
     expected = make_get_keyframe_response(request)
     assert_all_fields_set(expected)
-    client_node = rclpy.create_node('superglue_ros_test_keyframe_client', context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(client_node)
-    try:
-        client = client_node.create_client(GetKeyframe, GET_KEYFRAME_NAME)
-        assert client.wait_for_service(timeout_sec=DEADLINE_S), f'{GET_KEYFRAME_NAME} not available'
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=DEADLINE_S)
-        assert future.done(), 'no GetKeyframe response'
-        assert_fields_equal(expected, future.result())
-        assert future.result().keyframe.id == request.id
-    finally:
-        executor.shutdown()
-        client_node.destroy_node()
+    response = call_echo_service(ros_context, GetKeyframe, GET_KEYFRAME_NAME, request)
+    assert_fields_equal(expected, response)
+    assert response.keyframe.id == request.id
 
 
 def test_field_comparison_detects_a_change():

@@ -22,7 +22,7 @@ from sensor_msgs.msg import CompressedImage
 from superglue_ros_msgs.msg import Correspondences, LoopCandidates
 from superglue_ros_msgs.srv import Reset
 
-from ros_helpers import Probe, image_msg, png_bomb, running_node
+from ros_helpers import Probe, image_msg, png_bomb, running_node, check_inliers_against_homography
 from superglue_ros.frontend.synthetic import make_sequence
 from superglue_ros.ros.messages import make_header, stamp_to_ns
 
@@ -73,14 +73,7 @@ class Stream:
 
     def check(self, msg, min_inliers=50):
         """>= 90% of the inliers within 3 px of ground truth, and enough of them."""
-        q = self.frame_of[stamp_to_ns(msg.header.stamp)]
-        r = self.frame_of[stamp_to_ns(msg.reference_stamp)]
-        inl = np.asarray(msg.inliers, bool)
-        ref = np.reshape(msg.reference_points, (-1, 2))[inl]
-        query = np.reshape(msg.query_points, (-1, 2))[inl]
-        errors = np.linalg.norm(SEQUENCE.warp_points(r, q, ref) - query, axis=1)
-        assert inl.sum() >= min_inliers, f'{inl.sum()} inliers (frame {q} vs frame {r})'
-        assert (errors < 3.0).mean() >= 0.9, f'{(errors < 3.0).mean():.2f} within 3 px'
+        check_inliers_against_homography(SEQUENCE, self.frame_of, msg, min_inliers)
 
 
 def stats(node):
