@@ -30,13 +30,14 @@ import argparse
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+
+from .node_process import read_rss_bytes, stop_node
 
 PLAYER_NODE = 'superglue_benchmark_camera'
 NAMESPACE = '/superglue_benchmark'
@@ -102,14 +103,8 @@ def percentiles_ms(values_s, qs=(50, 90)) -> dict:
 
 
 def rss_mib(pid: int) -> float | None:
-    try:
-        with open(f'/proc/{pid}/status') as status:
-            for line in status:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    rss = read_rss_bytes(pid)
+    return None if rss is None else rss / 2**20
 
 
 class Camera:
@@ -265,13 +260,7 @@ def run(args) -> dict:
             published, diagnostics = list(camera.published), dict(camera.diagnostics)
     finally:
         stop.set()
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+        stop_node(node, 20)
         spinning.set()
         spinner.join(timeout=5)
         executor.shutdown()

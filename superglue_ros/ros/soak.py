@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -37,19 +36,8 @@ from superglue_ros_msgs.msg import Correspondences
 
 from ..frontend.synthetic import make_sequence
 from .messages import stamp_to_ns
+from .node_process import read_rss_bytes, stop_node
 from .player import SequencePlayer
-
-
-def read_rss_bytes(pid: int) -> int | None:
-    """VmRSS of process `pid` in bytes (None once it is gone)."""
-    try:
-        with open(f'/proc/{pid}/status') as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 class Prerendered:
@@ -199,12 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         with recorder.lock:
             replies, diag = list(recorder.replies), dict(recorder.diagnostics)
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        stop_node(node, 30)
         reader.join(timeout=5)
         executor.shutdown(timeout_sec=5.0)
         for n in (player, recorder):
