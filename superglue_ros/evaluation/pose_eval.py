@@ -79,17 +79,24 @@ def read_middlebury_par(par_file) -> dict:
     return parse_cameras(lines[1:], par_file, 2)  # first line: number of cameras
 
 
-def parse_cameras(lines, source='', first_number=1) -> dict:
-    """Lines `name K(9) R(9) t(3)` (world-to-camera, x = K (R X + t)) -> {name: (K, R, t)};
-    ValueError naming source:line on malformed input."""
-    cameras = {}
+def numbered_rows(lines, columns: int, layout: str, source='', first_number=1):
+    """(line number, fields) of each non-empty line of a whitespace table; ValueError naming
+    source:line when a line has another number of fields than `columns` (`layout` says which)."""
     for number, line in enumerate(lines, first_number):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 22:
-            raise ValueError(f'{source}:{number}: expected 22 columns (name K(9) R(9) t(3)),'
-                             f' got {len(fields)}')
+        if len(fields) != columns:
+            raise ValueError(f'{source}:{number}: expected {columns} columns ({layout}), '
+                             f'got {len(fields)}')
+        yield number, fields
+
+
+def parse_cameras(lines, source='', first_number=1) -> dict:
+    """Lines `name K(9) R(9) t(3)` (world-to-camera, x = K (R X + t)) -> {name: (K, R, t)};
+    ValueError naming source:line on malformed input."""
+    cameras = {}
+    for number, fields in numbered_rows(lines, 22, 'name K(9) R(9) t(3)', source, first_number):
         try:
             values = np.array(fields[1:], np.float64)
         except ValueError as error:

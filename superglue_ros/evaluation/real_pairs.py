@@ -17,7 +17,7 @@ import numpy as np
 
 from ..camera import CameraModel
 from .metrics import angle_error_mat
-from .pose_eval import parse_cameras, relative_transform
+from .pose_eval import numbered_rows, parse_cameras, relative_transform
 
 NO_DISTORTION = np.zeros(4)
 KITTI_GAPS = (1, 3, 10)
@@ -81,13 +81,8 @@ def undistort_points(pts, K, dist) -> np.ndarray:
 def read_kitti_poses(path) -> dict[int, np.ndarray]:
     """poses.txt (frame index + 12 values of the 3x4 camera-to-world [R t]) -> {frame: 4x4}."""
     poses = {}
-    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 13:
-            raise ValueError(f'{path}:{number}: expected 13 columns (frame + 3x4), '
-                             f'got {len(fields)}')
+    lines = pathlib.Path(path).read_text().splitlines()
+    for _, fields in numbered_rows(lines, 13, 'frame + 3x4', path):
         T = np.eye(4)
         T[:3] = np.array(fields[1:], np.float64).reshape(3, 4)
         poses[int(fields[0])] = T
