@@ -69,3 +69,33 @@ def test_one_lock_per_model_object():
     a, b, c = Model(), Model(), Unhashable()
     assert lock_for(a) is lock_for(a) and lock_for(a) is not lock_for(b)
     assert lock_for(c) is lock_for(c)
+
+
+def test_background_waits_for_idle_foreground_within_its_bound():
+    """ForegroundActivity: wait_idle returns True as soon as the last odometry frame ends, and
+    False after max_wait_s while one is still in progress (loop closure is never starved)."""
+    from superglue_ros.frontend.model_lock import ForegroundActivity
+
+    activity = ForegroundActivity()
+    assert activity.wait_idle(0.0) is True
+    entered, release = threading.Event(), threading.Event()
+
+    def odometry():
+        with activity.busy():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=odometry)
+    thread.start()
+    entered.wait(10)
+    t0 = time.monotonic()
+    assert activity.wait_idle(0.2) is False
+    assert 0.15 <= time.monotonic() - t0 < 5.0
+    assert activity.active == 1
+    timer = threading.Timer(0.1, release.set)
+    timer.start()
+    t0 = time.monotonic()
+    assert activity.wait_idle(10.0) is True
+    assert time.monotonic() - t0 < 5.0
+    thread.join(10)
+    assert activity.active == 0

@@ -25,3 +25,48 @@ def test_node_benchmark_runs_and_writes_json(tmp_path, capsys):
             'latency_p50_ms'} <= set(node)
     assert res['rss_mib']['start'] > 0 and res['rss_mib']['max'] >= res['rss_mib']['end'] > 0
     assert 'processed' in capsys.readouterr().out and 'ready' in log.read_text()
+
+
+def test_pose_accuracy_against_ground_truth_exact(tmp_path):
+    """--poses: the node's ODOMETRY poses (reference -> query) are compared with T_q^-1 T_r of the
+    KITTI-format ground truth; a pose rotated by 2 deg about y reads 2.00 deg of rotation error,
+    an exact one 0, a message without a valid pose counts as invalid, one whose reference stamp
+    was never published as without ground truth, one outside the window not at all."""
+    import argparse
+
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from superglue_ros.ros.node_benchmark import pose_accuracy
+
+    images = tmp_path / 'image_0'
+    images.mkdir()
+    for name in ('000004', '000006', '000008'):
+        (images / f'{name}.png').write_bytes(b'')
+    rng = np.random.default_rng(0)
+    poses = {}
+    lines = []
+    for k in (4, 6, 8):   # camera-to-world, KITTI poses.txt: frame + 12 values of [R t]
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(rng.normal(0, 0.1, 3)).as_matrix()
+        T[:3, 3] = rng.normal(0, 2.0, 3)
+        poses[k] = T
+        lines.append(' '.join([str(k)] + [f'{v:.17g}' for v in T[:3].reshape(-1)]))
+    (tmp_path / 'poses.txt').write_text('\n'.join(lines) + '\n')
+    frame_of_stamp = {100: 0, 200: 1, 300: 2}
+
+    def motion(q, r):   # ground truth reference -> query
+        T = np.linalg.inv(poses[q]) @ poses[r]
+        return T[:3, :3], T[:3, 3] / np.linalg.norm(T[:3, 3])
+
+    R0, t0 = motion(6, 4)
+    R1, t1 = motion(8, 4)
+    tilted = Rotation.from_euler('y', 2.0, degrees=True).as_matrix() @ R1
+    odometry = [(200, 100, R0, t0), (300, 100, tilted, t1), (300, 200, None, None),
+                (300, 999, R0, t0), (400, 100, R0, t0)]
+    args = argparse.Namespace(poses=str(tmp_path / 'poses.txt'), images=str(images), max_images=10)
+    result = pose_accuracy(args, odometry, frame_of_stamp, lambda stamp: stamp < 400)
+    assert (result['valid'], result['invalid'], result['without_ground_truth']) == (2, 1, 1)
+    assert result['rotation_deg']['p50'] == 1.0     # median of 0 and 2
+    assert result['rotation_deg']['p90'] == 1.8
+    assert result['translation_deg']['p90'] == 0.0

@@ -32,8 +32,13 @@ from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_point
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
-from .model_lock import lock_for
+from .model_lock import FOREGROUND, lock_for
 from .policy import KeyframeDecision, KeyframePolicy
+
+# A background loop-candidate match waits at most this long for odometry to be idle
+# (model_lock.ForegroundActivity): at 5 Hz the gaps between frames absorb the loop jobs; at
+# 30 Hz, where odometry is never idle, a 5-candidate job is delayed by at most 5 x this.
+LOOP_MAX_DEFER_S = 0.1
 
 
 class FrameRejectedError(ValueError):
@@ -427,7 +432,7 @@ class FrontEnd:
         defer_loop: do not match loop candidates here; a new keyframe's ranked candidates come
         back as ``result.loop_job`` for ``run_loop_job`` (on another thread, after the odometry
         is published) or ``cancel_loop_job``. Inline and deferred give the same loop closures."""
-        with self._process_lock:
+        with self._process_lock, FOREGROUND.busy():
             return self._process(frame, defer_loop)
 
     def _process(self, frame: Frame, defer_loop: bool) -> FrameResult:
@@ -630,6 +635,7 @@ class FrontEnd:
             if background:
                 all_matches = []
                 for ref in refs:
+                    FOREGROUND.wait_idle(LOOP_MAX_DEFER_S)
                     with self._matcher_lock.hold(background=True):
                         all_matches.append(self.matcher.match(query.features, ref.features))
             else:

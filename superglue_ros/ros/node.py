@@ -192,7 +192,10 @@ class SuperGlueNode(Node):
         if len(set(cameras)) != len(cameras):
             raise StartupError(f"parameter 'cameras' has duplicate namespaces: {cameras}")
 
-        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+        # depth 5 as SensorDataQoS: a depth-1 reader lost a quarter of KITTI frames at 5 Hz
+        # while the executor was slow to take them (uncounted); the latest-frame slot below
+        # still keeps only the newest, and counts what it replaces as dropped
+        qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=(ReliabilityPolicy.BEST_EFFORT if p['reliability'] == 'best_effort'
                                       else ReliabilityPolicy.RELIABLE))

@@ -19,6 +19,10 @@ window and reports, as JSON:
   delivered             frames the node received (processed + dropped + rejected, its
                         diagnostics) / frames published, over the whole run: transport loss
   rss_mib               the node's resident memory at the window's start and end, and its max
+  pose                  with ``--poses`` (ground truth of the ``--images`` folder, KITTI format):
+                        the ODOMETRY messages' own rotation/translation against the ground-truth
+                        motion reference keyframe -> query, in degrees (median/p90), and how many
+                        answered frames carried a valid pose
 
 Frames: the demo's loop sequence (``frontend.synthetic``, photos shipped with scikit-image) by
 default, or a folder of images (``--images``, centre-cropped or resized to the size) with
@@ -47,14 +51,18 @@ NAMESPACE = '/superglue_benchmark'
 # frames
 # ------------------------------------------------------------------------------------------
 
+def image_paths(folder: str) -> list[pathlib.Path]:
+    return sorted(p for p in pathlib.Path(folder).iterdir()
+                  if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.pgm', '.bmp', '.tif', '.tiff'))
+
+
 def folder_frames(folder: str, width: int, height: int, limit: int,
                   intrinsics: tuple[float, float, float, float] | None):
     """Sorted images of ``folder`` as gray uint8 [height, width] (centre crop when larger, else
     resized) and K [3,3] of the output frames (None without ``intrinsics`` of the originals)."""
     import cv2
 
-    paths = sorted(p for p in pathlib.Path(folder).iterdir()
-                   if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.pgm', '.bmp', '.tif', '.tiff'))
+    paths = image_paths(folder)
     if not paths:
         raise SystemExit(f'superglue-benchmark --node: no images in {folder}')
     frames, K = [], None
@@ -127,6 +135,9 @@ class Camera:
             if K is not None else None
         self.lock = threading.Lock()
         self.odometry: list[tuple[int, float]] = []   # (stamp ns, received wall ns)
+        # (stamp ns, reference stamp ns, R [3,3] and t [3] reference -> query, or None)
+        self.odometry_poses: list[tuple[int, int, np.ndarray | None, np.ndarray | None]] = []
+        self.frame_of_stamp: dict[int, int] = {}   # published stamp ns -> index into frames
         self.keyframe_odometry: list[tuple[int, float]] = []
         self.loops: list[tuple[int, float]] = []
         self.diagnostics: dict[str, str] = {}
@@ -151,6 +162,10 @@ class Camera:
         with self.lock:
             if msg.kind == self._odometry_kind:
                 self.odometry.append((stamp, now))
+                ref = msg.reference_stamp.sec * 10**9 + msg.reference_stamp.nanosec
+                R = np.array(msg.rotation, float).reshape(3, 3) if msg.pose_valid else None
+                t = np.array(msg.translation, float) if msg.pose_valid else None
+                self.odometry_poses.append((stamp, ref, R, t))
                 if msg.query_is_keyframe:
                     self.keyframe_odometry.append((stamp, now))
             else:
@@ -179,6 +194,7 @@ class Camera:
             self.image_pub.publish(msg)
             with self.lock:
                 self.published.append(stamp)
+                self.frame_of_stamp[stamp] = k % len(self.messages)
             k += 1
             next_t += period
 
@@ -199,8 +215,10 @@ def run(args) -> dict:
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
+    if args.poses and not args.images:
+        raise SystemExit('superglue-benchmark --node: --poses needs --images (the frames they belong to)')
     if args.images:
-        intrinsics = tuple(float(v) for v in args.intrinsics.split(',')) if args.intrinsics else None
+        intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
         frames, K = folder_frames(args.images, args.width, args.height, args.max_images, intrinsics)
         if args.encoding == 'bgr8':
             frames = [np.repeat(f[:, :, None], 3, axis=2) for f in frames]
@@ -258,6 +276,7 @@ def run(args) -> dict:
             odometry, loops = list(camera.odometry), list(camera.loops)
             keyframe_odometry = list(camera.keyframe_odometry)
             published, diagnostics = list(camera.published), dict(camera.diagnostics)
+            odometry_poses, frame_of_stamp = list(camera.odometry_poses), dict(camera.frame_of_stamp)
     finally:
         stop.set()
         stop_node(node, 20)
@@ -297,9 +316,56 @@ def run(args) -> dict:
         node=node_stats,
         rss_mib=dict(start=round(rss[0], 1) if rss else None, end=round(rss[-1], 1) if rss else None,
                      max=round(max(rss), 1) if rss else None),
+        pose=pose_accuracy(args, odometry_poses, frame_of_stamp, in_window) if args.poses else None,
         load_average=dict(before=[round(v, 2) for v in load_before],
                           after=[round(v, 2) for v in load_after]),
         cpus=os.cpu_count())
+
+
+def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
+    """'fx,fy,cx,cy', or a file holding the 3x3 K (as KITTI's K.txt) -> (fx, fy, cx, cy)."""
+    if pathlib.Path(text).is_file():
+        K = np.loadtxt(text).reshape(3, 3)
+        return float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    values = tuple(float(v) for v in text.split(','))
+    if len(values) != 4:
+        raise SystemExit(f'superglue-benchmark --node: --intrinsics wants fx,fy,cx,cy or a K file, got {text!r}')
+    return values
+
+
+def pose_accuracy(args, odometry_poses, frame_of_stamp: dict, in_window) -> dict:
+    """The node's own ODOMETRY poses against the ground truth of the played frames.
+
+    Frames are the sorted ``--images`` (file name = frame index of ``--poses``, KITTI format:
+    camera-to-world); the ground-truth motion reference -> query is T_q^-1 T_r. Errors in
+    degrees: rotation angle, and the angle between translation directions (the node resolves the
+    sign by cheirality, so no sign folding); ``error`` is the larger of the two per frame."""
+    from ..evaluation.metrics import angle_error_mat, angle_error_vec
+    from ..evaluation.real_pairs import read_kitti_poses
+
+    poses = read_kitti_poses(args.poses)
+    keys = [int(p.stem) for p in image_paths(args.images)[:args.max_images]]
+    rot, trans, worst, invalid, unknown = [], [], [], 0, 0
+    for stamp, ref_stamp, R, t in odometry_poses:
+        if not in_window(stamp):
+            continue
+        q, r = frame_of_stamp.get(stamp), frame_of_stamp.get(ref_stamp)
+        if q is None or r is None or keys[q] not in poses or keys[r] not in poses:
+            unknown += 1
+            continue
+        if R is None:
+            invalid += 1
+            continue
+        T = np.linalg.inv(poses[keys[q]]) @ poses[keys[r]]
+        rot.append(angle_error_mat(R, T[:3, :3]))
+        trans.append(angle_error_vec(t, T[:3, 3]) if np.linalg.norm(T[:3, 3]) > 1e-6 else 0.0)
+        worst.append(max(rot[-1], trans[-1]))
+
+    def stats(values):
+        return {f'p{q}': round(float(np.percentile(values, q)), 2) for q in (50, 90)} if values \
+            else {'p50': None, 'p90': None}
+    return dict(valid=len(rot), invalid=invalid, without_ground_truth=unknown,
+                rotation_deg=stats(rot), translation_deg=stats(trans), error_deg=stats(worst))
 
 
 def _delivered(node_stats: dict, published: int) -> float | None:
@@ -332,7 +398,11 @@ def parse_args(argv=None):
                    help='reliable QoS on both ends (default: SensorDataQoS, the node best effort)')
     p.add_argument('--encoding', choices=('mono8', 'bgr8'), default='mono8')
     p.add_argument('--images', default=None, help='folder of images instead of the synthetic sequence')
-    p.add_argument('--intrinsics', default=None, help='fx,fy,cx,cy of the --images originals')
+    p.add_argument('--intrinsics', default=None,
+                   help='fx,fy,cx,cy of the --images originals, or a file with their 3x3 K')
+    p.add_argument('--poses', default=None,
+                   help='ground-truth poses of the --images (KITTI poses.txt format): check the '
+                        "node's own ODOMETRY poses against them")
     p.add_argument('--max-images', type=int, default=300)
     p.add_argument('--width', type=int, default=640)
     p.add_argument('--height', type=int, default=480)
@@ -363,6 +433,10 @@ def print_summary(result: dict) -> None:
     print(f"  loop closures {result['loop_closures']}, stamp -> LOOP_CLOSURE received: "
           f"{result['loop_latency_ms']}")
     print(f"  node RSS {result['rss_mib']} MiB")
+    if result.get('pose'):
+        pose = result['pose']
+        print(f"  ODOMETRY pose vs ground truth: {pose['valid']} valid, {pose['invalid']} invalid; "
+              f"rotation {pose['rotation_deg']} deg, translation direction {pose['translation_deg']} deg")
 
 
 def main(argv=None) -> int:
