@@ -119,3 +119,45 @@ def test_configure_with_missing_weights_fails_and_stays_unconfigured():
         assert life.state() == 'unconfigured'
         line = probe.log_containing('configure failed: ')
         assert path in line and node.extractor is None
+
+
+def test_entry_point_starts_unconfigured_and_refuses_bad_parameters():
+    """`superglue-lifecycle-node` as a process: a bad parameter ends it at once (exit 2, one
+    line); good ones leave it unconfigured, without models, until someone configures it, and
+    SIGINT ends it cleanly."""
+    import pathlib
+    import subprocess
+    import sys
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    cmd = [sys.executable, '-m', 'superglue_ros.ros.lifecycle_node', '--ros-args']
+    cwd = pathlib.Path(__file__).resolve().parents[1]
+    bad = subprocess.run(cmd + ['-p', 'preset:=nonsense'], capture_output=True, text=True,
+                         timeout=120, cwd=cwd)
+    fatal = [line for line in (bad.stdout + bad.stderr).splitlines() if 'cannot start' in line]
+    assert bad.returncode == 2 and len(fatal) == 1 and "'preset'" in fatal[0], bad.stderr
+
+    process = subprocess.Popen(cmd + ['-p', 'preset:=orb', '-r', '__ns:=/lifecycle_cli'],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    context = Context()
+    rclpy.init(context=context)
+    node = Node('lifecycle_cli_client', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        client = node.create_client(GetState, '/lifecycle_cli/superglue_node/get_state')
+        assert client.wait_for_service(timeout_sec=60.0), 'no get_state service'
+        future = client.call_async(GetState.Request())
+        executor.spin_until_future_complete(future, timeout_sec=20.0)
+        assert future.result().current_state.label == 'unconfigured'
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        process.send_signal(2)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output

@@ -175,6 +175,7 @@ class SuperGlueNode(Node):
         self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
         self._loop_busy = False
         self._config_lock = threading.Lock()   # parameter changes vs configure / cleanup
+        self._counter_lock = threading.Lock()  # counters bumped by callbacks, workers and requests
         self.cameras: list[CameraStream] = []
         self.extractor = self.matcher = self.device = self.diagnostics_pub = None
         self._inputs: list = []       # subscriptions, services and timers of the active state
@@ -284,7 +285,7 @@ class SuperGlueNode(Node):
                 cam.info_subscriptions = []
                 if cam.pending is not None:
                     cam.pending = None
-                    cam.dropped += 1
+                    self._count(cam, 'dropped')
 
     def cleanup_pipeline(self) -> None:
         """Release the publishers, front-ends (their keyframes) and models."""
@@ -421,6 +422,11 @@ class SuperGlueNode(Node):
                                  lambda req, res, c=cam: self._on_reset(c, res),
                                  callback_group=self.request_group))
 
+    def _count(self, cam: CameraStream, counter: str) -> None:
+        """+1 on a counter that several threads bump (``x += 1`` is not atomic)."""
+        with self._counter_lock:
+            setattr(cam, counter, getattr(cam, counter) + 1)
+
     # -- image callbacks: convert, check, keep the newest ------------------------------------
 
     def _on_image(self, cam: CameraStream, msg, compressed: bool) -> None:
@@ -430,7 +436,7 @@ class SuperGlueNode(Node):
         decision = cam.gate.check(stamp_ns, msg.header.frame_id,
                                   self.get_clock().now().nanoseconds)
         if decision.action == 'skip':
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: {decision.message}')
             return
         if decision.action == 'reset':
@@ -447,12 +453,12 @@ class SuperGlueNode(Node):
                                            mono16_scaling=self.p['mono16_scaling'],
                                            warn=lambda text: self.warn(f'{where}: {text}'))
         except ImageConversionError as error:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: image rejected: {error}')
             return
         with self._wake:
             if cam.pending is not None:
-                cam.dropped += 1
+                self._count(cam, 'dropped')
             cam.pending = PendingFrame(image, stamp_ns, msg.header.frame_id, received,
                                        decision.generation, payload)
             self._wake.notify()
@@ -541,7 +547,7 @@ class SuperGlueNode(Node):
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
                 if not self.context.ok():
                     return   # shut down from outside while publishing: nothing to report
-                cam.failed += 1
+                self._count(cam, 'failed')
                 self.warn(f"camera '{cam.name or '.'}': processing failed: "
                           f'{type(error).__name__}: {error}', level='error')
 
@@ -557,7 +563,7 @@ class SuperGlueNode(Node):
         started = time.monotonic()
         self._apply_pending_reset(cam)
         if item.generation != cam.gate.generation:
-            cam.dropped += 1   # let through before a reset: it belongs to the old stream
+            self._count(cam, 'dropped')   # let through before a reset: it belongs to the old stream
             return
         where = f"camera '{cam.name or '.'}'"
         if item.image is None:
@@ -566,20 +572,20 @@ class SuperGlueNode(Node):
                                                      max_pixels=self.p['max_image_pixels'],
                                                      mono16_scaling=self.p['mono16_scaling'])
             except ImageConversionError as error:
-                cam.rejected += 1
+                self._count(cam, 'rejected')
                 self.warn(f'{where}: image rejected: {error}')
                 return
             item.compressed = None
         camera, problem = self._camera_for(cam, item)
         if problem:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f"{where}: frame {item.stamp_ns} ns skipped: {problem}")
             return
         try:
             result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
                                                 camera=camera), defer_loop=True)
         except FrameRejectedError as error:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: frame rejected: {error}')
             return
         cam.gate.accepted(item.stamp_ns, item.frame_id, item.generation)
@@ -619,7 +625,7 @@ class SuperGlueNode(Node):
             while len(self._loop_jobs) > self.p['loop_queue_size']:
                 old_cam, old_job = self._loop_jobs.popleft()
                 old_cam.frontend.cancel_loop_job(old_job)
-                old_cam.loop_jobs_dropped += 1
+                self._count(old_cam, 'loop_jobs_dropped')
                 self.warn(f"camera '{old_cam.name or '.'}': loop closure of keyframe "
                           f'{old_job.keyframe.id} dropped: the loop queue is full '
                           f"(loop_queue_size {self.p['loop_queue_size']})")
@@ -658,7 +664,7 @@ class SuperGlueNode(Node):
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
         for loop in outcome.loop_closures:
             cam.publishers['correspondences'].publish(self._corr_msg(cam, loop, names))
-            cam.loop_closures += 1
+            self._count(cam, 'loop_closures')
         cam.loop_jobs_done += 1
         cam.loop_times_s.append(time.monotonic() - started)
         if outcome.loop_closures and self._debug_wanted(cam):
@@ -781,7 +787,7 @@ class SuperGlueNode(Node):
         for result in results:
             if result.status == LoopResult.VERIFIED:
                 cam.publishers['correspondences'].publish(result.correspondences)
-                cam.loop_closures += 1
+                self._count(cam, 'loop_closures')
 
     def _on_get_keyframe(self, cam: CameraStream, request, response):
         """A keyframe still in the cache, as it was published; else why not."""
@@ -802,7 +808,7 @@ class SuperGlueNode(Node):
         with self._wake:
             if cam.pending is not None:
                 cam.pending = None
-                cam.dropped += 1
+                self._count(cam, 'dropped')
             cam.reset_pending = False
         cam.gate.reset()
         forgotten = cam.frontend.reset()   # waits for a frame in progress
