@@ -13,13 +13,18 @@ dropped and counted, never queued). Two worker threads:
 The models are shared through one lock per model in which odometry goes first. Loop requests
 (topic and service) run on their own callback group with a bounded number in flight, so they
 never hold up the image callbacks. SIGINT/SIGTERM stop the workers before the ROS context is
-shut down.
+shut down. Set-up is cut into ``configure_pipeline`` (models, front-ends, publishers) and
+``activate_pipeline`` (inputs, services, timers, workers), with ``deactivate_pipeline`` /
+``cleanup_pipeline`` undoing them: the plain node runs the first two in its constructor, the
+lifecycle node (lifecycle_node.py) on its transitions. Writable parameters reach the running
+front-ends through ``FrontEnd.update_conf``; the diagnostics level comes from diagnostics.py.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
               <cam>/loop_candidates (superglue_ros_msgs/LoopCandidates)
-  publishes   <cam>/correspondences, <cam>/keyframes, <cam>/debug_image
-  services    <cam>/verify_loop (superglue_ros_msgs/VerifyLoop), <cam>/reset (superglue_ros_msgs/Reset)
+  publishes   <cam>/correspondences, <cam>/relative_pose, <cam>/keyframes, <cam>/debug_image
+  services    <cam>/verify_loop (superglue_ros_msgs/VerifyLoop), <cam>/get_keyframe
+              (superglue_ros_msgs/GetKeyframe), <cam>/reset (superglue_ros_msgs/Reset)
 and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 """
 from __future__ import annotations
