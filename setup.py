@@ -39,6 +39,8 @@ setup(
             'superglue-benchmark = superglue_ros.benchmark:main',
             'superglue-node = superglue_ros.ros.node:main',
             'superglue_node = superglue_ros.ros.node:main',
+            'superglue-lifecycle-node = superglue_ros.ros.lifecycle_node:main',
+            'superglue_lifecycle_node = superglue_ros.ros.lifecycle_node:main',
             'superglue-player = superglue_ros.ros.player:main',
             'superglue-demo = superglue_ros.ros.demo:main',
             'superglue-offline = superglue_ros.frontend.offline:main',

@@ -5,6 +5,9 @@
         params_file:=/path/to/superglue.yaml namespace:=front use_sim_time:=true
     # compressed input: subscribes to <image>/compressed unless compressed_image is given
     ros2 launch superglue_ros superglue.launch.py image:=/camera/image_raw use_compressed:=true
+    # the managed (lifecycle) node: starts unconfigured, then
+    #   ros2 lifecycle set /superglue_node configure; ros2 lifecycle set /superglue_node activate
+    ros2 launch superglue_ros superglue.launch.py lifecycle:=true
 
 The remappings apply to the default camera (parameter cameras: ['']); with several camera
 namespaces, remap '<camera>/image' etc. in your own launch file.
@@ -42,9 +45,10 @@ def _node(context):
     use_compressed = LaunchConfiguration('use_compressed').perform(context)
     if use_compressed != '':
         overrides['use_compressed'] = _as_bool('use_compressed', use_compressed)
+    lifecycle = _as_bool('lifecycle', LaunchConfiguration('lifecycle').perform(context))
     return [Node(
         package='superglue_ros',
-        executable='superglue_node',
+        executable='superglue_lifecycle_node' if lifecycle else 'superglue_node',
         namespace=LaunchConfiguration('namespace').perform(context),
         parameters=[LaunchConfiguration('params_file').perform(context), overrides],
         remappings=[('image', image), ('image/compressed', compressed_image),
@@ -85,6 +89,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'use_sim_time', default_value='false',
             description='Use the /clock topic (simulation, rosbag play --clock) as the node clock'),
+        DeclareLaunchArgument(
+            'lifecycle', default_value='false',
+            description='true: run the managed node (superglue_lifecycle_node), which loads the '
+                        'models on configure and subscribes on activate; false: the plain node'),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Logging level of the node (debug, info, warn, error)'),

@@ -116,6 +116,22 @@ class Probe(Node):
         self.wait_for(future.done, timeout, 'the get_keyframe response')
         return future.result()
 
+    def set_parameters(self, node_fqn: str, timeout: float = 20.0, **values) -> list:
+        """Set parameters through the node's own set_parameters service (as `ros2 param set`
+        does); one rcl_interfaces/SetParametersResult per value, in order."""
+        from rcl_interfaces.srv import SetParameters
+
+        client = self.create_client(SetParameters, f'{node_fqn}/set_parameters')
+        try:
+            assert client.wait_for_service(timeout_sec=10.0), 'set_parameters not available'
+            request = SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout, 'the set_parameters response')
+            return list(future.result().results)
+        finally:
+            self.destroy_client(client)
+
     def wait_for_node(self, timeout: float = 10.0) -> None:
         """Discovery: the node's image subscription and correspondences publisher are matched."""
         self.wait_for(lambda: self.image_pub.get_subscription_count() > 0 or
@@ -132,9 +148,11 @@ class Probe(Node):
 
 @contextmanager
 def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list[str] | None = None,
-                 num_threads: int = 4, more_prefixes: tuple[str, ...] = ()):
+                 num_threads: int = 4, more_prefixes: tuple[str, ...] = (), node_class=SuperGlueNode,
+                 wait: bool = True):
     """Yield (node, probe) spinning in the background; everything is torn down afterwards.
-    `more_prefixes`: extra probes (other camera namespaces) in `probe.others[prefix]`."""
+    `more_prefixes`: extra probes (other camera namespaces) in `probe.others[prefix]`.
+    `node_class`: e.g. the lifecycle node, with `wait=False` (it subscribes only once active)."""
     context = Context()
     rclpy.init(context=context, args=['superglue-test'] + (['--ros-args', *ros_args] if ros_args else []))
     params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
@@ -145,7 +163,7 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
         # each node in its own namespace, so nodes of different tests never answer each other
         n = next(_NAMES)
         namespace, name = f'/sgtest{n}', f'superglue_node_{n}'
-        node = SuperGlueNode(name, namespace=namespace, context=context, parameter_overrides=params)
+        node = node_class(name, namespace=namespace, context=context, parameter_overrides=params)
         probe = Probe(context, prefix, namespace, name)
         probe.others = {p: Probe(context, p, namespace, name) for p in more_prefixes}
         for n in (node, probe, *probe.others.values()):
@@ -153,7 +171,8 @@ def running_node(overrides: dict | None = None, prefix: str = '', ros_args: list
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
         for p in (probe, *probe.others.values()):
-            p.wait_for_node()
+            if wait:
+                p.wait_for_node()
         yield node, probe
     finally:
         executor.shutdown(timeout_sec=5.0)

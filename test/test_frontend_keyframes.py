@@ -52,6 +52,20 @@ def test_cache_bounded_by_bytes():
     assert tiny.ids() == [1]
 
 
+def test_new_bounds_evict_at_once_but_not_pinned_or_newest():
+    cache = KeyframeCache(max_keyframes=10, max_bytes=10**9)
+    for i in range(5):
+        cache.add(make_kf(i))
+    cache.pin([1])
+    assert cache.set_bounds(2, 10**9) == [0, 2, 3]   # 1 pinned, 4 the newest
+    assert cache.ids() == [1, 4] and cache.was_evicted(2)
+    assert cache.unpin([1]) == []                    # 2 keyframes: within the new bound
+    assert cache.set_bounds(1, 10**9) == [1]
+    assert cache.set_bounds(1, 1) == [] and cache.ids() == [4]   # the newest always stays
+    with pytest.raises(ValueError):
+        cache.set_bounds(0, 10)
+
+
 def test_pinned_keyframes_survive_eviction_and_go_when_released():
     cache = KeyframeCache(max_keyframes=2, max_bytes=10**9)
     cache.add(make_kf(0))

@@ -390,3 +390,25 @@ def test_cancelled_loop_job_releases_its_pins(sequence):
     assert len(fe.cache) == 3 and not any(fe.cache.is_pinned(k) for k in fe.cache.ids())
     outcome = fe.run_loop_job(held[0])
     assert outcome.loop_closures == [] and "already ran or was cancelled" in outcome.warnings[0]
+
+
+def test_update_conf_applies_between_frames_and_refuses_what_cannot_change():
+    """Run-time options (the node's writable parameters): validated as a whole, applied to the
+    next frame; options the cache depends on, and bad values, change nothing."""
+    seq = make_sequence(num_frames=20, loop_frames=200)
+    fe = FrontEnd.from_preset('orb', conf=dict(max_frames=0, max_interval_s=0.0, min_inliers=0,
+                                               min_inlier_ratio=0.0, min_gap_frames=1,
+                                               geometric_model='homography', loop_closure=False))
+    kinds = [fe.process(Frame(seq.frame(i), int(seq.stamps_ns[i]))).is_keyframe for i in range(3)]
+    assert kinds == [True, False, False]
+    before = fe.conf
+    for bad in (dict(working_width=320), dict(global_descriptor='thumbnail'),
+                dict(min_inlier_ratio=1.5), dict(geometric_model='bogus'), dict(nonsense=1),
+                dict(max_frames=1, min_gap_frames=0)):
+        with pytest.raises(ValueError):
+            fe.update_conf(bad)
+        assert fe.conf is before and fe.policy.conf['max_frames'] == 0
+    fe.update_conf(dict(max_frames=1, max_keyframes=2))
+    kinds = [fe.process(Frame(seq.frame(i), int(seq.stamps_ns[i]))).is_keyframe for i in range(3, 6)]
+    assert kinds == [True, True, True] and fe.cache.ids() == [2, 3]
+    assert before['max_frames'] == 0   # the old dict is never mutated (snapshots stay valid)

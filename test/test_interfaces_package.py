@@ -149,7 +149,8 @@ def test_launch_file_declares_arguments_and_runs_the_node():
     (node,) = _calls(tree, 'Node')
     kw = {k.arg: k.value for k in node.keywords}
     assert kw['package'].value == 'superglue_ros'
-    assert kw['executable'].value == 'superglue_node'
+    assert ast.unparse(kw['executable']) == \
+        "'superglue_lifecycle_node' if lifecycle else 'superglue_node'"
     remapped = {e.elts[0].value for e in kw['remappings'].elts}
     assert remapped == {'image', 'image/compressed', 'camera_info'}
     # the default params file is the installed config/superglue.yaml
@@ -227,6 +228,8 @@ def test_launch_arguments_reach_the_node_parameters_and_remappings():
     assert kw['parameters'][1] == {'use_sim_time': False, 'use_compressed': False}
     with pytest.raises(ValueError, match='use_sim_time'):
         launch.run(use_sim_time='maybe')
+    assert launch.run()['executable'] == 'superglue_node'
+    assert launch.run(lifecycle='true')['executable'] == 'superglue_lifecycle_node'
 
 
 def test_launch_sets_the_shipped_fastdds_profile():
@@ -264,6 +267,8 @@ def test_launch_executable_is_a_console_script():
     scripts = ast.literal_eval(kw['entry_points'])['console_scripts']
     entries = dict(re.fullmatch(r'\s*(\S+)\s*=\s*(\S+)\s*', s).groups() for s in scripts)
     assert entries['superglue_node'] == 'superglue_ros.ros.node:main'
+    assert entries['superglue_lifecycle_node'] == entries['superglue-lifecycle-node'] == \
+        'superglue_ros.ros.lifecycle_node:main'
     assert entries['superglue-demo'] == 'superglue_ros.ros.demo:main'
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / 'setup.cfg')

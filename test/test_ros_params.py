@@ -51,6 +51,25 @@ def test_every_yaml_parameter_has_a_comment():
             assert lines[i - 1].strip().startswith('#'), f'{key} has no comment above it'
 
 
+def test_yaml_marks_exactly_the_writable_parameters():
+    """The comment above each key says '(writable at run time)' iff its descriptor does."""
+    lines = CONFIG.read_text().splitlines()
+    specs = {spec.name: spec for spec in all_parameters()}
+    for i, line in enumerate(lines):
+        key = line.strip().split(':')[0]
+        if line.startswith('    ') and key in specs:
+            comment = []
+            for above in reversed(lines[:i]):
+                if not above.strip().startswith('#'):
+                    break
+                comment.insert(0, above.strip('# '))
+            marked = '(writable at run time)' in ' '.join(comment)
+            assert marked == (not specs[key].read_only), key
+    writable = {name for name, spec in specs.items() if not spec.read_only}
+    assert {'min_inliers', 'max_frames', 'min_loop_inliers', 'stale_timeout_s'} <= writable
+    assert not {'working_width', 'global_descriptor', 'preset', 'cameras'} & writable
+
+
 def test_declared_descriptors_have_descriptions_and_ranges():
     """Read back through the node's own describe_parameters service in a subprocess-free way."""
     from ros_helpers import running_node

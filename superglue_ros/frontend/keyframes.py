@@ -118,6 +118,17 @@ class KeyframeCache:
             evicted.append(victim)
         return evicted
 
+    def set_bounds(self, max_keyframes: int, max_bytes: int) -> list[int]:
+        """New bounds (a parameter changed at run time); evicts what they no longer allow,
+        pinned keyframes and the newest excepted, as ``add`` does. Returns the evicted ids."""
+        if max_keyframes < 1 or max_bytes < 1:
+            raise ValueError(f"need max_keyframes >= 1 and max_bytes >= 1, got {max_keyframes}, "
+                             f"{max_bytes}")
+        with self._lock:
+            self.max_keyframes, self.max_bytes = int(max_keyframes), int(max_bytes)
+            latest = next(reversed(self._kfs)) if self._kfs else None
+            return self._evict(protect=latest)
+
     def clear(self) -> list[int]:
         """Evict every keyframe, pinned ones too (a request holding one keeps its object), e.g.
         on a reset; ids keep increasing and the old ones answer ``was_evicted``. Returns them."""

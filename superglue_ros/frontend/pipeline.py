@@ -199,7 +199,8 @@ class FrontEnd:
     that model's lock (``model_lock.lock_for``: shared by all FrontEnds using the model, the
     models are not assumed re-entrant); ``process`` takes it in the foreground, loop jobs in the
     background (they wait while odometry waits). Keyframes used by a request or a queued loop
-    job are pinned in the cache.
+    job are pinned in the cache. ``update_conf`` changes options between frames (the node's
+    parameters); every option but those in ``static_conf`` can change so.
 
     Parameters (``default_conf``; flat so that each is one ROS parameter):
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
@@ -261,12 +262,44 @@ class FrontEnd:
         thumbnail_width=160,
     )
 
+    # Options that shape what the cache already holds, so a running FrontEnd keeps them: the
+    # working size and resize mode set the scale every cached keyframe was extracted at (and the
+    # fast runtime compiles per input shape); the global descriptor method, what the cached
+    # descriptors can be compared with. ``update_conf`` refuses them with this reason.
+    static_conf = dict(
+        working_width="cached keyframes were extracted at the working size",
+        working_height="cached keyframes were extracted at the working size",
+        resize_mode="cached keyframes were extracted at the working size",
+        global_descriptor="cached keyframes' global descriptors were computed with this method",
+    )
+
     def __init__(self, extractor: Extractor, matcher: Matcher, conf: dict | None = None):
-        unknown = set(conf or {}) - set(self.default_conf)
+        self.conf = c = self.checked_conf(conf or {})
+        self.extractor = extractor
+        self.matcher = matcher
+        self.policy = KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})
+        self.global_descriptor = GlobalDescriptor(dict(method=c["global_descriptor"]))
+        self.cache = KeyframeCache(int(c["max_keyframes"]), int(c["max_cache_bytes"]))
+        self._process_lock = threading.Lock()  # one process() at a time
+        self._extractor_lock = lock_for(extractor)  # shared with every FrontEnd of this model
+        self._matcher_lock = lock_for(matcher)
+        self._state_lock = threading.Lock()  # the small accepted-state below
+        self._last_stamp_ns: int | None = None
+        self._frame_index = 0  # index the next accepted frame gets
+        self._next_keyframe_id = 0
+        self._last_keyframe_frame_index: int | None = None
+        self.stats = dict(frames_accepted=0, frames_bad=0, frames_stale=0, keyframes=0,
+                          loop_closures=0, loop_failures=0)
+
+    @classmethod
+    def checked_conf(cls, conf: dict, base: dict | None = None) -> dict:
+        """``base`` (default: default_conf) updated with ``conf``, validated; raises ValueError
+        (unknown option, bad value) with the reason. The keyframe policy is checked too."""
+        unknown = set(conf) - set(cls.default_conf)
         if unknown:
             raise ValueError(f"unknown FrontEnd option(s): {sorted(unknown)}; "
-                             f"known: {sorted(self.default_conf)}")
-        self.conf = c = {**self.default_conf, **(conf or {})}
+                             f"known: {sorted(cls.default_conf)}")
+        c = {**(cls.default_conf if base is None else base), **conf}
         if c["resize_mode"] not in ("fit", "stretch"):
             raise ValueError(f"resize_mode must be 'fit' or 'stretch', got {c['resize_mode']!r}")
         for key in ("geometric_model", "loop_geometric_model"):
@@ -283,21 +316,28 @@ class FrontEnd:
                 or c["max_verify_candidates"] < 1 or c["min_keyframe_keypoints"] < 0:
             raise ValueError("need loop_min_id_gap >= 1, loop_top_k >= 0, min_loop_inliers >= 1, "
                              "max_verify_candidates >= 1, min_keyframe_keypoints >= 0")
-        self.extractor = extractor
-        self.matcher = matcher
-        self.policy = KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})
-        self.global_descriptor = GlobalDescriptor(dict(method=c["global_descriptor"]))
-        self.cache = KeyframeCache(int(c["max_keyframes"]), int(c["max_cache_bytes"]))
-        self._process_lock = threading.Lock()  # one process() at a time
-        self._extractor_lock = lock_for(extractor)  # shared with every FrontEnd of this model
-        self._matcher_lock = lock_for(matcher)
-        self._state_lock = threading.Lock()  # the small accepted-state below
-        self._last_stamp_ns: int | None = None
-        self._frame_index = 0  # index the next accepted frame gets
-        self._next_keyframe_id = 0
-        self._last_keyframe_frame_index: int | None = None
-        self.stats = dict(frames_accepted=0, frames_bad=0, frames_stale=0, keyframes=0,
-                          loop_closures=0, loop_failures=0)
+        if int(c["max_keyframes"]) < 1 or int(c["max_cache_bytes"]) < 1:
+            raise ValueError("max_keyframes and max_cache_bytes must be >= 1")
+        KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})  # raises for bad values
+        GlobalDescriptor(dict(method=c["global_descriptor"]))
+        return c
+
+    def update_conf(self, changes: dict) -> dict:
+        """Apply new values of the options not in ``static_conf`` to this running FrontEnd
+        (the node's parameter callback). Validated first: a ValueError leaves everything as it
+        was. Applied between frames (waits for a ``process`` in progress); the conf dict is
+        replaced, never mutated, so a loop job or verify_loop request that already read it
+        finishes with the old values. The cache bounds evict at once. Returns the new conf."""
+        fixed = sorted(set(changes) & set(self.static_conf))
+        if fixed:
+            raise ValueError(f"{fixed[0]} cannot change at run time: {self.static_conf[fixed[0]]}")
+        new = self.checked_conf(changes, base=self.conf)
+        policy = KeyframePolicy({k: new[k] for k in KeyframePolicy.default_conf})
+        with self._process_lock:
+            self.policy = policy
+            self.cache.set_bounds(int(new["max_keyframes"]), int(new["max_cache_bytes"]))
+            self.conf = new
+        return new
 
     @classmethod
     def from_preset(cls, preset: str, device: str = "cpu", conf: dict | None = None,
@@ -370,11 +410,11 @@ class FrontEnd:
         return out
 
     def _correspond(self, kind: str, query: Features, ref: Keyframe, matches: Matches,
-                    query_camera: CameraModel | None, model: str,
-                    query_meta: dict) -> tuple[Correspondence, float]:
+                    query_camera: CameraModel | None, model: str, query_meta: dict,
+                    conf: dict) -> tuple[Correspondence, float]:
         """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds).
         The geometry sees undistorted pixels when a camera has distortion; the Correspondence
-        keeps the observed ones."""
+        keeps the observed ones. ``conf``: the caller's snapshot of ``self.conf``."""
         idx_q, idx_r = matches.indices()
         pts_q = query.keypoints[idx_q]
         pts_r = ref.features.keypoints[idx_r]
@@ -390,10 +430,10 @@ class FrontEnd:
         geo_q = pts_q if query_camera is None else query_camera.undistort(pts_q)
         scores = matches.scores0[idx_q]
         budget = {} if use_model != "essential" else dict(
-            max_iters=int(self.conf["essential_max_iterations"]))
+            max_iters=int(conf["essential_max_iterations"]))
         geo = verify(geo_r, geo_q, None if ref_camera is None else ref_camera.K,
                      None if query_camera is None else query_camera.K, model=use_model,
-                     threshold_px=float(self.conf["ransac_threshold_px"]), scores=scores, **budget)
+                     threshold_px=float(conf["ransac_threshold_px"]), scores=scores, **budget)
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
             inl = geo.inliers
@@ -501,7 +541,8 @@ class FrontEnd:
                 timings["match"] = time.perf_counter() - t0
                 meta = dict(id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False)
                 odometry, timings["verify"] = self._correspond(
-                    "odometry", feats, last_kf, matches, camera, self.conf["geometric_model"], meta)
+                    "odometry", feats, last_kf, matches, camera, self.conf["geometric_model"], meta,
+                    self.conf)
             num_inliers = odometry.num_inliers
             odometry.processing_time_s = (timings["preprocess"] + timings["extract"]
                                           + timings["match"] + timings["verify"])
@@ -598,6 +639,7 @@ class FrontEnd:
         otherwise one batched call.
         Never raises for a matcher error: it is counted and returned in ``warnings``."""
         t_start = time.perf_counter()
+        conf = self.conf  # one snapshot: update_conf replaces the dict, never mutates it
         kf = job.keyframe
         timings = dict(queued=time.monotonic() - job.created_s, match=0.0, verify=0.0)
         warnings: list[str] = []
@@ -609,7 +651,8 @@ class FrontEnd:
         try:
             if job.candidates:
                 try:
-                    corrs = self._match_and_verify(kf, [k for k, _ in job.candidates], background, timings)
+                    corrs = self._match_and_verify(kf, [k for k, _ in job.candidates], conf,
+                                                   background, timings)
                 except Exception as err:  # a loop failure must not cost anything else
                     with self._state_lock:
                         self.stats["loop_failures"] += 1
@@ -617,7 +660,7 @@ class FrontEnd:
                     corrs = []
                 for (_, sim), corr in zip(job.candidates, corrs):
                     corr.similarity = sim
-                    if corr.num_inliers >= self.conf["min_loop_inliers"]:
+                    if corr.num_inliers >= conf["min_loop_inliers"]:
                         loops.append(corr)
         finally:
             self.cancel_loop_job(job)
@@ -626,8 +669,8 @@ class FrontEnd:
         timings["total"] = time.perf_counter() - t_start
         return LoopOutcome(kf.id, loops, [(k.id, s) for k, s in job.candidates], timings, warnings)
 
-    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe], background: bool = False,
-                          timings: dict | None = None) -> list[Correspondence]:
+    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe], conf: dict,
+                          background: bool = False, timings: dict | None = None) -> list[Correspondence]:
         """One batched ``match_many`` of a keyframe against keyframes (background: one
         ``match`` per keyframe, the lock released in between), then verification."""
         with self.cache.pinned([r.id for r in refs]):
@@ -648,7 +691,7 @@ class FrontEnd:
             for ref, matches in zip(refs, all_matches):
                 corr, t_verify = self._correspond("loop_closure", query.features, ref, matches,
                                                   _keyframe_camera(query),
-                                                  self.conf["loop_geometric_model"], meta)
+                                                  conf["loop_geometric_model"], meta, conf)
                 corr.processing_time_s = t_match / len(refs) + t_verify
                 t_verify_all += t_verify
                 out.append(corr)
@@ -672,8 +715,9 @@ class FrontEnd:
         if candidate_scores is not None and len(candidate_scores) != len(candidate_ids):
             raise ValueError(f"{len(candidate_scores)} candidate_scores for "
                              f"{len(candidate_ids)} candidate_ids")
-        gap = int(self.conf["loop_min_id_gap"])
-        limit = int(self.conf["max_verify_candidates"])
+        conf = self.conf  # one snapshot: update_conf replaces the dict, never mutates it
+        gap = int(conf["loop_min_id_gap"])
+        limit = int(conf["max_verify_candidates"])
         with self.cache.pinned([query_id, *candidate_ids]):
             query = self.cache.get(query_id)
             if query is None:
@@ -716,14 +760,14 @@ class FrontEnd:
                         f"max_verify_candidates={limit} eligible candidates in the request")
             if todo:
                 try:
-                    corrs = dict(zip(todo, self._match_and_verify(query, list(todo.values()))))
+                    corrs = dict(zip(todo, self._match_and_verify(query, list(todo.values()), conf)))
                 except Exception as err:
                     corrs = {}
                     for i, cid in enumerate(candidate_ids):
                         if results[i] is None:
                             results[i] = LoopVerification(cid, "failed", None,
                                                           f"matching failed: {type(err).__name__}: {err}")
-                min_inl = int(self.conf["min_loop_inliers"])
+                min_inl = int(conf["min_loop_inliers"])
                 for i, cid in enumerate(candidate_ids):
                     if results[i] is None:
                         corr = corrs[cid]

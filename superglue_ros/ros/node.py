@@ -13,13 +13,18 @@ dropped and counted, never queued). Two worker threads:
 The models are shared through one lock per model in which odometry goes first. Loop requests
 (topic and service) run on their own callback group with a bounded number in flight, so they
 never hold up the image callbacks. SIGINT/SIGTERM stop the workers before the ROS context is
-shut down.
+shut down. Set-up is cut into ``configure_pipeline`` (models, front-ends, publishers) and
+``activate_pipeline`` (inputs, services, timers, workers), with ``deactivate_pipeline`` /
+``cleanup_pipeline`` undoing them: the plain node runs the first two in its constructor, the
+lifecycle node (lifecycle_node.py) on its transitions. Writable parameters reach the running
+front-ends through ``FrontEnd.update_conf``; the diagnostics level comes from diagnostics.py.
 
 Per camera namespace ``<cam>`` ('' = the node's namespace):
   subscribes  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed, <cam>/camera_info,
               <cam>/loop_candidates (superglue_ros_msgs/LoopCandidates)
-  publishes   <cam>/correspondences, <cam>/keyframes, <cam>/debug_image
-  services    <cam>/verify_loop (superglue_ros_msgs/VerifyLoop), <cam>/reset (superglue_ros_msgs/Reset)
+  publishes   <cam>/correspondences, <cam>/relative_pose, <cam>/keyframes, <cam>/debug_image
+  services    <cam>/verify_loop (superglue_ros_msgs/VerifyLoop), <cam>/get_keyframe
+              (superglue_ros_msgs/GetKeyframe), <cam>/reset (superglue_ros_msgs/Reset)
 and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 """
 from __future__ import annotations
@@ -47,7 +52,9 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
 from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
@@ -56,10 +63,11 @@ from ..features import build_extractor, build_matcher, learned_options, resolve_
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .camera_info import CameraInfoBuffer
+from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
 from .messages import (array_to_image_msg, camera_info_to_model, compressed_msg_to_array,
                        correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
                        loop_result_to_msg, relative_pose_msg, stamp_to_ns)
-from .parameters import ParameterSpec, all_parameters, check_value
+from .parameters import ParameterSpec, all_parameters, check_value, descriptor_text
 from .stream_gate import StreamGate
 
 NODE_NAME = 'superglue_node'
@@ -139,6 +147,8 @@ class CameraStream:
     loop_jobs_done: int = 0
     loop_jobs_dropped: int = 0
     last_diag: tuple = (0.0, 0, 0)                # (time, processed, dropped) at the last report
+    last_image_s: float = 0.0                     # time.monotonic() of the last image message
+    window: CountWindow | None = None             # counts of the recent diagnostics window
     debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
     publishers: dict = field(default_factory=dict)
 
@@ -158,7 +168,9 @@ def _topic(camera: str, name: str) -> str:
 class SuperGlueNode(Node):
     """See the module docstring. Raises StartupError when models or parameters are unusable."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+    def __init__(self, node_name: str = NODE_NAME, *, autostart: bool = True, **kwargs):
+        """autostart False (the lifecycle node): declare and check the parameters only; the
+        models, topics and workers come with ``configure_pipeline`` / ``activate_pipeline``."""
         super().__init__(node_name, **kwargs)
         self._wake = threading.Condition()
         self._stop = False
@@ -167,7 +179,11 @@ class SuperGlueNode(Node):
         self._loop_wake = threading.Condition()
         self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
         self._loop_busy = False
+        self._config_lock = threading.Lock()   # parameter changes vs configure / cleanup
+        self._counter_lock = threading.Lock()  # counters bumped by callbacks, workers and requests
         self.cameras: list[CameraStream] = []
+        self.extractor = self.matcher = self.device = self.diagnostics_pub = None
+        self._inputs: list = []       # subscriptions, services and timers of the active state
         self._specs = {spec.name: spec for spec in all_parameters()}
         for spec in self._specs.values():
             try:
@@ -182,16 +198,52 @@ class SuperGlueNode(Node):
         self.p = p
         self.warn = ThrottledLog(self.get_logger(), p['warn_throttle_s'])
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        self.device = resolve_device(p['device'])
         # names this run: keyframe ids restart at 0 with every start, (session_id, id) does not
         self.session_id = uuid.uuid4().hex[:16]
-        self.extractor, self.matcher = self._build_models(p)
-        frontend_conf = {key: p[key] for key in FrontEnd.default_conf}
-        cameras = list(p['cameras']) or ['']
-        if len(set(cameras)) != len(cameras):
-            raise StartupError(f"parameter 'cameras' has duplicate namespaces: {cameras}")
+        if autostart:
+            self.configure_pipeline()
+            self.activate_pipeline()
 
+    # -- states: configured (models, front-ends, publishers), active (inputs, workers) -------
+
+    def configure_pipeline(self) -> None:
+        """Build the models, one FrontEnd per camera and the publishers. StartupError when the
+        models or the front-end parameters are unusable (nothing is left half-built)."""
+        with self._config_lock:
+            p = self.p
+            self.device = resolve_device(p['device'])
+            self.extractor, self.matcher = self._build_models(p)
+            frontend_conf = {key: p[key] for key in FrontEnd.default_conf}
+            names = list(p['cameras']) or ['']
+            if len(set(names)) != len(names):
+                raise StartupError(f"parameter 'cameras' has duplicate namespaces: {names}")
+            self._request_slots = threading.BoundedSemaphore(p['max_pending_requests'])
+            cameras = []
+            try:
+                for name in names:
+                    try:
+                        frontend = FrontEnd(self.extractor, self.matcher, frontend_conf)
+                    except (ValueError, TypeError) as error:
+                        raise StartupError(f'invalid front-end parameters: {error}') from error
+                    gate = StreamGate({key: p[key] for key in StreamGate.default_conf})
+                    cam = CameraStream(name, frontend, gate)
+                    try:
+                        self._create_outputs(cam)
+                    except NameValidationException as error:
+                        raise StartupError(f"invalid camera namespace {name!r} in 'cameras': "
+                                           f'{error}') from error
+                    cameras.append(cam)
+            except StartupError:
+                for cam in cameras:
+                    self._destroy_outputs(cam)
+                self.extractor = self.matcher = None
+                raise
+            self.cameras = cameras
+            self.diagnostics_pub = self._make_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def activate_pipeline(self) -> None:
+        """Subscribe, offer the services, start the timers and the two workers."""
+        p = self.p
         # depth 5 as SensorDataQoS: a depth-1 reader lost a quarter of KITTI frames at 5 Hz
         # while the executor was slow to take them (uncounted); the latest-frame slot below
         # still keeps only the newest, and counts what it replaces as dropped
@@ -199,27 +251,20 @@ class SuperGlueNode(Node):
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=(ReliabilityPolicy.BEST_EFFORT if p['reliability'] == 'best_effort'
                                       else ReliabilityPolicy.RELIABLE))
-        sensor_group = self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
         self.request_group = ReentrantCallbackGroup()
-        self._request_slots = threading.BoundedSemaphore(p['max_pending_requests'])
-        for name in cameras:
-            try:
-                frontend = FrontEnd(self.extractor, self.matcher, frontend_conf)
-            except (ValueError, TypeError) as error:
-                raise StartupError(f'invalid front-end parameters: {error}') from error
-            gate = StreamGate({key: p[key] for key in StreamGate.default_conf})
-            cam = CameraStream(name, frontend, gate, last_diag=(time.monotonic(), 0, 0))
-            try:
-                self._wire(cam, qos, sensor_group)
-            except NameValidationException as error:
-                raise StartupError(f"invalid camera namespace {name!r} in 'cameras': {error}") from error
-            self.cameras.append(cam)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(CAMERA_INFO_QOS_CHECK_S, self._watch_camera_info_publishers,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-
+        now = time.monotonic()
+        for cam in self.cameras:
+            cam.last_diag = (now, cam.processed, cam.dropped)
+            cam.last_image_s = now   # STALE counts from here until the first image
+            cam.window = CountWindow(now, _counts(cam))
+            cam.first_info_waited = False
+            self._create_inputs(cam, qos, self._sensor_group)
+        self._inputs.append(self.create_timer(CAMERA_INFO_QOS_CHECK_S, self._watch_camera_info_publishers,
+                                              callback_group=MutuallyExclusiveCallbackGroup()))
+        self._inputs.append(self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
+                                              callback_group=MutuallyExclusiveCallbackGroup()))
+        self._stop = False
         self._next_camera = 0
         self._worker = threading.Thread(target=self._work, name='superglue_worker', daemon=True)
         self._worker.start()
@@ -231,10 +276,47 @@ class SuperGlueNode(Node):
             f"{'image/compressed' if p['use_compressed'] else 'image'} ({p['reliability']}), "
             f"working size {p['working_width']}x{p['working_height']}")
 
+    def deactivate_pipeline(self) -> None:
+        """Stop the workers (the frame in progress is finished and published), then drop the
+        subscriptions, services and timers, and the frames still waiting."""
+        self.stop_worker()
+        for entity in self._inputs:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Service):
+                self.destroy_service(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        with self._wake:
+            for cam in self.cameras:
+                cam.info_subscriptions = []
+                if cam.pending is not None:
+                    cam.pending = None
+                    self._count(cam, 'dropped')
+
+    def cleanup_pipeline(self) -> None:
+        """Release the publishers, front-ends (their keyframes) and models."""
+        with self._config_lock:
+            for cam in self.cameras:
+                self._destroy_outputs(cam)
+            if getattr(self, 'diagnostics_pub', None) is not None:
+                self._drop_publisher(self.diagnostics_pub)
+                self.diagnostics_pub = None
+            self.cameras = []
+            self.extractor = self.matcher = None
+
+    def _make_publisher(self, msg_type, topic: str, qos):
+        """The lifecycle node makes lifecycle publishers (silent while inactive)."""
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _drop_publisher(self, publisher) -> None:
+        self.destroy_publisher(publisher)
+
     # -- set-up ------------------------------------------------------------------------------
 
     def _declare(self, spec: ParameterSpec) -> None:
-        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+        descriptor = ParameterDescriptor(description=descriptor_text(spec), read_only=spec.read_only)
         if spec.choices:
             descriptor.additional_constraints = f'one of {list(spec.choices)}'
         if spec.range is not None:
@@ -253,16 +335,31 @@ class SuperGlueNode(Node):
         self.declare_parameter(spec.name, default, descriptor)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        """Writable parameters (rclpy has checked read-only and ranges already): validated as a
+        whole first, then applied to every camera's running FrontEnd between two frames
+        (``FrontEnd.update_conf`` waits for the frame in progress) and to ``self.p``."""
         for param in params:
             spec = self._specs.get(param.name)
             problem = check_value(spec, param.value) if spec else None
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-        for param in params:
-            if param.name in self.p:
-                self.p[param.name] = param.value
-            if param.name == 'warn_throttle_s':
-                self.warn.period_s = param.value
+        frontend = {param.name: param.value for param in params if param.name in FrontEnd.default_conf}
+        with self._config_lock:
+            if frontend:
+                try:
+                    FrontEnd.checked_conf(frontend, base={k: self.p[k] for k in FrontEnd.default_conf})
+                    for cam in self.cameras:   # all share one conf, so none can fail after this
+                        cam.frontend.update_conf(frontend)
+                except ValueError as error:
+                    return SetParametersResult(successful=False, reason=str(error))
+            for param in params:
+                if param.name in self.p:
+                    self.p[param.name] = param.value
+                if param.name == 'warn_throttle_s':
+                    self.warn.period_s = param.value
+        if frontend and self.cameras:
+            self.get_logger().info(f'front-end parameters applied to {len(self.cameras)} '
+                                   f'camera(s): {frontend}')
         return SetParametersResult(successful=True)
 
     def _build_models(self, p: dict):
@@ -282,15 +379,34 @@ class SuperGlueNode(Node):
                                f'{type(error).__name__}: {error}') from error
         return extractor, matcher
 
-    def _wire(self, cam: CameraStream, qos: QoSProfile, sensor_group) -> None:
+    def _create_outputs(self, cam: CameraStream) -> None:
+        # late subscribers (a back-end started after the node) still get the recent keyframes
+        keyframe_qos = QoSProfile(depth=self.p['keyframe_history'], history=HistoryPolicy.KEEP_LAST,
+                                  durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                  reliability=ReliabilityPolicy.RELIABLE)
+        make = self._make_publisher
+        cam.publishers = dict(
+            correspondences=make(Correspondences, _topic(cam.name, 'correspondences'), 10),
+            relative_pose=make(PoseWithCovarianceStamped, _topic(cam.name, 'relative_pose'), 10),
+            keyframes=make(KeyframeFeatures, _topic(cam.name, 'keyframes'), keyframe_qos),
+            debug_image=make(Image, _topic(cam.name, 'debug_image'), 1))
+
+    def _destroy_outputs(self, cam: CameraStream) -> None:
+        for publisher in cam.publishers.values():
+            self._drop_publisher(publisher)
+        cam.publishers = {}
+
+    def _create_inputs(self, cam: CameraStream, qos: QoSProfile, sensor_group) -> None:
+        """Subscriptions and services of one camera (kept in self._inputs)."""
+        keep = self._inputs.append
         if self.p['use_compressed']:
-            self.create_subscription(CompressedImage, _topic(cam.name, 'image/compressed'),
-                                     lambda msg, c=cam: self._on_image(c, msg, True), qos,
-                                     callback_group=sensor_group)
+            keep(self.create_subscription(CompressedImage, _topic(cam.name, 'image/compressed'),
+                                          lambda msg, c=cam: self._on_image(c, msg, True), qos,
+                                          callback_group=sensor_group))
         else:
-            self.create_subscription(Image, _topic(cam.name, 'image'),
-                                     lambda msg, c=cam: self._on_image(c, msg, False), qos,
-                                     callback_group=sensor_group)
+            keep(self.create_subscription(Image, _topic(cam.name, 'image'),
+                                          lambda msg, c=cam: self._on_image(c, msg, False), qos,
+                                          callback_group=sensor_group))
         # Volatile here; a second, transient-local subscription is added when a latched
         # publisher shows up (_watch_camera_info_publishers).
         info_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
@@ -298,42 +414,37 @@ class SuperGlueNode(Node):
         cam.info_subscriptions = [self.create_subscription(
             CameraInfo, _topic(cam.name, 'camera_info'),
             lambda msg, c=cam: self._on_camera_info(c, msg), info_qos, callback_group=sensor_group)]
-        self.create_subscription(LoopCandidates, _topic(cam.name, 'loop_candidates'),
-                                 lambda msg, c=cam: self._on_loop_candidates(c, msg), 10,
-                                 callback_group=self.request_group)
-        self.create_service(VerifyLoop, _topic(cam.name, 'verify_loop'),
-                            lambda req, res, c=cam: self._on_verify_loop(c, req, res),
-                            qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
-                            callback_group=self.request_group)
-        self.create_service(GetKeyframe, _topic(cam.name, 'get_keyframe'),
-                            lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
-                            qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
-                            callback_group=self.request_group)
-        # late subscribers (a back-end started after the node) still get the recent keyframes
-        keyframe_qos = QoSProfile(depth=self.p['keyframe_history'], history=HistoryPolicy.KEEP_LAST,
-                                  durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                  reliability=ReliabilityPolicy.RELIABLE)
-        self.create_service(Reset, _topic(cam.name, 'reset'),
-                            lambda req, res, c=cam: self._on_reset(c, res),
-                            callback_group=self.request_group)
-        cam.publishers = dict(
-            correspondences=self.create_publisher(Correspondences, _topic(cam.name, 'correspondences'), 10),
-            relative_pose=self.create_publisher(PoseWithCovarianceStamped,
-                                                _topic(cam.name, 'relative_pose'), 10),
-            keyframes=self.create_publisher(KeyframeFeatures, _topic(cam.name, 'keyframes'),
-                                            keyframe_qos),
-            debug_image=self.create_publisher(Image, _topic(cam.name, 'debug_image'), 1))
+        keep(cam.info_subscriptions[0])
+        keep(self.create_subscription(LoopCandidates, _topic(cam.name, 'loop_candidates'),
+                                      lambda msg, c=cam: self._on_loop_candidates(c, msg), 10,
+                                      callback_group=self.request_group))
+        keep(self.create_service(VerifyLoop, _topic(cam.name, 'verify_loop'),
+                                 lambda req, res, c=cam: self._on_verify_loop(c, req, res),
+                                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
+                                 callback_group=self.request_group))
+        keep(self.create_service(GetKeyframe, _topic(cam.name, 'get_keyframe'),
+                                 lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
+                                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
+                                 callback_group=self.request_group))
+        keep(self.create_service(Reset, _topic(cam.name, 'reset'),
+                                 lambda req, res, c=cam: self._on_reset(c, res),
+                                 callback_group=self.request_group))
+
+    def _count(self, cam: CameraStream, counter: str) -> None:
+        """+1 on a counter that several threads bump (``x += 1`` is not atomic)."""
+        with self._counter_lock:
+            setattr(cam, counter, getattr(cam, counter) + 1)
 
     # -- image callbacks: convert, check, keep the newest ------------------------------------
 
     def _on_image(self, cam: CameraStream, msg, compressed: bool) -> None:
-        received = time.monotonic()
+        received = cam.last_image_s = time.monotonic()
         where = f"camera '{cam.name or '.'}'"
         stamp_ns = stamp_to_ns(msg.header.stamp)
         decision = cam.gate.check(stamp_ns, msg.header.frame_id,
                                   self.get_clock().now().nanoseconds)
         if decision.action == 'skip':
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: {decision.message}')
             return
         if decision.action == 'reset':
@@ -350,12 +461,12 @@ class SuperGlueNode(Node):
                                            mono16_scaling=self.p['mono16_scaling'],
                                            warn=lambda text: self.warn(f'{where}: {text}'))
         except ImageConversionError as error:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: image rejected: {error}')
             return
         with self._wake:
             if cam.pending is not None:
-                cam.dropped += 1
+                self._count(cam, 'dropped')
             cam.pending = PendingFrame(image, stamp_ns, msg.header.frame_id, received,
                                        decision.generation, payload)
             self._wake.notify()
@@ -369,7 +480,7 @@ class SuperGlueNode(Node):
         with the publisher's reliability. Messages seen by both subscriptions are kept once.
         """
         for cam in self.cameras:
-            if len(cam.info_subscriptions) > 1:
+            if len(cam.info_subscriptions) != 1:
                 continue
             topic = cam.info_subscriptions[0].topic_name
             latched = [i for i in self.get_publishers_info_by_topic(topic)
@@ -382,6 +493,7 @@ class SuperGlueNode(Node):
             cam.info_subscriptions.append(self.create_subscription(
                 CameraInfo, topic, lambda msg, c=cam: self._on_camera_info(c, msg), qos,
                 callback_group=self._sensor_group))
+            self._inputs.append(cam.info_subscriptions[-1])
             self.get_logger().info(f"camera '{cam.name or '.'}': {topic} has a transient-local "
                                    '(latched) publisher: subscribed transient-local too')
 
@@ -443,7 +555,7 @@ class SuperGlueNode(Node):
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
                 if not self.context.ok():
                     return   # shut down from outside while publishing: nothing to report
-                cam.failed += 1
+                self._count(cam, 'failed')
                 self.warn(f"camera '{cam.name or '.'}': processing failed: "
                           f'{type(error).__name__}: {error}', level='error')
 
@@ -459,7 +571,7 @@ class SuperGlueNode(Node):
         started = time.monotonic()
         self._apply_pending_reset(cam)
         if item.generation != cam.gate.generation:
-            cam.dropped += 1   # let through before a reset: it belongs to the old stream
+            self._count(cam, 'dropped')   # let through before a reset: it belongs to the old stream
             return
         where = f"camera '{cam.name or '.'}'"
         if item.image is None:
@@ -468,20 +580,20 @@ class SuperGlueNode(Node):
                                                      max_pixels=self.p['max_image_pixels'],
                                                      mono16_scaling=self.p['mono16_scaling'])
             except ImageConversionError as error:
-                cam.rejected += 1
+                self._count(cam, 'rejected')
                 self.warn(f'{where}: image rejected: {error}')
                 return
             item.compressed = None
         camera, problem = self._camera_for(cam, item)
         if problem:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f"{where}: frame {item.stamp_ns} ns skipped: {problem}")
             return
         try:
             result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
                                                 camera=camera), defer_loop=True)
         except FrameRejectedError as error:
-            cam.rejected += 1
+            self._count(cam, 'rejected')
             self.warn(f'{where}: frame rejected: {error}')
             return
         cam.gate.accepted(item.stamp_ns, item.frame_id, item.generation)
@@ -521,7 +633,7 @@ class SuperGlueNode(Node):
             while len(self._loop_jobs) > self.p['loop_queue_size']:
                 old_cam, old_job = self._loop_jobs.popleft()
                 old_cam.frontend.cancel_loop_job(old_job)
-                old_cam.loop_jobs_dropped += 1
+                self._count(old_cam, 'loop_jobs_dropped')
                 self.warn(f"camera '{old_cam.name or '.'}': loop closure of keyframe "
                           f'{old_job.keyframe.id} dropped: the loop queue is full '
                           f"(loop_queue_size {self.p['loop_queue_size']})")
@@ -560,7 +672,7 @@ class SuperGlueNode(Node):
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
         for loop in outcome.loop_closures:
             cam.publishers['correspondences'].publish(self._corr_msg(cam, loop, names))
-            cam.loop_closures += 1
+            self._count(cam, 'loop_closures')
         cam.loop_jobs_done += 1
         cam.loop_times_s.append(time.monotonic() - started)
         if outcome.loop_closures and self._debug_wanted(cam):
@@ -683,7 +795,7 @@ class SuperGlueNode(Node):
         for result in results:
             if result.status == LoopResult.VERIFIED:
                 cam.publishers['correspondences'].publish(result.correspondences)
-                cam.loop_closures += 1
+                self._count(cam, 'loop_closures')
 
     def _on_get_keyframe(self, cam: CameraStream, request, response):
         """A keyframe still in the cache, as it was published; else why not."""
@@ -704,7 +816,7 @@ class SuperGlueNode(Node):
         with self._wake:
             if cam.pending is not None:
                 cam.pending = None
-                cam.dropped += 1
+                self._count(cam, 'dropped')
             cam.reset_pending = False
         cam.gate.reset()
         forgotten = cam.frontend.reset()   # waits for a frame in progress
@@ -718,9 +830,13 @@ class SuperGlueNode(Node):
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
+        cameras, publisher, extractor, matcher = (self.cameras, self.diagnostics_pub,
+                                                  self.extractor, self.matcher)
+        if publisher is None or extractor is None:
+            return   # a tick that raced a lifecycle cleanup
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        for cam in self.cameras:
+        for cam in cameras:
             t0, processed0, dropped0 = cam.last_diag
             dt = max(now - t0, 1e-6)
             cam.last_diag = (now, cam.processed, cam.dropped)
@@ -741,15 +857,25 @@ class SuperGlueNode(Node):
                 loop_jobs_done=cam.loop_jobs_done, loop_jobs_dropped=cam.loop_jobs_dropped,
                 loop_jobs_queued=queued,
                 cache_keyframes=len(cam.frontend.cache), cache_bytes=cam.frontend.cache.nbytes(),
-                device=str(self.device), extractor=self.extractor.name, matcher=self.matcher.name)
+                device=str(self.device), extractor=extractor.name, matcher=matcher.name)
+            level, message = self._camera_level(cam, now)
+            values['level'] = LEVEL_NAMES[level]
             status = DiagnosticStatus(
                 name=f'{self.get_fully_qualified_name()}: {cam.name or "camera"}',
-                hardware_id=cam.frame_id or '',
-                level=DiagnosticStatus.OK if cam.failed == 0 else DiagnosticStatus.WARN,
-                message=f'{cam.processed} frames processed, {cam.dropped} dropped',
+                hardware_id=cam.frame_id or '', level=bytes([level]), message=message,
                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
             array.status.append(status)
-        self.diagnostics_pub.publish(array)
+        publisher.publish(array)
+
+    def _camera_level(self, cam: CameraStream, now: float) -> tuple[int, str]:
+        """OK/WARN/ERROR/STALE of one camera over the recent window (diagnostics.py)."""
+        p = self.p
+        conf = DiagnosticsConf(window_s=p['diagnostics_window_s'],
+                               warn_failure_share=p['diagnostics_warn_failure_share'],
+                               warn_drop_share=p['diagnostics_warn_drop_share'],
+                               stale_timeout_s=p['stale_timeout_s'])
+        recent = cam.window.push(now, _counts(cam), conf.window_s)
+        return camera_level(recent, now - cam.last_image_s, conf)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -791,6 +917,11 @@ class SuperGlueNode(Node):
         return super().destroy_node()
 
 
+def _counts(cam: CameraStream) -> Counts:
+    return Counts(processed=cam.processed, dropped=cam.dropped, rejected=cam.rejected,
+                  failed=cam.failed)
+
+
 def _percentile_ms(values, q: float) -> float:
     values = np.asarray(values, float)
     return float(np.percentile(values, q) * 1000) if values.size else float('nan')
@@ -806,16 +937,18 @@ def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `superglue-node` / `ros2 run superglue_ros superglue_node`.
+def main(argv: list[str] | None = None, node_class=None, prog: str = 'superglue-node') -> int:
+    """Entry point of `superglue-node` / `ros2 run superglue_ros superglue_node` (and, with
+    node_class, of the lifecycle variant).
 
     Takes standard ROS arguments (`--ros-args --params-file F -r image:=/cam/image -p k:=v`).
     Exit code 2 when the node cannot start (weights, parameters), with one clear log line.
     """
+    node_class = node_class or SuperGlueNode
     args = list(sys.argv[1:] if argv is None else argv)
-    own = rclpy.utilities.remove_ros_args(['superglue-node'] + args)[1:]
+    own = rclpy.utilities.remove_ros_args([prog] + args)[1:]
     parser = argparse.ArgumentParser(
-        prog='superglue-node', description='SuperPoint/SuperGlue correspondences for a SLAM '
+        prog=prog, description='SuperPoint/SuperGlue correspondences for a SLAM '
         'front-end. Configure with ROS parameters: --ros-args --params-file config/superglue.yaml')
     parser.add_argument('--threads', type=int, default=0,
                         help='executor threads (default: max_pending_requests + 2)')
@@ -825,14 +958,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGINT/SIGTERM only set an event: the worker is stopped while the context is still valid
     # (rclpy's own handlers would shut the context down under a publishing worker)
-    rclpy.init(args=['superglue-node'] + args, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[prog] + args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     node = None
     try:
         try:
-            node = SuperGlueNode()
+            node = node_class()
         except StartupError as error:
             rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {error}')
             return 2

@@ -4,6 +4,11 @@ Node-level options are listed here; every key of ``FrontEnd.default_conf`` becom
 parameter of the same name (flat), so a new front-end option shows up in the node without
 editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
 The table is ROS-free so tests and docs can read it without a running node.
+
+Writable at run time (``read_only=False``): the front-end options except
+``FrontEnd.static_conf`` (applied to every camera's running FrontEnd between frames), the debug
+image, log throttling and diagnostics options. The others are read once at start-up (or at
+the lifecycle node's configure); their descriptors say so and why.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class ParameterSpec:
     range: tuple | None = None        # (min, max[, step]) for int / float
     choices: tuple | None = None      # allowed strings
     read_only: bool = True            # most options are read at start-up only
+    read_only_reason: str = ''        # why a read-only option cannot change at run time
 
 
 NODE_PARAMETERS = (
@@ -90,6 +96,17 @@ NODE_PARAMETERS = (
                   range=(64, 4096, 1), read_only=False),
     ParameterSpec('diagnostics_period', 1.0, "seconds between '/diagnostics' messages",
                   range=(0.1, 60.0)),
+    ParameterSpec('diagnostics_window_s', 5.0, 'the diagnostics level of a camera judges the '
+                  'frames of this many recent seconds [s]', range=(0.5, 600.0), read_only=False),
+    ParameterSpec('diagnostics_warn_failure_share', 0.1, 'diagnostics WARN when more than this '
+                  'share of the recent frames failed or were rejected (ERROR when all of them)',
+                  range=(0.0, 1.0), read_only=False),
+    ParameterSpec('diagnostics_warn_drop_share', 0.5, 'diagnostics WARN when more than this share '
+                  'of the recent frames were dropped (a newer frame arrived before the node was '
+                  'free)', range=(0.0, 1.0), read_only=False),
+    ParameterSpec('stale_timeout_s', 3.0, 'diagnostics STALE when no image arrived on a camera '
+                  'for this many seconds (counted from start-up until the first) [s]',
+                  range=(0.1, 3600.0), read_only=False),
     ParameterSpec('keyframe_history', 10, "keyframes the transient-local 'keyframes' topic keeps "
                   'for subscribers that join late (older ones: get_keyframe service)',
                   range=(1, 1000, 1)),
@@ -164,10 +181,13 @@ _FRONTEND_CHOICES = {
 
 
 def frontend_parameters() -> tuple[ParameterSpec, ...]:
-    """One spec per key of FrontEnd.default_conf (same name, same default)."""
+    """One spec per key of FrontEnd.default_conf (same name, same default); writable at run
+    time unless FrontEnd.static_conf names it."""
     return tuple(
         ParameterSpec(key, default, _FRONTEND_DESCRIPTIONS.get(key, f'FrontEnd option {key}'),
-                      range=_FRONTEND_RANGES.get(key), choices=_FRONTEND_CHOICES.get(key))
+                      range=_FRONTEND_RANGES.get(key), choices=_FRONTEND_CHOICES.get(key),
+                      read_only=key in FrontEnd.static_conf,
+                      read_only_reason=FrontEnd.static_conf.get(key, ''))
         for key, default in FrontEnd.default_conf.items())
 
 
@@ -177,6 +197,15 @@ def all_parameters() -> tuple[ParameterSpec, ...]:
     if clash:
         raise RuntimeError(f'node and FrontEnd parameters share names: {sorted(clash)}')
     return node + frontend
+
+
+def descriptor_text(spec: ParameterSpec) -> str:
+    """The description a ParameterDescriptor carries: what it does, and for read-only options
+    when they are read (and why they cannot change while running, where there is a reason)."""
+    if not spec.read_only:
+        return f'{spec.description} (writable at run time)'
+    why = f': {spec.read_only_reason}' if spec.read_only_reason else ''
+    return f'{spec.description} (read-only: read at start-up{why})'
 
 
 def check_value(spec: ParameterSpec, value) -> str | None:
