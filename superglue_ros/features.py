@@ -12,25 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-
-def resolve_device(device: str | torch.device = 'auto') -> torch.device:
-    """Map 'auto' to CUDA when available, else CPU; pass explicit devices through.
-
-    Asking for 'cuda' on a machine without it raises a clear error instead of failing later.
-    """
-    if isinstance(device, torch.device):
-        return device
-    device = str(device or 'auto').lower()
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available "
-                         "(use 'cpu' or 'auto')")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r} (expected 'auto', 'cpu' or 'cuda[:N]')") \
-            from error
+from .devices import resolve_device
+from .options import check_options
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -156,10 +139,7 @@ class _Configured:
     default_conf: dict = {}
 
     def __init__(self, device='cpu', **conf):
-        unknown = set(conf) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f'{self.name}: unknown option(s) {sorted(unknown)}; '
-                             f'known: {sorted(self.default_conf)}')
+        check_options(self.name, conf, self.default_conf)
         self.conf = {**self.default_conf, **conf}
         self.device = resolve_device(device)
 
@@ -226,24 +206,6 @@ def _runtime_options(conf: dict, which: int) -> dict:
     options = dict(RUNTIMES[conf['runtime']][which])
     options.update({k: conf[k] for k in ('backend', 'precision') if conf[k] is not None})
     return options
-
-
-def learned_options(extractor_name: str, matcher_name: str, runtime: str = 'fast',
-                    precision: str = 'auto', superpoint_weights: str = '',
-                    superglue_weights: str = '') -> tuple[dict, dict]:
-    """(extractor options, matcher options) for the named components: runtime, precision
-    ('auto' = the runtime's choice) and weight files (empty = the shipped ones) go to the learned
-    ones (SuperPoint, SuperGlue) only. Shared by the node and superglue-eval."""
-    extractor_conf, matcher_conf = {}, {}
-    shared = dict(runtime=runtime, **({} if precision == 'auto' else dict(precision=precision)))
-    for name, learned, weights, conf in (
-            (extractor_name, 'superpoint', superpoint_weights, extractor_conf),
-            (matcher_name, 'superglue', superglue_weights, matcher_conf)):
-        if name == learned:
-            conf.update(shared)
-            if weights:
-                conf['weights'] = weights
-    return extractor_conf, matcher_conf
 
 
 class SuperPointExtractor(Extractor):
@@ -381,16 +343,86 @@ def build_matcher(name: str, device='cpu', **conf) -> Matcher:
 
 PRESETS = {'superglue': ('superpoint', 'superglue'), 'superpoint-mnn': ('superpoint', 'mnn'),
            'sift': ('sift', 'ratio'), 'orb': ('orb', 'ratio-hamming')}
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+# The flat component options: the node's parameters of the same names, the keys a ROS params
+# file gives superglue-offline, the command-line options of superglue-eval / superglue-match.
+COMPONENT_DEFAULTS = dict(
+    preset='superglue',         # extractor + matcher pair of PRESETS
+    extractor='',               # extractor name overriding the preset's ('' = the preset's)
+    matcher='',                 # matcher name overriding the preset's
+    runtime='fast',             # learned models: 'fast' | 'reference' (models/backends.py)
+    inference_precision='auto',  # learned models: 'auto' (the runtime's) | fp32 | bf16 | fp16
+    superpoint_weights='',      # '' = the shipped file
+    superglue_weights='',
+    max_keypoints=512,          # any extractor's keypoint budget (-1 = all)
+    device='auto',
+)
+# per-component options on top of the flat ones (e.g. match_threshold, backend); they win
+COMPONENT_OPTION_DICTS = ('extractor_options', 'matcher_options')
+
+
+def component_names(conf: dict) -> tuple[str, str]:
+    """(extractor name, matcher name) of a flat component config (preset + overrides)."""
+    preset = conf.get('preset') or COMPONENT_DEFAULTS['preset']
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+    extractor_name, matcher_name = PRESETS[preset]
+    return conf.get('extractor') or extractor_name, conf.get('matcher') or matcher_name
+
+
+def build_components(conf: dict) -> tuple[Extractor, Matcher]:
+    """The one way from a flat config (keys of COMPONENT_DEFAULTS, plus optional
+    `extractor_options` / `matcher_options` dicts) to (extractor, matcher).
+
+    runtime, inference_precision and the weight files go to the learned components only
+    (SuperPoint, SuperGlue); max_keypoints to any extractor. Unknown keys, presets, names,
+    runtimes or precisions raise ValueError with the allowed values.
+    """
+    check_options('components', conf, [*COMPONENT_DEFAULTS, *COMPONENT_OPTION_DICTS])
+    conf = {**COMPONENT_DEFAULTS, **{k: v for k, v in conf.items() if v is not None}}
+    if conf['inference_precision'] not in PRECISIONS:
+        raise ValueError(f"unknown inference_precision {conf['inference_precision']!r}; "
+                         f'choose one of {list(PRECISIONS)}')
+    extractor_name, matcher_name = component_names(conf)
+    device = resolve_device(conf['device'])
+    learned = dict(runtime=conf['runtime'])
+    if conf['inference_precision'] != 'auto':
+        learned['precision'] = conf['inference_precision']
+    extractor_conf = dict(max_keypoints=conf['max_keypoints'])
+    matcher_conf = {}
+    for name, learned_name, weights, options in (
+            (extractor_name, 'superpoint', conf['superpoint_weights'], extractor_conf),
+            (matcher_name, 'superglue', conf['superglue_weights'], matcher_conf)):
+        if name == learned_name:
+            options.update(learned)
+            if weights:
+                options['weights'] = str(weights)
+    for key, options in zip(COMPONENT_OPTION_DICTS, (extractor_conf, matcher_conf)):
+        extra = conf.get(key) or {}
+        if not isinstance(extra, dict):
+            raise ValueError(f'{key} must be a mapping of options, got {type(extra).__name__}')
+        options.update(extra)
+    return (build_extractor(extractor_name, device, **extractor_conf),
+            build_matcher(matcher_name, device, **matcher_conf))
+
+
+def describe_components(extractor: Extractor, matcher: Matcher) -> dict:
+    """Names, options, device and weight files of built components (logs, summaries, tests)."""
+    def weights(component):
+        path = getattr(getattr(component, 'model', None), 'weights_path', None)
+        return None if path is None else str(path)
+    return dict(extractor=extractor.name, extractor_conf=dict(extractor.conf),
+                matcher=matcher.name, matcher_conf=dict(matcher.conf),
+                device=str(extractor.device), superpoint_weights=weights(extractor),
+                superglue_weights=weights(matcher))
 
 
 def build_preset(name: str, device='cpu', **conf) -> tuple[Extractor, Matcher]:
-    """(extractor, matcher) of a preset. conf may hold `extractor`/`matcher` option dicts;
-    any other key (e.g. max_keypoints) goes to the extractor."""
-    if name not in PRESETS:
-        raise ValueError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
-    extractor_name, matcher_name = PRESETS[name]
+    """build_components of a preset, the short form: conf may hold `extractor`/`matcher`
+    option dicts; any other key (e.g. max_keypoints) goes to the extractor."""
     conf = dict(conf)
     matcher_conf = dict(conf.pop('matcher', None) or {})
     extractor_conf = {**dict(conf.pop('extractor', None) or {}), **conf}
-    return (build_extractor(extractor_name, device, **extractor_conf),
-            build_matcher(matcher_name, device, **matcher_conf))
+    return build_components(dict(preset=name, device=device, extractor_options=extractor_conf,
+                                 matcher_options=matcher_conf))

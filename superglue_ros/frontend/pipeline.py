@@ -29,6 +29,7 @@ import torch
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
+from ..options import check_options
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
@@ -257,10 +258,7 @@ class FrontEnd:
     )
 
     def __init__(self, extractor: Extractor, matcher: Matcher, conf: dict | None = None):
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"unknown FrontEnd option(s): {sorted(unknown)}; "
-                             f"known: {sorted(self.default_conf)}")
+        check_options("FrontEnd", conf or {}, self.default_conf)
         self.conf = c = {**self.default_conf, **(conf or {})}
         if c["resize_mode"] not in ("fit", "stretch"):
             raise ValueError(f"resize_mode must be 'fit' or 'stretch', got {c['resize_mode']!r}")
@@ -295,13 +293,20 @@ class FrontEnd:
                           loop_closures=0, loop_failures=0)
 
     @classmethod
+    def from_config(cls, components: dict, conf: dict | None = None) -> "FrontEnd":
+        """Extractor + matcher from a flat component config (``features.build_components``:
+        preset, extractor, matcher, runtime, weights, max_keypoints, device, ...) and the
+        FrontEnd options ``conf``."""
+        from ..features import build_components
+        return cls(*build_components(components), conf)
+
+    @classmethod
     def from_preset(cls, preset: str, device: str = "cpu", conf: dict | None = None,
                     **model_conf) -> "FrontEnd":
-        """Build extractor + matcher with ``features.build_preset`` ('superglue', 'superpoint-mnn',
-        'sift', 'orb'); ``model_conf`` goes to build_preset (e.g. max_keypoints=512)."""
+        """Short form of from_config: a preset ('superglue', 'superpoint-mnn', 'sift', 'orb');
+        ``model_conf`` as in ``features.build_preset`` (e.g. max_keypoints=512)."""
         from ..features import build_preset
-        extractor, matcher = build_preset(preset, device, **model_conf)
-        return cls(extractor, matcher, conf)
+        return cls(*build_preset(preset, device, **model_conf), conf)
 
     # ------------------------------------------------------------------ input checks
     def _check_image(self, image) -> np.ndarray:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import check_options
+
 
 @dataclass
 class KeyframeDecision:
@@ -43,9 +45,7 @@ class KeyframePolicy:
     )
 
     def __init__(self, conf: dict | None = None):
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"unknown keyframe policy option(s): {sorted(unknown)}")
+        check_options("keyframe policy", conf or {}, self.default_conf)
         self.conf = {**self.default_conf, **(conf or {})}
         c = self.conf
         if c["min_inliers"] < 0:
