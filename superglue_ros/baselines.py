@@ -8,7 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .features import Extractor, Features, Matcher, Matches, to_gray
+from .features import Extractor, Features, Matcher, Matches
+from .images import to_gray
 
 
 def _keypoint_arrays(keypoints, descriptors, max_keypoints, descriptor_shape, dtype):

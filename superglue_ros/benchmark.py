@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from .images import image_to_array
 from .models import backends
 from .models.superglue import SINKHORN, SuperGlue, extract_matches, pad_batch
 from .models.superpoint import SuperPoint, sample_descriptors
@@ -87,13 +88,8 @@ def to_message_bytes(frame_bgr: np.ndarray) -> dict:
 
 
 def convert_image_array(msg: dict) -> np.ndarray:
-    """bgr8 message fields -> uint8 array (the node's conversion when importable)."""
-    try:
-        from .ros.conversions import image_to_array
-
-        return image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
-    except ImportError:
-        return np.frombuffer(msg["data"], np.uint8).reshape(msg["height"], msg["width"], 3)
+    """bgr8 message fields -> uint8 array (images.image_to_array, the node's decoder)."""
+    return image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
 
 
 def convert_image(msg: dict, device) -> torch.Tensor:
@@ -318,18 +314,16 @@ def standard_superglue(conf: dict, path, device) -> SuperGlue:
 
 
 def run_frontend(sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K,
-                 warmup: int = 2) -> dict:
+                 warmup: int = 2, to_message=None) -> dict:
     """The node's own VO path, end to end: sensor_msgs/Image fields -> array (the node's
     conversion) -> FrontEnd.process (working-size resize, the features.py wrappers around these
-    models, verification, keyframe policy) -> Correspondences message (when rclpy is
-    importable). Loop closure is off here (timed separately)."""
+    models, verification, keyframe policy) -> ``to_message`` (the node's Correspondences
+    conversion, given by the entry point in ros/ when rclpy is importable; None: no message
+    stage). Loop closure is off here (timed separately)."""
     from .features import SuperGlueMatcher, SuperPointExtractor
     from .frontend.pipeline import Frame, FrontEnd
 
-    try:
-        from .ros.messages import correspondence_to_msg
-    except ImportError:  # no ROS in this environment: the message stage is skipped
-        correspondence_to_msg = None
+    correspondence_to_msg = to_message
     device = sp.conv1a.weight.device
     extractor = SuperPointExtractor(device, model=sp, max_keypoints=sp.conf["max_keypoints"])
     matcher = SuperGlueMatcher(device, model=sg)
@@ -487,16 +481,11 @@ def print_table(results: dict) -> None:
         print("accuracy (synthetic homography pairs):", json.dumps(results["accuracy"]))
 
 
-def main(argv=None) -> int:
-    """``superglue-benchmark [options]``: the front-end stages (this module);
-    ``superglue-benchmark --node [options]``: the running node over DDS (ros/node_benchmark.py,
-    needs rclpy; imported only then, so the front-end benchmark runs without ROS)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--node" in argv:
-        argv.remove("--node")
-        from .ros.node_benchmark import main as node_main
-        return node_main(argv)
-    args = parse_args(argv)
+def main(argv=None, to_message=None) -> int:
+    """The front-end stages (``superglue-benchmark [options]``; the command itself is
+    ``ros.node_benchmark.cli``, which also serves ``--node`` and passes the node's message
+    conversion as ``to_message`` when rclpy is importable, so this module imports no ROS)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -548,7 +537,8 @@ def main(argv=None) -> int:
                                           features_out=features[name])
         results["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         built[name] = (sp, sg)
-        results["modes"][name]["frontend_vo"] = run_frontend(sp, sg, frames[: nframes + 2], K)
+        results["modes"][name]["frontend_vo"] = run_frontend(sp, sg, frames[: nframes + 2], K,
+                                                             to_message=to_message)
     if not args.skip_standard:
         standard = dict(layers=18, weights=args.standard_superglue_weights
                         or "random-initialised (seed 0): speed only", modes={})

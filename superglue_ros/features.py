@@ -8,28 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
 from .devices import resolve_device
+from .images import to_gray
 from .options import check_options
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 HxW gray from uint8 HxW gray, HxWx1, HxWx3 BGR or HxWx4 BGRA."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    if image.ndim != 2:
-        raise ValueError(f'expected an HxW or HxWx3 image, got shape {image.shape}')
-    if image.dtype != np.uint8:
-        raise ValueError(f'expected a uint8 image, got dtype {image.dtype}')
-    return image
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Same ``FrontEnd`` as the ROS node, no ROS needed: images of a folder (sorted by name, stamps at
 ``--fps``) or the sensor_msgs/Image or CompressedImage messages of one topic of a rosbag2 (read
-with the pure-Python ``rosbags`` package; decoding by ``superglue_ros.ros.conversions``, the
-ROS-free converter the node uses too). Writes every published correspondence (JSON or NPZ),
+with the pure-Python ``rosbags`` package; decoding by ``superglue_ros.images``, the
+decoder the node uses too). Writes every published correspondence (JSON or NPZ),
 a per-frame summary and plots: matches/inliers per frame with keyframes and loop closures marked.
 Bad frames are reported and skipped, never fatal. The models come from
 ``features.build_components`` with the node's model options read from ``--config`` (a ROS
@@ -67,7 +67,8 @@ def bag_frames(bag: pathlib.Path, topic: str | None, camera_info_topic: str | No
     distortion) is stored in ``intrinsics['camera']``, its K in ``intrinsics['K']``."""
     from rosbags.highlevel import AnyReader
 
-    from ..ros.conversions import camera_model, compressed_to_array, image_to_array
+    from ..camera import camera_model
+    from ..images import compressed_to_array, image_to_array
 
     topics = bag_topics(bag)
     if topic is None:

@@ -29,6 +29,7 @@ import torch
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
 from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
+from ..images import ImageConversionError, as_uint8_gray
 from ..options import check_options
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
@@ -310,38 +311,12 @@ class FrontEnd:
 
     # ------------------------------------------------------------------ input checks
     def _check_image(self, image) -> np.ndarray:
-        """-> uint8 HxW gray (original resolution); raises BadFrameError with the reason."""
-        if not isinstance(image, np.ndarray):
-            raise BadFrameError(f"image must be a numpy array, got {type(image).__name__}")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise BadFrameError(f"image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}")
-        h, w = image.shape[:2]
-        if h == 0 or w == 0:
-            raise BadFrameError(f"empty image ({w}x{h})")
-        if min(h, w) < self.conf["min_image_side"]:
-            raise BadFrameError(f"image {w}x{h} is smaller than min_image_side={self.conf['min_image_side']}")
-        if h * w > self.conf["max_image_pixels"]:
-            raise BadFrameError(f"image {w}x{h} exceeds max_image_pixels={self.conf['max_image_pixels']}")
-        if image.dtype == np.uint8:
-            pass
-        elif image.dtype == np.uint16:
-            image = (image.astype(np.uint32) // 257).astype(np.uint8)
-        elif image.dtype in (np.float32, np.float64):
-            if not np.all(np.isfinite(image)):
-                raise BadFrameError(f"float image {w}x{h} contains NaN or inf")
-            if image.min() < 0 or image.max() > 1:
-                raise BadFrameError(f"float image {w}x{h} must be in [0, 1], got "
-                                    f"[{float(image.min())}, {float(image.max())}]")
-            image = np.rint(image * 255.0).astype(np.uint8)
-        else:
-            raise BadFrameError(f"unsupported image dtype {image.dtype} (expected uint8, uint16 "
-                                "or float in [0, 1])")
-        if image.ndim == 3:
-            code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-            image = cv2.cvtColor(np.ascontiguousarray(image), code)
-        return np.ascontiguousarray(image)
+        """-> uint8 HxW gray (original resolution, ``images.as_uint8_gray``); raises
+        BadFrameError with the reason."""
+        try:
+            return as_uint8_gray(image, self.conf["min_image_side"], self.conf["max_image_pixels"])
+        except ImageConversionError as error:
+            raise BadFrameError(str(error)) from None
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) the extractor sees for an original image of width x height."""
