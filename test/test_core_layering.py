@@ -1,5 +1,6 @@
 """The layering the README promises: every core module (all of superglue_ros outside ros/)
-imports with ROS blocked and nothing outside ros/ imports ros/ (function-level imports count)."""
+imports with ROS blocked, nothing outside ros/ imports ros/, and no module imports itself back
+through others (function-level imports count)."""
 
 import ast
 import pathlib
@@ -95,3 +96,28 @@ def test_nothing_outside_ros_imports_ros():
                  for name in CORE}
     assert {k: v for k, v in offenders.items() if v} == {}
 
+
+
+def test_no_import_cycles():
+    graph = {name: imports_of(name) for name in MODULES}
+    cycles, state, stack = [], {}, []
+
+    def visit(node):
+        state[node] = 'open'
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 'open':
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 'done'
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert cycles == []
+    # the checker sees what it must: top-level and function-level imports, relative and absolute
+    assert 'superglue_ros.feature_types' in graph['superglue_ros.baselines']
+    assert 'superglue_ros.features' in graph['superglue_ros.frontend.pipeline']   # in from_config
+    assert 'superglue_ros.images' in graph['superglue_ros.frontend.offline']      # in bag_frames

@@ -2,7 +2,7 @@
 import numpy as np
 from superglue_ros_msgs.msg import Correspondences, LoopResult
 
-from superglue_ros.features import Features
+from superglue_ros.feature_types import Features
 from superglue_ros.frontend.keyframes import Keyframe
 from superglue_ros.frontend.pipeline import Correspondence, LoopVerification
 from superglue_ros.geometry import GeometricModel

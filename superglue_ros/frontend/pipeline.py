@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
-from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
+from ..feature_types import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
 from ..images import ImageConversionError, as_uint8_gray
 from ..options import check_options
