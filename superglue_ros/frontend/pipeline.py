@@ -30,7 +30,7 @@ from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_i
 from ..feature_types import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
 from ..images import ImageConversionError, as_uint8_gray
-from ..options import check_options
+from ..options import Option, defaults, validate
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
@@ -188,6 +188,9 @@ def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
     return None if kf.K is None else CameraModel.pinhole(kf.K)
 
 
+MODELS = ("auto", "essential", "fundamental", "homography")   # geometric_model choices
+
+
 class FrontEnd:
     """Visual-odometry and loop-closure correspondences over a stream of frames of ONE camera.
 
@@ -198,7 +201,10 @@ class FrontEnd:
     background (they wait while odometry waits). Keyframes used by a request or a queued loop
     job are pinned in the cache.
 
-    Parameters (``default_conf``; flat so that each is one ROS parameter):
+    Parameters: ``options`` declares each once (default, type, range or choices, description),
+    ``default_conf`` and the checks in ``__init__`` derive from it, and so do the node's ROS
+    parameters and the YAML check (ros/parameters.py). Flat so that each is one ROS parameter;
+    more on some of them:
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
           sees; 0 for either = no resize.
       resize_mode ('fit' | 'stretch', default 'fit'): 'fit' keeps the aspect ratio and fits the
@@ -234,49 +240,55 @@ class FrontEnd:
           keyframe (0 = none).
     """
 
-    default_conf = dict(
-        working_width=640,
-        working_height=480,
-        resize_mode="fit",
-        max_image_pixels=4096 * 4096,
-        min_image_side=16,
-        geometric_model="auto",
-        ransac_threshold_px=2.0,
-        essential_max_iterations=ESSENTIAL_MAX_ITERATIONS,
-        **KeyframePolicy.default_conf,
-        max_keyframes=200,
-        max_cache_bytes=256 * 1024 * 1024,
-        loop_closure=True,
-        loop_min_id_gap=5,
-        loop_top_k=3,
-        loop_min_similarity=0.0,
-        min_loop_inliers=40,
-        loop_geometric_model="auto",
-        max_verify_candidates=16,
-        min_keyframe_keypoints=20,
-        global_descriptor="lsh-bow",
-        thumbnail_width=160,
+    options = (
+        Option("working_width", 640, "width of the resolution the extractor sees [px]; 0 = no "
+               "resize", range=(0, 8192, 1)),
+        Option("working_height", 480, "height of the resolution the extractor sees [px]; 0 = no "
+               "resize", range=(0, 8192, 1)),
+        Option("resize_mode", "fit", "'fit' keeps the aspect ratio inside working size (never "
+               "upscales), 'stretch' resizes to exactly that size", choices=("fit", "stretch")),
+        Option("max_image_pixels", 4096 * 4096, "larger images are rejected with a log line "
+               "(width*height)", range=(1, 1 << 30, 1)),
+        Option("min_image_side", 16, "images with a smaller side are rejected [px]",
+               range=(1, 4096, 1)),
+        Option("geometric_model", "auto", "VO verification: 'auto' (essential with camera_info K, "
+               "else fundamental), 'essential', 'fundamental', 'homography'", choices=MODELS),
+        Option("ransac_threshold_px", 2.0, "RANSAC inlier threshold in original pixels",
+               range=(0.01, 100.0)),
+        Option("essential_max_iterations", ESSENTIAL_MAX_ITERATIONS, "RANSAC iteration cap of the "
+               "essential matrix (PoseLib, matches tried best score first): bounds its cost on "
+               "real video", range=(100, 100000, 1)),
+        *KeyframePolicy.options,
+        Option("max_keyframes", 200, "keyframe cache bound: number of keyframes (oldest evicted "
+               "first)", range=(1, 1000000, 1)),
+        Option("max_cache_bytes", 256 * 1024 * 1024, "keyframe cache bound: bytes of features, "
+               "descriptors and thumbnails", range=(1, 1 << 40, 1)),
+        Option("loop_closure", True, "compare each new keyframe with older keyframes and publish "
+               "loop closures"),
+        Option("loop_min_id_gap", 5, "loop candidates must be at least this many keyframe ids "
+               "older", range=(1, 100000, 1)),
+        Option("loop_top_k", 3, "loop candidates (by global descriptor) matched per new keyframe",
+               range=(0, 64, 1)),
+        Option("loop_min_similarity", 0.0, "loop candidates below this global-descriptor cosine "
+               "similarity are not matched", range=(-1.0, 1.0)),
+        Option("min_loop_inliers", 40, "inliers needed for a loop closure (internal and "
+               "verify_loop)", range=(1, 100000, 1)),
+        Option("loop_geometric_model", "auto", "loop verification model: 'auto', 'essential', "
+               "'fundamental', 'homography'", choices=MODELS),
+        Option("max_verify_candidates", 16, "candidates matched per verify_loop request; the rest "
+               "get status TOO_MANY_CANDIDATES", range=(1, 1024, 1)),
+        Option("min_keyframe_keypoints", 20, "a frame with fewer keypoints never becomes a "
+               "keyframe (the last keyframe stays the reference; without one the frame is "
+               "skipped)", range=(0, 100000, 1)),
+        Option("global_descriptor", "lsh-bow", "place-recognition descriptor: 'lsh-bow', "
+               "'thumbnail' or 'both'", choices=("lsh-bow", "thumbnail", "both")),
+        Option("thumbnail_width", 160, "width of the gray thumbnail kept per keyframe for debug "
+               "drawing (0 = none)", range=(0, 4096, 1)),
     )
+    default_conf = defaults(options)
 
     def __init__(self, extractor: Extractor, matcher: Matcher, conf: dict | None = None):
-        check_options("FrontEnd", conf or {}, self.default_conf)
-        self.conf = c = {**self.default_conf, **(conf or {})}
-        if c["resize_mode"] not in ("fit", "stretch"):
-            raise ValueError(f"resize_mode must be 'fit' or 'stretch', got {c['resize_mode']!r}")
-        for key in ("geometric_model", "loop_geometric_model"):
-            if c[key] not in ("auto", "essential", "fundamental", "homography"):
-                raise ValueError(f"{key} must be 'auto', 'essential', 'fundamental' or "
-                                 f"'homography', got {c[key]!r}")
-        if not 0 <= int(c["working_width"]) <= 8192 or not 0 <= int(c["working_height"]) <= 8192:
-            raise ValueError("working_width/working_height must be in [0, 8192]")
-        if int(c["essential_max_iterations"]) < 100:
-            raise ValueError(f"essential_max_iterations must be >= 100, got {c['essential_max_iterations']}")
-        if c["ransac_threshold_px"] <= 0:
-            raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
-        if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
-                or c["max_verify_candidates"] < 1 or c["min_keyframe_keypoints"] < 0:
-            raise ValueError("need loop_min_id_gap >= 1, loop_top_k >= 0, min_loop_inliers >= 1, "
-                             "max_verify_candidates >= 1, min_keyframe_keypoints >= 0")
+        self.conf = c = validate("FrontEnd", self.options, conf)
         self.extractor = extractor
         self.matcher = matcher
         self.policy = KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})

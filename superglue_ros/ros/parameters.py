@@ -1,8 +1,8 @@
 """The node's ROS parameters: one table of name, default, description and range.
 
-Node-level options are listed here; every key of ``FrontEnd.default_conf`` becomes a
-parameter of the same name (flat), so a new front-end option shows up in the node without
-editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
+Node-level options are listed here; every option FrontEnd declares (``FrontEnd.options``:
+default, description, range, choices) becomes a parameter of the same name (flat), so a new
+front-end option shows up in the node, with its descriptor, without editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
 The table is ROS-free so tests and docs can read it without a running node.
 """
 from __future__ import annotations
@@ -103,72 +103,11 @@ NODE_PARAMETERS = (
                   read_only=False),
 )
 
-_FRONTEND_DESCRIPTIONS = {
-    'working_width': 'width of the resolution the extractor sees [px]; 0 = no resize',
-    'working_height': 'height of the resolution the extractor sees [px]; 0 = no resize',
-    'resize_mode': "'fit' keeps the aspect ratio inside working size (never upscales), 'stretch' "
-                   'resizes to exactly that size',
-    'max_image_pixels': 'larger images are rejected with a log line (width*height)',
-    'min_image_side': 'images with a smaller side are rejected [px]',
-    'geometric_model': "VO verification: 'auto' (essential with camera_info K, else fundamental), "
-                       "'essential', 'fundamental', 'homography'",
-    'ransac_threshold_px': 'RANSAC inlier threshold in original pixels',
-    'essential_max_iterations': 'RANSAC iteration cap of the essential matrix (PoseLib, matches '
-                                'tried best score first): bounds its cost on real video',
-    'min_inliers': 'keyframe policy: new keyframe when verified inliers vs the last keyframe fall '
-                   'below this',
-    'min_inlier_ratio': "keyframe policy: new keyframe when inliers fall below this fraction of the "
-                        "last keyframe's keypoints",
-    'max_frames': 'keyframe policy: new keyframe after this many processed frames (0 disables)',
-    'max_interval_s': 'keyframe policy: new keyframe this many seconds (by stamp) after the last '
-                      '(0 disables)',
-    'min_gap_frames': 'keyframe policy: never a new keyframe fewer than this many processed frames '
-                      'after the last one',
-    'max_keyframes': 'keyframe cache bound: number of keyframes (oldest evicted first)',
-    'max_cache_bytes': 'keyframe cache bound: bytes of features, descriptors and thumbnails',
-    'loop_closure': 'compare each new keyframe with older keyframes and publish loop closures',
-    'loop_min_id_gap': 'loop candidates must be at least this many keyframe ids older',
-    'loop_top_k': 'loop candidates (by global descriptor) matched per new keyframe',
-    'loop_min_similarity': 'loop candidates below this global-descriptor cosine similarity are '
-                           'not matched',
-    'min_loop_inliers': 'inliers needed for a loop closure (internal and verify_loop)',
-    'loop_geometric_model': "loop verification model: 'auto', 'essential', 'fundamental', "
-                            "'homography'",
-    'max_verify_candidates': "candidates matched per verify_loop request; the rest get status "
-                             "TOO_MANY_CANDIDATES",
-    'min_keyframe_keypoints': 'a frame with fewer keypoints never becomes a keyframe (the last '
-                              'keyframe stays the reference; without one the frame is skipped)',
-    'global_descriptor': "place-recognition descriptor: 'lsh-bow', 'thumbnail' or 'both'",
-    'thumbnail_width': 'width of the gray thumbnail kept per keyframe for debug drawing (0 = none)',
-}
-
-_FRONTEND_RANGES = {
-    'working_width': (0, 8192, 1), 'working_height': (0, 8192, 1),
-    'max_image_pixels': (1, 1 << 30, 1), 'min_image_side': (1, 4096, 1),
-    'ransac_threshold_px': (0.01, 100.0), 'min_inliers': (0, 100000, 1),
-    'essential_max_iterations': (100, 100000, 1),
-    'min_inlier_ratio': (0.0, 1.0), 'max_frames': (0, 100000, 1),
-    'max_interval_s': (0.0, 3600.0), 'min_gap_frames': (1, 100000, 1),
-    'max_keyframes': (1, 1000000, 1), 'max_cache_bytes': (1, 1 << 40, 1),
-    'loop_min_id_gap': (1, 100000, 1), 'loop_top_k': (0, 64, 1),
-    'loop_min_similarity': (-1.0, 1.0), 'min_loop_inliers': (1, 100000, 1),
-    'max_verify_candidates': (1, 1024, 1), 'thumbnail_width': (0, 4096, 1),
-    'min_keyframe_keypoints': (0, 100000, 1),
-}
-_FRONTEND_CHOICES = {
-    'resize_mode': ('fit', 'stretch'),
-    'geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
-    'loop_geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
-    'global_descriptor': ('lsh-bow', 'thumbnail', 'both'),
-}
-
-
 def frontend_parameters() -> tuple[ParameterSpec, ...]:
-    """One spec per key of FrontEnd.default_conf (same name, same default)."""
-    return tuple(
-        ParameterSpec(key, default, _FRONTEND_DESCRIPTIONS.get(key, f'FrontEnd option {key}'),
-                      range=_FRONTEND_RANGES.get(key), choices=_FRONTEND_CHOICES.get(key))
-        for key, default in FrontEnd.default_conf.items())
+    """One spec per declared FrontEnd option (``FrontEnd.options``: same name, default,
+    description, range and choices)."""
+    return tuple(ParameterSpec(o.name, o.default, o.description, range=o.range, choices=o.choices)
+                 for o in FrontEnd.options)
 
 
 def all_parameters() -> tuple[ParameterSpec, ...]:
