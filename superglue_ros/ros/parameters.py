@@ -3,13 +3,18 @@
 Node-level options are listed here; every option FrontEnd declares (``FrontEnd.options``:
 default, description, range, choices) becomes a parameter of the same name (flat), so a new
 front-end option shows up in the node, with its descriptor, without editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
-The table is ROS-free so tests and docs can read it without a running node.
+The model parameters' defaults and choices come from the registry (``features``: the
+component defaults, extractor/matcher names, precisions; ``models.backends.RUNTIMES``), the
+same declarations ``build_components`` checks against. The table is ROS-free so tests and docs
+can read it without a running node.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..features import PRESETS
+from ..features import COMPONENT_DEFAULTS as COMPONENTS
+from ..features import EXTRACTORS, MATCHERS, PRECISIONS, PRESETS
+from ..models.backends import RUNTIMES
 from ..frontend.pipeline import FrontEnd
 from .stream_gate import StreamGate
 
@@ -27,26 +32,26 @@ class ParameterSpec:
 
 
 NODE_PARAMETERS = (
-    ParameterSpec('preset', 'superglue', 'extractor + matcher preset (superglue_ros.features.PRESETS)',
+    ParameterSpec('preset', COMPONENTS['preset'], 'extractor + matcher preset (superglue_ros.features.PRESETS)',
                   choices=tuple(PRESETS)),
     ParameterSpec('extractor', '', "extractor name overriding the preset ('superpoint', 'orb', 'sift'); "
-                  "empty = from preset", choices=('', 'superpoint', 'orb', 'sift')),
+                  "empty = from preset", choices=('', *EXTRACTORS)),
     ParameterSpec('matcher', '', "matcher name overriding the preset ('superglue', 'mnn', 'ratio', "
                   "'ratio-hamming'); empty = from preset",
-                  choices=('', 'superglue', 'mnn', 'ratio', 'ratio-hamming')),
+                  choices=('', *MATCHERS)),
     ParameterSpec('superpoint_weights', '', 'SuperPoint weights file; empty = the shipped '
                   'superglue_ros/weights/superpoint.pth'),
     ParameterSpec('superglue_weights', '', 'SuperGlue weights file; empty = the shipped '
                   'superglue_ros/weights/superglue.pth'),
-    ParameterSpec('device', 'auto', "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
+    ParameterSpec('device', COMPONENTS['device'], "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
                   "'cuda', 'cuda:N'"),
-    ParameterSpec('runtime', 'fast', "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
+    ParameterSpec('runtime', COMPONENTS['runtime'], "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
                   "CPU has it natively, cached keyframe encodings; fp16 on CUDA) or 'reference' "
-                  "(eager fp32 torch)", choices=('fast', 'reference')),
-    ParameterSpec('inference_precision', 'auto', "precision of the learned networks: 'auto' "
+                  "(eager fp32 torch)", choices=tuple(RUNTIMES)),
+    ParameterSpec('inference_precision', COMPONENTS['inference_precision'], "precision of the learned networks: 'auto' "
                   "(the runtime's choice), 'fp32', 'bf16' (CPUs with native bf16), 'fp16' (CUDA)",
-                  choices=('auto', 'fp32', 'bf16', 'fp16')),
-    ParameterSpec('max_keypoints', 512, 'keypoints kept per image by the extractor (-1 = all)',
+                  choices=PRECISIONS),
+    ParameterSpec('max_keypoints', COMPONENTS['max_keypoints'], 'keypoints kept per image by the extractor (-1 = all)',
                   range=(-1, 16384, 1)),
     ParameterSpec('cameras', [''], "camera namespaces, each with its own topics and front-end state; "
                   "'' = topics relative to the node's namespace"),
