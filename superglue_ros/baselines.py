@@ -8,7 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .features import Extractor, Features, Matcher, Matches, to_gray
+from .feature_types import Extractor, Features, Matcher, Matches
+from .images import to_gray
 
 
 def _keypoint_arrays(keypoints, descriptors, max_keypoints, descriptor_shape, dtype):
@@ -118,7 +119,7 @@ class RatioMatcher(Matcher):
     name = 'ratio'
     default_conf = dict(ratio=0.8, mutual=False, max_distance=None)
 
-    def match(self, f0, f1):
+    def _match(self, f0, f1):
         if f0.descriptors.dtype == np.uint8 and len(f0):
             raise ValueError("'ratio' expects float descriptors; use 'ratio-hamming' for ORB")
         return _ratio_match(l2_distances(f0.descriptors, f1.descriptors), self.conf['ratio'],
@@ -130,7 +131,7 @@ class HammingRatioMatcher(Matcher):
     name = 'ratio-hamming'
     default_conf = dict(ratio=0.8, mutual=False, max_distance=None)
 
-    def match(self, f0, f1):
+    def _match(self, f0, f1):
         if len(f0) and f0.descriptors.dtype != np.uint8:
             raise ValueError("'ratio-hamming' expects uint8 binary descriptors (ORB)")
         return _ratio_match(hamming_distances(f0.descriptors, f1.descriptors),
@@ -145,7 +146,7 @@ class MutualNearestNeighborMatcher(Matcher):
     name = 'mnn'
     default_conf = dict(max_distance=None)
 
-    def match(self, f0, f1):
+    def _match(self, f0, f1):
         n0, n1 = len(f0), len(f1)
         if n0 == 0 or n1 == 0:
             return Matches.none(n0)

@@ -8,7 +8,10 @@ it on the machine at hand, in one run, on the same frames, for both modes:
              keyframe encoding cache, scaling-domain Sinkhorn).
 VO frame = image conversion (bgr8 bytes -> gray tensor) -> SuperPoint -> SuperGlue against the
 current keyframe -> geometric verification (superglue_ros.geometry.verify, essential matrix)
--> message-like output (packed arrays). Loop verification = one query against 5 candidates in
+-> message-like output (packed arrays). The components are the shipped ones, built by
+``features.build_components`` as the node builds them, and the stage times come from their own
+timing hooks (``timing.py``: SuperPoint backbone/decoding, SuperGlue encoding/GNN/Sinkhorn,
+geometry), so the timed code is the code the node runs. Loop verification = one query against 5 candidates in
 one batched SuperGlue call + verification of each. The papers' standard SuperGlue (9 self + 9
 cross layers; the shipped one has 3 + 3) is timed beside it in both modes on the same features
 (GNN, Sinkhorn, per VO frame, 5-candidate loop matching). Frames are a smooth synthetic camera path
@@ -32,10 +35,17 @@ import cv2
 import numpy as np
 import torch
 
+from . import geometry
+from .baselines import MutualNearestNeighborMatcher
+from .devices import resolve_device
+from .feature_types import Features
+from .features import build_components
+from .images import image_to_array
 from .models import backends
-from .models.superglue import SINKHORN, SuperGlue, extract_matches, pad_batch
-from .models.superpoint import SuperPoint, sample_descriptors
-from .models.weights import WeightsError, default_weights_path, load_model
+from .models.superglue import SuperGlue
+from .models.superpoint import SuperPoint
+from .models.weights import WeightsError, default_weights_path, load_model, save_model
+from .timing import recording, stage
 
 LOG = logging.getLogger("superglue_ros.benchmark")
 STAGES = ("conversion", "superpoint_backbone", "superpoint_decode", "superglue_encode",
@@ -87,137 +97,76 @@ def to_message_bytes(frame_bgr: np.ndarray) -> dict:
 
 
 def convert_image_array(msg: dict) -> np.ndarray:
-    """bgr8 message fields -> uint8 array (the node's conversion when importable)."""
-    try:
-        from .ros.conversions import image_to_array
-
-        return image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
-    except ImportError:
-        return np.frombuffer(msg["data"], np.uint8).reshape(msg["height"], msg["width"], 3)
-
-
-def convert_image(msg: dict, device) -> torch.Tensor:
-    """bgr8 message bytes -> [1,1,H,W] float tensor in [0,1] (the node's conversion if present)."""
-    image = convert_image_array(msg)
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return torch.from_numpy(gray).to(device, torch.float32)[None, None] / 255.0
+    """bgr8 message fields -> uint8 array (images.image_to_array, the node's decoder)."""
+    return image_to_array(msg["encoding"], msg["height"], msg["width"], msg["step"], msg["data"])
 
 
 # ------------------------------------------------------------------------------------------
-# staged pipeline (same calls, in the same order, as SuperPoint.forward / SuperGlue.forward)
+# timed runs of the shipped components (stages from their own timing hooks, timing.py)
 # ------------------------------------------------------------------------------------------
 
 class Timer:
+    """Per-stage milliseconds of the committed frames: times[stage] = [ms per frame]."""
+
     def __init__(self):
         self.times: dict[str, list[float]] = {}
-        self.frame: dict[str, float] = {}
 
-    def stage(self, name):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                ms = 1000 * (time.perf_counter() - self.start)
-                timer.frame[name] = timer.frame.get(name, 0.0) + ms
-        return _Stage()
-
-    def commit(self, total_ms: float | None = None):
-        for k, v in self.frame.items():
+    def commit(self, frame_ms: dict, total_ms: float | None = None):
+        for k, v in frame_ms.items():
             self.times.setdefault(k, []).append(v)
         if total_ms is not None:
             self.times.setdefault("end_to_end", []).append(total_ms)
-        self.frame = {}
 
 
-def superpoint_staged(sp: SuperPoint, image: torch.Tensor, timer: Timer) -> dict:
-    with torch.inference_mode():
-        height, width = image.shape[-2:]
-        with timer.stage("superpoint_backbone"):
-            dense = sp.dense(sp.pad_to_cell(image))
-        with timer.stage("superpoint_decode"), backends.limited_threads(sp.conf["small_op_threads"]):
-            heatmap = sp.logits_to_heatmap(dense["logits"])
-            kpts, scores = sp.extract_keypoints(heatmap, height, width)
-            desc = sample_descriptors(kpts[0], dense["descriptors"][0], sp.cell,
-                                      sp.conf["descriptor_sampling"])
-    return dict(keypoints=kpts[0], scores=scores[0], descriptors=desc,
-                image_size=torch.tensor([[width, height]], dtype=torch.float32), cache={})
+def summary(values) -> dict:
+    v = np.asarray(values, np.float64)
+    return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
+                min_ms=round(float(v.min()), 2), n=int(len(v)))
 
 
-def superglue_staged(sg: SuperGlue, query: dict, refs: list[dict], timer: Timer) -> dict:
-    """Query [1] against len(refs) keyframes in one batch; refs' caches are reused when enabled."""
-    with torch.inference_mode():
-        small = backends.limited_threads
-        with timer.stage("superglue_encode"), small(sg.conf["small_op_threads"]):
-            if len(refs) == 1:
-                r = refs[0]
-                k1, s1, d1 = r["keypoints"][None], r["scores"][None], r["descriptors"][None]
-                mask1 = None
-            else:
-                b1 = pad_batch([r["keypoints"] for r in refs], [r["scores"] for r in refs],
-                               [r["descriptors"] for r in refs])
-                k1, s1, d1, mask1 = b1["keypoints"], b1["scores"], b1["descriptors"], b1["mask"]
-            size1 = torch.cat([r["image_size"] for r in refs])
-            enc0 = sg.encode_cached(query["keypoints"][None], query["scores"][None],
-                                    query["descriptors"][None], query["image_size"], query["cache"])
-            enc1 = sg.encode_cached(k1, s1, d1, size1, [r["cache"] for r in refs], mask1)
-            b = len(refs)
-            if b > 1:
-                enc0 = enc0.expand(b, -1, -1)
-        with timer.stage("superglue_gnn"):
-            scores = sg.match_scores(enc0, enc1, None, mask1)
-        with timer.stage("superglue_sinkhorn"), small(sg.conf["small_op_threads"]):
-            la = SINKHORN[sg.conf["sinkhorn"]](scores, sg.bin_score, sg.conf["sinkhorn_iterations"],
-                                               None, mask1)
-            out = extract_matches(la, sg.conf["match_threshold"], None, mask1)
-    return dict(log_assignment=la, **out)
+def uncached(features: Features) -> Features:
+    """The same features without their device tensors and cached encodings."""
+    return Features(features.keypoints, features.scores, features.descriptors,
+                    features.image_size)
 
 
-def mutual_nearest_neighbours(desc0: torch.Tensor, desc1: torch.Tensor) -> torch.Tensor:
-    """matches0 [N0] of mutual nearest descriptors (stand-in correspondences, see below)."""
-    sim = desc0 @ desc1.t()
-    nn01, nn10 = sim.argmax(1), sim.argmax(0)
-    mutual = nn10[nn01] == torch.arange(len(desc0))
-    return torch.where(mutual, nn01, torch.full_like(nn01, -1))
-
-
-def verify_and_pack(query: dict, ref: dict, matches0: torch.Tensor, K: np.ndarray, timer: Timer,
-                    geometry, min_matches: int = 0) -> dict:
-    """Geometric verification + packing. With random SuperGlue weights the assignment is
-    uniform and yields ~no matches; when fewer than min_matches, the geometry stage is timed on
-    SuperPoint mutual-nearest-neighbour correspondences instead so its cost stays realistic."""
-    if min_matches and int((matches0 >= 0).sum()) < min_matches:
-        matches0 = mutual_nearest_neighbours(query["descriptors"], ref["descriptors"])
-    m0 = matches0.cpu().numpy()
-    idx0 = np.nonzero(m0 >= 0)[0]
-    idx1 = m0[idx0]
-    pts0 = ref["keypoints_np"][idx1]
-    pts1 = query["keypoints_np"][idx0]
-    with timer.stage("geometry"):
-        if geometry is not None:
-            model = geometry.verify(pts0, pts1, K, K)
-            inliers = model.inliers
-        else:
-            inliers = np.ones(len(idx0), bool)
-    with timer.stage("message"):
+def verify_and_pack(query: Features, ref: Features, matches, K: np.ndarray,
+                    min_matches: int = 0) -> dict:
+    """Geometric verification (geometry.verify, stage 'geometry') + packing (stage 'message').
+    With random SuperGlue weights the assignment is uniform and yields ~no matches; when fewer
+    than min_matches, the geometry stage is timed on mutual-nearest-neighbour correspondences
+    (baselines.MutualNearestNeighborMatcher, stage 'matcher') so its cost stays realistic."""
+    if min_matches and len(matches) < min_matches:
+        matches = MutualNearestNeighborMatcher().match(query, ref)
+    idx0, idx1 = matches.indices()
+    pts0 = ref.keypoints[idx1].astype(np.float64)
+    pts1 = query.keypoints[idx0].astype(np.float64)
+    inliers = geometry.verify(pts0, pts1, K, K).inliers
+    with stage("message"):
         msg = dict(points_keyframe=pts0[inliers].astype(np.float32).tobytes(),
                    points_frame=pts1[inliers].astype(np.float32).tobytes(),
                    num_inliers=int(inliers.sum()), num_matches=len(idx0))
     return msg
 
 
-def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K, keyframe_every: int,
+def backend_fields(extractor, matcher) -> dict:
+    """Backend and precision the learned models run with (torch/fp32 on the reference path)."""
+    out = {}
+    for prefix, model in (("dense", getattr(extractor, "model", None)),
+                          ("gnn", getattr(matcher, "model", None))):
+        runner = None if model is None else model.__dict__.get("_runner")
+        out[f"{prefix}_backend"] = getattr(runner, "name", "torch")
+        out[f"{prefix}_precision"] = getattr(runner, "precision", "fp32")
+    return out
+
+
+def run_mode(name: str, extractor, matcher, frames: list[np.ndarray], K, keyframe_every: int,
              loop_repeats: int, warmup: int = 2, min_matches: int = 0,
              features_out: list | None = None) -> dict:
-    """Time the VO path over `frames` and loop verification of 5 candidates. The features of
-    every frame are appended to ``features_out`` when given."""
-    try:
-        from . import geometry
-    except ImportError:
-        geometry = None
-    device = sp.conv1a.weight.device
+    """Time the VO path over `frames` (bgr8 bytes -> images.image_to_array -> extract -> match
+    against the keyframe -> verify -> pack) and loop verification of 5 candidates (one batched
+    match_many + verification of each), with the stages the shipped code records. The features
+    of every frame are appended to ``features_out`` when given."""
     timer = Timer()
     keyframe = None
     feats_all = []
@@ -225,20 +174,17 @@ def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray],
     for i, frame in enumerate(frames):
         msg = to_message_bytes(frame)
         t0 = time.perf_counter()
-        with timer.stage("conversion"):
-            image = convert_image(msg, device)
-        feats = superpoint_staged(sp, image, timer)
-        feats["keypoints_np"] = feats["keypoints"].cpu().numpy().astype(np.float64)
-        if keyframe is not None:
-            out = superglue_staged(sg, feats, [keyframe], timer)
-            result = verify_and_pack(feats, keyframe, out["matches0"][0], K, timer, geometry,
-                                     min_matches)
-            num_inliers.append(result["num_inliers"])
+        with recording() as times:
+            with stage("conversion"):
+                image = convert_image_array(msg)
+            feats = extractor.extract(image)
+            if keyframe is not None:
+                matches = matcher.match(feats, keyframe)
+                result = verify_and_pack(feats, keyframe, matches, K, min_matches)
+                num_inliers.append(result["num_inliers"])
         total = 1000 * (time.perf_counter() - t0)
         if i >= warmup and keyframe is not None:
-            timer.commit(total)
-        else:
-            timer.frame = {}
+            timer.commit(times.ms, total)
         if keyframe is None or i % keyframe_every == 0:
             keyframe = feats
         feats_all.append(feats)
@@ -247,92 +193,60 @@ def run_mode(name: str, sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray],
 
     loop_times = []
     for rep in range(loop_repeats + 1):
-        query = dict(feats_all[-1], cache={})
+        query = uncached(feats_all[-1])
         cands = feats_all[rep: rep + 5]
-        loop_timer = Timer()
         t0 = time.perf_counter()
-        out = superglue_staged(sg, query, cands, loop_timer)
-        for b, cand in enumerate(cands):
-            verify_and_pack(query, cand, out["matches0"][b], K, loop_timer, geometry, min_matches)
+        with recording():
+            for b, matches in enumerate(matcher.match_many(query, cands)):
+                verify_and_pack(query, cands[b], matches, K, min_matches)
         if rep > 0:  # first = warm-up (backend shape specialisation)
             loop_times.append(1000 * (time.perf_counter() - t0))
-
-    def summary(values):
-        v = np.asarray(values, np.float64)
-        return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
-                    min_ms=round(float(v.min()), 2), n=int(len(v)))
 
     stages = {k: summary(timer.times[k]) for k in STAGES if k in timer.times}
     return dict(mode=name, stages=stages, end_to_end=summary(timer.times["end_to_end"]),
                 loop_verification_5=summary(loop_times) if loop_times else None,
-                mean_keypoints=float(np.mean([len(f["keypoints"]) for f in feats_all])),
+                mean_keypoints=float(np.mean([len(f) for f in feats_all])),
                 mean_vo_inliers=float(np.mean(num_inliers)) if num_inliers else 0.0,
-                dense_backend=getattr(sp.__dict__.get("_runner"), "name", "torch"),
-                dense_precision=getattr(sp.__dict__.get("_runner"), "precision", "fp32"),
-                gnn_backend=getattr(sg.__dict__.get("_runner"), "name", "torch"),
-                gnn_precision=getattr(sg.__dict__.get("_runner"), "precision", "fp32"))
+                **backend_fields(extractor, matcher))
 
 
-def run_superglue_only(sg: SuperGlue, features: list[dict], keyframe_every: int,
+def run_superglue_only(matcher, features: list[Features], keyframe_every: int,
                        loop_repeats: int, warmup: int = 2) -> dict:
-    """SuperGlue's stages alone on already extracted features: the same VO pairs (frame vs
-    keyframe, keyframe encodings cached when the mode caches) and 5-candidate loops as
+    """The matcher's stages alone on already extracted features: the same VO pairs (frame vs
+    keyframe, keyframe encodings cached when the runtime caches) and 5-candidate loops as
     run_mode, so another matcher configuration is timed without rerunning SuperPoint."""
-    features = [dict(f, cache={}) for f in features]
+    features = [uncached(f) for f in features]
     timer, keyframe = Timer(), None
     for i, feats in enumerate(features):
         if keyframe is not None:
-            superglue_staged(sg, feats, [keyframe], timer)
+            with recording() as times:
+                matcher.match(feats, keyframe)
             if i >= warmup:
-                timer.commit(sum(timer.frame.values()))
-            timer.frame = {}
+                timer.commit(times.ms, sum(times.ms.values()))
         if keyframe is None or i % keyframe_every == 0:
             keyframe = feats
     loop_times = []
     for rep in range(loop_repeats + 1):
         t0 = time.perf_counter()
-        superglue_staged(sg, dict(features[-1], cache={}), features[rep: rep + 5], Timer())
+        matcher.match_many(uncached(features[-1]), features[rep: rep + 5])
         if rep > 0:
             loop_times.append(1000 * (time.perf_counter() - t0))
-
-    def summary(values):
-        v = np.asarray(values, np.float64)
-        return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
-                    min_ms=round(float(v.min()), 2), n=int(len(v)))
-
     return dict(stages={k: summary(v) for k, v in timer.times.items() if k != "end_to_end"},
                 superglue_per_frame=summary(timer.times["end_to_end"]),
                 loop_matching_5=summary(loop_times) if loop_times else None,
-                gnn_backend=getattr(sg.__dict__.get("_runner"), "name", "torch"),
-                gnn_precision=getattr(sg.__dict__.get("_runner"), "precision", "fp32"))
+                gnn_backend=backend_fields(None, matcher)["gnn_backend"],
+                gnn_precision=backend_fields(None, matcher)["gnn_precision"])
 
 
-def standard_superglue(conf: dict, path, device) -> SuperGlue:
-    """The papers' standard SuperGlue (9 self + 9 cross layers, 256-d): a published file when
-    given, else seeded random weights (speed does not depend on them)."""
-    if path is not None:
-        return load_model("superglue", path, conf=conf, device=device)
-    torch.manual_seed(0)
-    return SuperGlue(dict(conf, gnn_layers=["self", "cross"] * 9,
-                          keypoint_encoder=[32, 64, 128, 256])).to(device).eval()
-
-
-def run_frontend(sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K,
-                 warmup: int = 2) -> dict:
+def run_frontend(extractor, matcher, frames: list[np.ndarray], K, warmup: int = 2,
+                 to_message=None) -> dict:
     """The node's own VO path, end to end: sensor_msgs/Image fields -> array (the node's
-    conversion) -> FrontEnd.process (working-size resize, the features.py wrappers around these
-    models, verification, keyframe policy) -> Correspondences message (when rclpy is
-    importable). Loop closure is off here (timed separately)."""
-    from .features import SuperGlueMatcher, SuperPointExtractor
+    conversion) -> FrontEnd.process (working-size resize, these components, verification,
+    keyframe policy) -> ``to_message`` (the node's Correspondences conversion, given by the
+    entry point in ros/ when rclpy is importable; None: no message stage). Loop closure is off
+    here (timed separately)."""
     from .frontend.pipeline import Frame, FrontEnd
 
-    try:
-        from .ros.messages import correspondence_to_msg
-    except ImportError:  # no ROS in this environment: the message stage is skipped
-        correspondence_to_msg = None
-    device = sp.conv1a.weight.device
-    extractor = SuperPointExtractor(device, model=sp, max_keypoints=sp.conf["max_keypoints"])
-    matcher = SuperGlueMatcher(device, model=sg)
     h, w = frames[0].shape[:2]
     frontend = FrontEnd(extractor, matcher, dict(loop_closure=False, working_width=w,
                                                  working_height=h))
@@ -342,38 +256,54 @@ def run_frontend(sp: SuperPoint, sg: SuperGlue, frames: list[np.ndarray], K,
         t0 = time.perf_counter()
         image = convert_image_array(msg)
         result = frontend.process(Frame(image, stamp_ns=(i + 1) * 50_000_000, frame_id="cam", K=K))
-        if result.odometry is not None and correspondence_to_msg is not None:
-            correspondence_to_msg(result.odometry)
+        if result.odometry is not None and to_message is not None:
+            to_message(result.odometry)
         ms = 1000 * (time.perf_counter() - t0)
         if i >= warmup:
             times.append(ms)
             if result.odometry is not None:
                 inliers.append(result.odometry.num_inliers)
-    v = np.asarray(times)
-    return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
-                min_ms=round(float(v.min()), 2), n=int(len(v)),
-                mean_vo_inliers=float(np.mean(inliers)) if inliers else 0.0,
-                message_stage=correspondence_to_msg is not None)
+    return dict(summary(times), mean_vo_inliers=float(np.mean(inliers)) if inliers else 0.0,
+                message_stage=to_message is not None)
 
 
 # ------------------------------------------------------------------------------------------
-# models
+# components (features.build_components, as the node builds them)
 # ------------------------------------------------------------------------------------------
 
-def build_models(mode_conf_sp: dict, mode_conf_sg: dict, weights: dict, device) -> tuple:
-    """SuperPoint + SuperGlue with the given mode settings; shipped weights or seeded random."""
-    models = []
-    for kind, cls, conf in (("superpoint", SuperPoint, mode_conf_sp), ("superglue", SuperGlue, mode_conf_sg)):
-        path = weights.get(kind)
-        if path is not None:
-            models.append(load_model(kind, path, conf=conf, device=device))
-        else:
-            torch.manual_seed(0)
-            models.append(cls(conf).to(device).eval())
-    return tuple(models)
+def random_weights_file(kind: str, folder: pathlib.Path, conf: dict | None = None) -> pathlib.Path:
+    """A weights file of seeded random weights (seed 0): speed does not depend on weights, and
+    the file goes through the same loader as the shipped one."""
+    path = folder / f"{kind}_random.pth"
+    torch.manual_seed(0)
+    model = (SuperPoint if kind == "superpoint" else SuperGlue)(conf or {})
+    save_model(model, path, dict(source="random-initialised (seed 0) by superglue-benchmark"))
+    return path
 
 
-def find_weights(args) -> tuple[dict, dict]:
+def build_mode(runtime: str, weights: dict, device, max_keypoints: int,
+               overrides: dict | None = None, matcher_options: dict | None = None):
+    """(extractor, matcher) of one runtime through build_components; `overrides` (backend,
+    precision) go to both learned models, `matcher_options` to SuperGlue."""
+    overrides = overrides or {}
+    return build_components(dict(
+        preset="superglue", runtime=runtime, device=str(device), max_keypoints=max_keypoints,
+        superpoint_weights=str(weights["superpoint"]), superglue_weights=str(weights["superglue"]),
+        extractor_options=dict(overrides), matcher_options=dict(overrides, **(matcher_options or {}))))
+
+
+def standard_superglue(runtime: str, path, device, overrides: dict | None = None,
+                       matcher_options: dict | None = None):
+    """The papers' standard SuperGlue (9 self + 9 cross layers, 256-d) as a matcher of the
+    given runtime: from a published file when given, else seeded random weights."""
+    options = dict(overrides or {}, **(matcher_options or {}))
+    return build_components(dict(preset="superglue", extractor="orb", runtime=runtime,
+                                 device=str(device), superglue_weights=str(path),
+                                 matcher_options=options))[1]
+
+
+def find_weights(args, folder: pathlib.Path) -> tuple[dict, dict]:
+    """{kind: weights file} (explicit, else shipped, else seeded random) and notes for the JSON."""
     weights, notes = {}, {}
     for kind in ("superpoint", "superglue"):
         explicit = getattr(args, f"{kind}_weights")
@@ -386,24 +316,21 @@ def find_weights(args) -> tuple[dict, dict]:
             weights[kind] = path
             notes[kind] = dict(path=str(path), meta=meta)
         else:
+            weights[kind] = random_weights_file(kind, folder)
             notes[kind] = "random-initialised (seed 0): speed only, accuracy figures meaningless"
     return weights, notes
 
 
-def prepare(sp, sg, frame):
-    """Build the backends (conversion/compile) outside the timed region."""
-    with torch.inference_mode():
-        sp.dense(sp.pad_to_cell(torch.zeros(1, 1, frame.shape[0], frame.shape[1])))
-    if not sg.uses_reference_path():
-        sg.score_runner()
+def prepare(extractor, matcher, frame):
+    """Build the backends (conversion/compile) outside the timed region: one extraction and
+    one match through the shipped path."""
+    features = extractor.extract(frame)
+    matcher.match(features, uncached(features))
 
 
-def accuracy(sp, sg, pairs) -> dict:
+def accuracy(extractor, matcher, pairs) -> dict:
     from .evaluation.homography_eval import evaluate_homography
-    from .features import SuperGlueMatcher, SuperPointExtractor
 
-    extractor = SuperPointExtractor(model=sp)
-    matcher = SuperGlueMatcher(model=sg)
     summary = evaluate_homography(extractor, matcher, pairs)
     keys = ("precision", "recall", "num_matches", "num_keypoints0", "auc_robust@3px", "auc_dlt@3px",
             "auc_robust@1px", "auc_robust@5px")
@@ -452,11 +379,11 @@ def fmt(summary) -> str:
 def print_table(results: dict) -> None:
     modes = [m for m in ("reference", "fast") if m in results["modes"]]
     print(f"{'stage':24s}" + "".join(f"{m + ' median/p90 ms':>28s}" for m in modes))
-    for stage in STAGES + ("end_to_end",):
-        row = f"{stage:24s}"
+    for stage_name in STAGES + ("end_to_end",):
+        row = f"{stage_name:24s}"
         for m in modes:
             r = results["modes"][m]
-            s = r["end_to_end"] if stage == "end_to_end" else r["stages"].get(stage)
+            s = r["end_to_end"] if stage_name == "end_to_end" else r["stages"].get(stage_name)
             row += f"{fmt(s):>28s}"
         print(row)
     row = f"{'node VO path (FrontEnd)':24s}"
@@ -487,78 +414,70 @@ def print_table(results: dict) -> None:
         print("accuracy (synthetic homography pairs):", json.dumps(results["accuracy"]))
 
 
-def main(argv=None) -> int:
-    """``superglue-benchmark [options]``: the front-end stages (this module);
-    ``superglue-benchmark --node [options]``: the running node over DDS (ros/node_benchmark.py,
-    needs rclpy; imported only then, so the front-end benchmark runs without ROS)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--node" in argv:
-        argv.remove("--node")
-        from .ros.node_benchmark import main as node_main
-        return node_main(argv)
-    args = parse_args(argv)
+def main(argv=None, to_message=None) -> int:
+    """The front-end stages (``superglue-benchmark [options]``; the command itself is
+    ``ros.node_benchmark.cli``, which also serves ``--node`` and passes the node's message
+    conversion as ``to_message`` when rclpy is importable, so this module imports no ROS)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    weights, weight_notes = find_weights(args)
+    device = resolve_device(args.device)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="superglue_bench_weights_"))
+    weights, weight_notes = find_weights(args, scratch)
+    random_superglue = isinstance(weight_notes["superglue"], str)
     size = (args.width, args.height)
     frames = camera_path_frames(max(args.frames, args.reference_frames) + 2, size)
     f = 0.9 * args.width
     K = np.array([[f, 0, args.width / 2 - 0.5], [0, f, args.height / 2 - 0.5], [0, 0, 1]])
 
-    fast_sp = dict(backends.FAST_SUPERPOINT, max_keypoints=args.max_keypoints)
-    fast_sg = dict(backends.FAST_SUPERGLUE)
-    for conf in (fast_sp, fast_sg):
-        if args.backend:
-            conf["backend"] = args.backend
-        if args.precision:
-            conf["precision"] = args.precision
-    ref_sp = dict(backends.REFERENCE_SUPERPOINT, max_keypoints=args.max_keypoints)
-    ref_sg = dict(backends.REFERENCE_SUPERGLUE)
-    threshold = args.match_threshold
-    if threshold is not None:
-        fast_sg["match_threshold"] = ref_sg["match_threshold"] = threshold
-    min_matches = 0
-    if "superglue" not in weights:
-        min_matches = 8
-        results_notes = ("random SuperGlue weights give a uniform assignment (no matches): the "
-                         "geometry stage is timed on SuperPoint mutual-NN correspondences")
-    else:
-        results_notes = ""
+    # --backend / --precision override the fast runtime's choice, --match-threshold both modes
+    overrides = {"fast": {k: v for k, v in (("backend", args.backend), ("precision", args.precision))
+                          if v}, "reference": {}}
+    matcher_options = ({} if args.match_threshold is None
+                       else dict(match_threshold=args.match_threshold))
+    min_matches = 8 if random_superglue else 0
+    results_notes = ("random SuperGlue weights give a uniform assignment (no matches): the "
+                     "geometry stage is timed on SuperPoint mutual-NN correspondences"
+                     if random_superglue else "")
     results = dict(
         machine=backends.machine_description(), load_average_start=os.getloadavg(),
         weights=weight_notes, image_size=list(size), max_keypoints=args.max_keypoints,
-        configs=dict(fast=dict(superpoint=fast_sp, superglue=fast_sg),
-                     reference=dict(superpoint=ref_sp, superglue=ref_sg)),
-        modes={}, notes=results_notes)
+        configs={}, modes={}, notes=results_notes)
 
-    runs = [("fast", fast_sp, fast_sg, args.frames, args.loop_repeats)]
+    runs = [("fast", args.frames, args.loop_repeats)]
     if not args.skip_reference:
-        runs.append(("reference", ref_sp, ref_sg, args.reference_frames, args.reference_loop_repeats))
+        runs.append(("reference", args.reference_frames, args.reference_loop_repeats))
     built, features = {}, {}
-    for name, csp, csg, nframes, loops in runs:
-        sp, sg = build_models(csp, csg, weights, device)
+    for name, nframes, loops in runs:
+        extractor, matcher = build_mode(name, weights, device, args.max_keypoints,
+                                        overrides[name], matcher_options)
+        results["configs"][name] = dict(superpoint=extractor.model.conf,
+                                        superglue=matcher.model.conf)
         t0 = time.perf_counter()
-        prepare(sp, sg, frames[0])
+        prepare(extractor, matcher, frames[0])
         LOG.info("%s mode ready in %.1f s (backend build/compile)", name, time.perf_counter() - t0)
         features[name] = []
-        results["modes"][name] = run_mode(name, sp, sg, frames[: nframes + 2], K, args.keyframe_every,
-                                          loops, min_matches=min_matches,
+        results["modes"][name] = run_mode(name, extractor, matcher, frames[: nframes + 2], K,
+                                          args.keyframe_every, loops, min_matches=min_matches,
                                           features_out=features[name])
         results["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
-        built[name] = (sp, sg)
-        results["modes"][name]["frontend_vo"] = run_frontend(sp, sg, frames[: nframes + 2], K)
+        built[name] = (extractor, matcher)
+        results["modes"][name]["frontend_vo"] = run_frontend(extractor, matcher,
+                                                             frames[: nframes + 2], K,
+                                                             to_message=to_message)
     if not args.skip_standard:
         standard = dict(layers=18, weights=args.standard_superglue_weights
                         or "random-initialised (seed 0): speed only", modes={})
-        for name, _, csg, _, loops in runs:
-            sg = standard_superglue(csg, args.standard_superglue_weights, device)
+        path = args.standard_superglue_weights or random_weights_file(
+            "superglue", scratch / "standard", dict(gnn_layers=["self", "cross"] * 9,
+                                                    keypoint_encoder=[32, 64, 128, 256]))
+        for name, _, loops in runs:
+            matcher = standard_superglue(name, path, device, overrides[name], matcher_options)
             t0 = time.perf_counter()
-            if not sg.uses_reference_path():
-                sg.score_runner()
-            standard["modes"][name] = run_superglue_only(sg, features[name], args.keyframe_every,
-                                                         loops)
+            prepare_features = uncached(features[name][0])
+            matcher.match(prepare_features, uncached(prepare_features))
+            standard["modes"][name] = run_superglue_only(matcher, features[name],
+                                                         args.keyframe_every, loops)
             standard["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         results["standard_superglue"] = standard
     if "reference" in results["modes"]:
@@ -581,7 +500,7 @@ def main(argv=None) -> int:
             if isinstance(acc["fast"][k], (int, float)) and isinstance(acc["reference"][k], (int, float))
             else None for k in acc["fast"]}
         acc["pairs"] = dict(num=args.accuracy_pairs, images=str(args.images or "scikit-image shipped photos"))
-        if len(weights) < 2:
+        if any(isinstance(note, str) for note in weight_notes.values()):
             acc["note"] = "random weights: accuracy values are meaningless, only the agreement counts"
         results["accuracy"] = acc
 

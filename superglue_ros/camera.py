@@ -15,6 +15,7 @@ Distortion models (names and coefficient order as in sensor_msgs/CameraInfo):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -117,3 +118,83 @@ class CameraModel:
     @property
     def nbytes(self) -> int:
         return int(self.K.nbytes + self.D.nbytes)
+
+
+# ------------------------------------------------------------------------------------------
+# calibration fields (as in sensor_msgs/CameraInfo and rosbag readers) -> CameraModel
+# ------------------------------------------------------------------------------------------
+
+def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int] | None = None,
+                  warn: Callable[[str], None] | None = None) -> np.ndarray | None:
+    """CameraInfo.k (9 values, row-major) -> K [3,3] float64, or None when unusable.
+
+    Unusable: non-finite values, zero/negative focal length (an uncalibrated camera
+    publishes all zeros), or a calibration size that differs from the image's (w, h).
+    Each case is reported through `warn`; the caller then matches without intrinsics.
+    """
+    K = np.asarray(k, dtype=np.float64).reshape(-1)
+    if K.size != 9:
+        _warn(warn, f'camera_info K has {K.size} values, expected 9: ignored')
+        return None
+    K = K.reshape(3, 3)
+    if not np.all(np.isfinite(K)):
+        _warn(warn, 'camera_info K has NaN/inf values: ignored')
+        return None
+    fx, fy = K[0, 0], K[1, 1]
+    if fx <= 0 or fy <= 0:
+        _warn(warn, f'camera_info has zero or negative focal length (fx={fx:g}, fy={fy:g}): '
+                    'K ignored, matching without intrinsics')
+        return None
+    if image_size is not None and width > 0 and height > 0 and (width, height) != tuple(image_size):
+        _warn(warn, f'camera_info size {width}x{height} differs from image size '
+                    f'{image_size[0]}x{image_size[1]}: K ignored')
+        return None
+    return K
+
+
+def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0,
+                 image_size: tuple[int, int] | None = None, rectified: bool = False,
+                 warn: Callable[[str], None] | None = None) -> CameraModel | None:
+    """CameraInfo fields (k: 9 values, d: N, p: 12, distortion_model, width, height) ->
+    CameraModel, or None when unusable (reason sent to `warn`; the caller then matches
+    without intrinsics).
+
+    rectified=False: the images are the camera's raw ones: K with the distortion D.
+    rectified=True: the images are rectified (image_rect): the pinhole P[:, :3], no distortion
+    (the ROS convention for rectified images; P's 4th column, a stereo baseline, is not needed
+    for two views of one camera).
+    An all-zero D (or an empty one) is a pinhole camera whatever distortion_model says.
+    """
+    if rectified:
+        P = np.asarray(p, dtype=np.float64).reshape(-1)
+        if P.size != 12:
+            _warn(warn, f'camera_info P has {P.size} values, expected 12 (rectified_input): ignored')
+            return None
+        K = camera_matrix(P.reshape(3, 4)[:, :3].reshape(9), width, height, image_size, _prefixed(warn, 'P: '))
+        return None if K is None else CameraModel.pinhole(K, _size(width, height))
+    K = camera_matrix(k, width, height, image_size, warn)
+    if K is None:
+        return None
+    D = np.asarray(d, dtype=np.float64).reshape(-1)
+    model = distortion_model.strip().lower()
+    if D.size == 0 or (np.all(np.isfinite(D)) and not np.any(D)):
+        return CameraModel.pinhole(K, _size(width, height))
+    try:
+        return CameraModel(K, D, model, _size(width, height))
+    except CameraModelError as error:
+        _warn(warn, f'camera_info distortion ({distortion_model!r}, {D.size} coefficients) '
+                    f'unusable: {error}; camera_info ignored, matching without intrinsics')
+        return None
+
+
+def _size(width: int, height: int) -> tuple[int, int]:
+    return (int(width), int(height)) if width > 0 and height > 0 else (0, 0)
+
+
+def _prefixed(warn, prefix: str):
+    return None if warn is None else (lambda text: warn(prefix + text))
+
+
+def _warn(warn, text: str) -> None:
+    if warn is not None:
+        warn(text)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .timing import stage
+
 ESTIMATORS = {
     'magsac': cv2.USAC_MAGSAC,      # MAGSAC++ scoring, threshold-robust
     'accurate': cv2.USAC_ACCURATE,  # GC-RANSAC local optimisation
@@ -241,8 +243,15 @@ def verify(pts0, pts1, K0=None, K1=None, model='auto', threshold_px=2.0,
     'fundamental' or 'homography'. estimator: a key of ESTIMATORS, None = the measured
     per-model default (DEFAULT_ESTIMATORS). scores [K]: match confidences, tried best first by
     PoseLib (PROSAC). Too few points or a failed fit give kind 'none' with all inliers False,
-    never an exception.
+    never an exception. Timed as stage 'geometry' (timing.py) when the caller records.
     """
+    with stage('geometry'):
+        return _verify(pts0, pts1, K0, K1, model, threshold_px, estimator, confidence,
+                       max_iters, scores)
+
+
+def _verify(pts0, pts1, K0, K1, model, threshold_px, estimator, confidence, max_iters,
+            scores) -> GeometricModel:
     pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
     if len(pts0) != len(pts1):
         raise ValueError(f'pts0 has {len(pts0)} points but pts1 has {len(pts1)}')

@@ -10,9 +10,17 @@ environment.
   concurrent runs on this machine never share a domain.
 - Discovery and transport restricted to this machine's loopback.
 - AMENT_PREFIX_PATH defaults to the venv, so ament_index finds our packages.
+
+It also marks the ROS-dependent tests `ros` (registered in setup.cfg): every test module that
+imports a ROS module, the node tests' helpers or superglue_ros.ros (anywhere in the file), the
+colcon workspace build and the interface package checks. `pytest test -m "not ros"` runs the rest; where rclpy is not
+installed those modules are not even collected (they could not be imported).
 """
+import ast
 import fcntl
+import importlib.util
 import os
+import pathlib
 import sys
 import tempfile
 
@@ -43,6 +51,51 @@ os.environ['ROS_DOMAIN_ID'] = str(_reserve_domain_id())
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'UDPv4')
 os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+
+ROS_MODULES = {'rclpy', 'superglue_ros_msgs', 'sensor_msgs', 'std_msgs', 'geometry_msgs',
+               'builtin_interfaces', 'rcl_interfaces', 'diagnostic_msgs', 'launch', 'launch_ros',
+               'ament_index_python', 'ros_helpers'}
+# ROS-dependent without a visible import: a colcon build imported in a child process; the
+# generated messages imported by name (importlib) and the ament index
+ROS_OTHERWISE = {'test_colcon_workspace.py', 'test_interfaces_package.py'}
+_NEEDS_ROS: dict[pathlib.Path, bool] = {}
+
+
+def needs_ros(path: pathlib.Path) -> bool:
+    """Whether the test module at `path` imports ROS (or superglue_ros.ros) anywhere."""
+    if path not in _NEEDS_ROS:
+        names = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names += [node.module] + [f'{node.module}.{alias.name}' for alias in node.names]
+        _NEEDS_ROS[path] = path.name in ROS_OTHERWISE or any(
+            name.split('.')[0] in ROS_MODULES or name.startswith('superglue_ros.ros')
+            for name in names)
+    return _NEEDS_ROS[path]
+
+
+def _rclpy_installed() -> bool:
+    try:
+        return importlib.util.find_spec('rclpy') is not None
+    except ImportError:
+        return False
+
+
+def pytest_ignore_collect(collection_path, config):
+    path = pathlib.Path(collection_path)
+    if path.suffix == '.py' and path.name.startswith('test_') and needs_ros(path) and \
+            not _rclpy_installed():
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if needs_ros(pathlib.Path(str(item.path))):
+            item.add_marker(pytest.mark.ros)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from superglue_ros_msgs.srv import GetKeyframe, VerifyLoop
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 
+from image_helpers import png_bomb  # noqa: F401 - the node tests' helper too
 from superglue_ros.ros.messages import make_header, stamp_to_ns
 from superglue_ros.ros.node import SuperGlueNode
 
@@ -202,23 +203,6 @@ def rss_bytes() -> int:
             if line.startswith('VmRSS:'):
                 return int(line.split()[1]) * 1024
     raise RuntimeError('VmRSS not found in /proc/self/status')
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit grayscale PNG of width x height, all black: tiny (20000x20000 is 48 KB)
-    but 8 bits per pixel once decoded (400 MB), a decompression bomb."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
-
-    rows = bytes(1 + (width + 7) // 8) * 1000   # filter byte 0 + packed zero pixels, 1000 rows
-    deflate = zlib.compressobj(9)
-    data = b''.join(deflate.compress(rows) for _ in range(height // 1000))
-    data += deflate.compress(rows[:(height % 1000) * (1 + (width + 7) // 8)]) + deflate.flush()
-    ihdr = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
-    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', data) + chunk(b'IEND', b'')
 
 
 def check_inliers_against_homography(sequence, frame_of: dict, msg, min_inliers: int) -> None:

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from superglue_ros.features import Features
+from superglue_ros.feature_types import Features
 from superglue_ros.frontend.global_descriptor import GlobalDescriptor, rank_by_similarity
 from superglue_ros.frontend.keyframes import Keyframe, KeyframeCache
 from superglue_ros.frontend.policy import KeyframePolicy

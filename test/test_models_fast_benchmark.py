@@ -1,49 +1,69 @@
-"""superglue-benchmark: its staged pipeline computes what the models compute, and it runs."""
+"""superglue-benchmark: it times the shipped models through their timing hook, and it runs."""
 
 import json
+import threading
 
 import numpy as np
 import torch
 
-from superglue_ros import benchmark
+from superglue_ros import benchmark, timing
+from superglue_ros.baselines import MutualNearestNeighborMatcher
+from superglue_ros.geometry import verify
+from superglue_ros.learned import SuperGlueMatcher, SuperPointExtractor
 from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.models.superpoint import SuperPoint
 
 torch.set_num_threads(2)
 
 
-def test_staged_pipeline_equals_model_forward():
+def test_timing_hook_times_the_shipped_forward_and_changes_nothing():
+    """The benchmark's stages come from the models themselves: recording gives the same
+    keypoints, descriptors and matches as not recording, and every stage is seen."""
     torch.manual_seed(0)
     sp = SuperPoint(dict(max_keypoints=150, nms="cv2")).eval()
     sg = SuperGlue(dict(descriptor_dim=256, gnn_layers=["self", "cross"], match_threshold=0.0,
                         cache_keyframes=True, sinkhorn="scaling")).eval()
-    frames = benchmark.camera_path_frames(4, size=(200, 152))
-    timer = benchmark.Timer()
-    feats = []
-    for frame in frames:
-        image = benchmark.convert_image(benchmark.to_message_bytes(frame), "cpu")
-        staged = benchmark.superpoint_staged(sp, image, timer)
-        with torch.no_grad():
-            direct = sp(image)
-        assert torch.equal(staged["keypoints"], direct["keypoints"][0])
-        assert torch.equal(staged["descriptors"], direct["descriptors"][0])
-        feats.append(staged)
-    q = feats[-1]
-    out = benchmark.superglue_staged(sg, dict(q, cache={}), feats[:3], timer)
-    with torch.no_grad():
-        for b in range(3):
-            r = feats[b]
-            want = sg(dict(keypoints0=q["keypoints"][None], scores0=q["scores"][None],
-                           descriptors0=q["descriptors"][None], image_size0=q["image_size"],
-                           keypoints1=r["keypoints"][None], scores1=r["scores"][None],
-                           descriptors1=r["descriptors"][None], image_size1=r["image_size"]))
-            n = len(r["keypoints"])
-            la = out["log_assignment"][b]
-            rows = list(range(la.shape[0]))
-            cols = list(range(n)) + [la.shape[1] - 1]
-            assert torch.allclose(la[rows][:, cols], want["log_assignment"][0], atol=1e-4)
-    assert set(timer.frame) >= {"superpoint_backbone", "superpoint_decode", "superglue_gnn",
-                                "superglue_sinkhorn", "superglue_encode"}
+    extractor, matcher = SuperPointExtractor(model=sp), SuperGlueMatcher(model=sg)
+    frames = [benchmark.convert_image_array(benchmark.to_message_bytes(f))
+              for f in benchmark.camera_path_frames(4, size=(200, 152))]
+    K = np.array([[180.0, 0, 99.5], [0, 180.0, 75.5], [0, 0, 1]])
+
+    def run():
+        feats = [extractor.extract(frame) for frame in frames]
+        matches = matcher.match_many(benchmark.uncached(feats[-1]), feats[:3])
+        mnn = MutualNearestNeighborMatcher().match(feats[0], feats[1])
+        model = verify(feats[0].keypoints[mnn.indices()[0]], feats[1].keypoints[mnn.indices()[1]],
+                       K, K)
+        return feats, matches, mnn, model
+
+    assert timing.stage("a") is timing.stage("b")  # off: one shared no-op context
+    plain = run()
+    with timing.recording() as times:
+        timed = run()
+    assert timing.stage("a") is timing.stage("b")  # off again after the recording
+    for f_plain, f_timed in zip(plain[0], timed[0]):
+        np.testing.assert_array_equal(f_plain.keypoints, f_timed.keypoints)
+        np.testing.assert_array_equal(f_plain.descriptors, f_timed.descriptors)
+    for m_plain, m_timed in zip(plain[1], timed[1]):
+        np.testing.assert_array_equal(m_plain.matches0, m_timed.matches0)
+    np.testing.assert_array_equal(plain[2].matches0, timed[2].matches0)
+    np.testing.assert_array_equal(plain[3].inliers, timed[3].inliers)
+    assert set(times.ms) == {"conversion", "superpoint_backbone", "superpoint_decode",
+                             "superglue_encode", "superglue_gnn", "superglue_sinkhorn", "matcher",
+                             "geometry"}
+    assert all(ms > 0 for ms in times.ms.values())
+
+
+def test_recording_is_per_thread():
+    """The node's other threads are never timed by a recording in this one."""
+    seen = {}
+    with timing.recording() as times:
+        worker = threading.Thread(target=lambda: seen.setdefault("off", timing.stage("x")))
+        worker.start()
+        worker.join()
+        with timing.stage("here"):
+            pass
+    assert seen["off"] is timing.stage("y") and set(times.ms) == {"here"}
 
 
 def test_camera_path_frames_move_smoothly():

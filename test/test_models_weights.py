@@ -287,7 +287,7 @@ def test_published_layout_round_trip_decodes_as_the_reference(tmp_path, monkeypa
     extractor. Reference runtime: the same keypoints as the independent decoding above, scores
     within 1e-6, descriptors within 1e-4. Fast runtime (OpenVINO fp32, cv2 NMS): >= 99 % of the
     keypoints, descriptors of those within 1e-4."""
-    from superglue_ros.features import SuperPointExtractor
+    from superglue_ros.learned import SuperPointExtractor
 
     monkeypatch.setenv("SUPERGLUE_ROS_CACHE", str(tmp_path / "ov_cache"))
     sd = shipped_state_dict() if source == "shipped" else peaked_random_state_dict()

@@ -15,7 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from superglue_ros.frontend.synthetic import make_sequence
-from superglue_ros.ros.conversions import image_to_array
+from superglue_ros.images import image_to_array
 from superglue_ros.ros.demo import main as demo_main
 
 

@@ -2,12 +2,12 @@
 import numpy as np
 from superglue_ros_msgs.msg import Correspondences, LoopResult
 
-from superglue_ros.features import Features
+from superglue_ros.feature_types import Features
 from superglue_ros.frontend.keyframes import Keyframe
 from superglue_ros.frontend.pipeline import Correspondence, LoopVerification
 from superglue_ros.geometry import GeometricModel
 from superglue_ros.relative_pose import RelativePose
-from superglue_ros.ros.conversions import image_to_array
+from superglue_ros.images import image_to_array
 from superglue_ros.ros.messages import (array_to_image_msg, correspondence_to_msg, keyframe_to_msg,
                                         loop_result_to_msg, ns_to_stamp, relative_pose_msg,
                                         stamp_to_ns)

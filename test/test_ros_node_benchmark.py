@@ -3,13 +3,13 @@ of the benchmark, with ORB on a few seconds of frames: it runs and writes its JS
 asserted; the numbers belong in the README's Performance section)."""
 import json
 
-from superglue_ros import benchmark
+from superglue_ros.ros import node_benchmark
 
 
 def test_node_benchmark_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / 'node.json'
     log = tmp_path / 'node.log'
-    rc = benchmark.main(['--node', '--preset', 'orb', '--warmup', '2', '--duration', '3', '--drain', '1',
+    rc = node_benchmark.cli(['--node', '--preset', 'orb', '--warmup', '2', '--duration', '3', '--drain', '1',
                          '--param', 'debug_image:=never', '--output', str(out), '--node-log', str(log)])
     assert rc == 0
     res = json.loads(out.read_text())

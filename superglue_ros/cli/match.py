@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..features import PRESETS, build_extractor, build_matcher
+from ..features import PRESETS, build_components, check_options, component_names
 
 DEFAULT_MATCHER = 'superglue'
 
@@ -33,16 +33,16 @@ def resized_shape(width: int, height: int, resize: list[int]) -> tuple[int, int]
     return width, height
 
 
-def load_config(path, preset=DEFAULT_MATCHER) -> tuple[dict, dict]:
-    """(extractor_conf, matcher_conf) each with a 'name', from a YAML file of the form
+def load_config(path, preset=DEFAULT_MATCHER) -> dict:
+    """Component config for ``features.build_components`` (preset, extractor/matcher names,
+    extractor_options, matcher_options) from a YAML file of the form
         preset: superglue            # optional, default --matcher
         extractor: {name: superpoint, max_keypoints: 1024}
         matcher: {name: superglue, match_threshold: 0.2}
     """
-    extractor_name, matcher_name = PRESETS[preset]
-    extractor_conf, matcher_conf = {'name': extractor_name}, {'name': matcher_name}
+    components = dict(preset=preset)
     if path is None:
-        return extractor_conf, matcher_conf
+        return components
     import yaml
     path = pathlib.Path(path)
     try:
@@ -51,22 +51,19 @@ def load_config(path, preset=DEFAULT_MATCHER) -> tuple[dict, dict]:
         raise ValueError(f'cannot read config {path}: {error}') from None
     if not isinstance(config, dict):
         raise ValueError(f'config {path}: expected a mapping at the top level')
-    unknown = set(config) - {'preset', 'extractor', 'matcher'}
-    if unknown:
-        raise ValueError(f'config {path}: unknown key(s) {sorted(unknown)}; expected preset, '
-                         'extractor, matcher')
+    check_options(f'config {path}', config, ('preset', 'extractor', 'matcher'), 'key')
     if 'preset' in config:
-        if config['preset'] not in PRESETS:
-            raise ValueError(f'config {path}: unknown preset {config["preset"]!r}; choose '
-                             f'from {sorted(PRESETS)}')
-        extractor_name, matcher_name = PRESETS[config['preset']]
-        extractor_conf, matcher_conf = {'name': extractor_name}, {'name': matcher_name}
-    for key, conf in (('extractor', extractor_conf), ('matcher', matcher_conf)):
+        components['preset'] = config['preset']
+    for key in ('extractor', 'matcher'):
         section = config.get(key) or {}
         if not isinstance(section, dict):
             raise ValueError(f'config {path}: {key!r} must be a mapping')
-        conf.update(section)
-    return extractor_conf, matcher_conf
+        section = dict(section)
+        if 'name' in section:
+            components[key] = section.pop('name')
+        components[f'{key}_options'] = section
+    component_names(components)  # an unknown preset is named with the file
+    return components
 
 
 def parse_pairs(path) -> list[tuple[int, str, list[str]]]:
@@ -147,12 +144,10 @@ def main(argv=None) -> int:
     """Returns 0 when every pair was matched, 1 when some were skipped, 2 on a setup error."""
     args = parse_args(argv)
     try:
-        extractor_conf, matcher_conf = load_config(args.config, args.matcher)
-        extractor_conf.setdefault('max_keypoints', args.max_keypoints)
-        if args.config is None:
-            extractor_conf['max_keypoints'] = args.max_keypoints
-        extractor = build_extractor(extractor_conf.pop('name'), args.device, **extractor_conf)
-        matcher = build_matcher(matcher_conf.pop('name'), args.device, **matcher_conf)
+        # a max_keypoints in the config's extractor section wins over --max_keypoints
+        components = dict(load_config(args.config, args.matcher),
+                          max_keypoints=args.max_keypoints, device=args.device)
+        extractor, matcher = build_components(components)
         pairs = parse_pairs(args.input_pairs)
     except (ValueError, OSError, RuntimeError) as error:
         print(f'superglue-match: error: {error}', file=sys.stderr)

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from ..features import PRESETS, build_preset, learned_options
+from ..features import PRESETS, build_components
 from ..geometry import DEFAULT_ESTIMATOR, ESTIMATORS
 from .real_eval import REAL_SETS
 
@@ -176,12 +176,11 @@ def parse_args(argv=None):
 
 
 def build_method(name, args):
-    extractor_conf, matcher_conf = learned_options(
-        *PRESETS[name], args.runtime, args.precision, args.superpoint_weights or '',
-        args.superglue_weights or '')
-    extractor_conf['max_keypoints'] = args.max_keypoints
-    return build_preset(name, device=args.device, extractor=extractor_conf,
-                        matcher=matcher_conf)
+    """(extractor, matcher) of preset `name` with the command line's model options."""
+    return build_components(dict(
+        preset=name, runtime=args.runtime, inference_precision=args.precision,
+        superpoint_weights=args.superpoint_weights, superglue_weights=args.superglue_weights,
+        max_keypoints=args.max_keypoints, device=args.device))
 
 
 def build_methods(args) -> tuple[dict, dict]:

@@ -53,15 +53,10 @@ def read_kitti(folder: pathlib.Path):
 
 def collect_matches(folder, gaps, stride, preset, limit):
     """[(gap, ref frame, query frame, pts_ref [M,2], pts_query [M,2], scores [M], T_0to1 [4,4])]."""
-    from ..features import build_extractor, build_matcher, learned_options, PRESETS
     from ..frontend.pipeline import Frame, FrontEnd
 
     images, poses, K = read_kitti(pathlib.Path(folder))
-    extractor_name, matcher_name = PRESETS[preset]
-    ext_conf, mat_conf = learned_options(extractor_name, matcher_name)
-    frontend = FrontEnd(build_extractor(extractor_name, 'cpu', **ext_conf),
-                        build_matcher(matcher_name, 'cpu', **mat_conf),
-                        dict(loop_closure=False))
+    frontend = FrontEnd.from_config(dict(preset=preset, device='cpu'), dict(loop_closure=False))
     out = []
     ids = sorted(set(images) & set(poses))
     for gap in gaps:

@@ -23,6 +23,8 @@ import threading
 import cv2
 import numpy as np
 
+from ..options import check_options
+
 
 class GlobalDescriptor:
     """Callable: ``desc = GlobalDescriptor()(features, image)`` -> float32 [G], unit L2 norm.
@@ -39,9 +41,7 @@ class GlobalDescriptor:
                         thumbnail_size=(32, 24))
 
     def __init__(self, conf: dict | None = None):
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"unknown global descriptor option(s): {sorted(unknown)}")
+        check_options("global descriptor", conf or {}, self.default_conf)
         self.conf = {**self.default_conf, **(conf or {})}
         if self.conf["method"] not in ("lsh-bow", "thumbnail", "both"):
             raise ValueError(f"global descriptor method must be 'lsh-bow', 'thumbnail' or 'both', "

@@ -20,7 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # only a type: the cache needs nothing but Features.nbytes()
     from ..camera import CameraModel
-    from ..features import Features
+    from ..feature_types import Features
 
 
 @dataclass

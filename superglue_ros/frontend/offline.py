@@ -2,10 +2,12 @@
 
 Same ``FrontEnd`` as the ROS node, no ROS needed: images of a folder (sorted by name, stamps at
 ``--fps``) or the sensor_msgs/Image or CompressedImage messages of one topic of a rosbag2 (read
-with the pure-Python ``rosbags`` package; decoding by ``superglue_ros.ros.conversions``, the
-ROS-free converter the node uses too). Writes every published correspondence (JSON or NPZ),
+with the pure-Python ``rosbags`` package; decoding by ``superglue_ros.images``, the
+decoder the node uses too). Writes every published correspondence (JSON or NPZ),
 a per-frame summary and plots: matches/inliers per frame with keyframes and loop closures marked.
-Bad frames are reported and skipped, never fatal.
+Bad frames are reported and skipped, never fatal. The models come from
+``features.build_components`` with the node's model options read from ``--config`` (a ROS
+params file gives this command the node's models), then the model flags, then ``--set``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..features import COMPONENT_DEFAULTS, PRECISIONS, describe_components
 from .pipeline import Correspondence, Frame, FrameRejectedError, FrontEnd
 
 LOG = logging.getLogger("superglue-offline")
@@ -64,7 +67,8 @@ def bag_frames(bag: pathlib.Path, topic: str | None, camera_info_topic: str | No
     distortion) is stored in ``intrinsics['camera']``, its K in ``intrinsics['K']``."""
     from rosbags.highlevel import AnyReader
 
-    from ..ros.conversions import camera_model, compressed_to_array, image_to_array
+    from ..camera import camera_model
+    from ..images import compressed_to_array, image_to_array
 
     topics = bag_topics(bag)
     if topic is None:
@@ -181,12 +185,21 @@ def _parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def load_conf(path: str | None, overrides: list[str]) -> dict:
-    """FrontEnd options from a YAML file (flat, or a ROS params file '<node>: ros__parameters:')
-    plus ``key=value`` overrides; keys FrontEnd does not know are ignored with a log line when
-    they come from a file (the ROS params file also holds topics etc.), errors on the command line."""
+def load_conf(path: str | None, overrides: list[str]) -> tuple[dict, dict]:
+    """(FrontEnd options, component options) from a YAML file (flat, or a ROS params file
+    '<node>: ros__parameters:') plus ``key=value`` overrides. Component keys are those of
+    ``features.COMPONENT_DEFAULTS`` (preset, extractor, matcher, runtime, inference_precision,
+    *_weights, max_keypoints, device), exactly what the node reads from the same file. Other
+    keys are ignored with a log line when they come from a file (a ROS params file also holds
+    topics, QoS etc.), errors on the command line."""
     import yaml
-    conf: dict = {}
+    frontend: dict = {}
+    components: dict = {}
+    known = (*FrontEnd.default_conf, *COMPONENT_DEFAULTS)
+
+    def put(key, value):
+        (frontend if key in FrontEnd.default_conf else components)[key] = value
+
     if path:
         try:
             data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
@@ -196,33 +209,66 @@ def load_conf(path: str | None, overrides: list[str]) -> dict:
             if isinstance(value, dict) and "ros__parameters" in value:
                 data = value["ros__parameters"]
                 break
-        ignored = sorted(k for k in data if k not in FrontEnd.default_conf)
+        if not isinstance(data, dict):
+            raise InputError(f"config {path}: expected a mapping of options")
+        ignored = sorted(k for k in data if k not in known)
         if ignored:
-            LOG.info("config %s: ignoring non-FrontEnd keys %s", path, ignored)
-        conf.update({k: v for k, v in data.items() if k in FrontEnd.default_conf})
+            LOG.info("config %s: ignoring keys that are neither FrontEnd nor model options %s",
+                     path, ignored)
+        for key, value in data.items():
+            if key in known:
+                put(key, value)
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or key not in FrontEnd.default_conf:
-            raise InputError(f"--set {item!r}: expected key=value with key in {sorted(FrontEnd.default_conf)}")
-        conf[key] = _parse_value(value)
-    return conf
+        if not sep or key not in known:
+            raise InputError(f"--set {item!r}: expected key=value with key in {sorted(known)}")
+        put(key, _parse_value(value))
+    return frontend, components
+
+
+# command-line flag -> component option (given flags win over the config file)
+_COMPONENT_FLAGS = dict(preset="preset", extractor="extractor", matcher="matcher",
+                        device="device", max_keypoints="max_keypoints", runtime="runtime",
+                        precision="inference_precision",
+                        superpoint_weights="superpoint_weights",
+                        superglue_weights="superglue_weights")
+
+
+def component_conf(args) -> dict:
+    """Component options of the run: --config, then the model flags given, then --set."""
+    _, components = load_conf(args.config, [])
+    components.update({option: getattr(args, flag) for flag, option in _COMPONENT_FLAGS.items()
+                       if getattr(args, flag) is not None})
+    components.update(load_conf(None, args.set)[1])
+    return components
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superglue-offline", description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="image folder, or rosbag2 directory / .db3 / .mcap file")
     p.add_argument("-o", "--output", required=True, help="output directory (created)")
-    p.add_argument("--preset", default="superglue", help="superglue | superpoint-mnn | sift | orb")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--preset", default=None, help="superglue | superpoint-mnn | sift | orb "
+                   "(default: the config's, else superglue)")
+    p.add_argument("--extractor", default=None, help="extractor overriding the preset's")
+    p.add_argument("--matcher", default=None, help="matcher overriding the preset's")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--max-keypoints", type=int, default=None, help="extractor keypoint budget")
+    p.add_argument("--runtime", default=None, choices=("fast", "reference"),
+                   help="learned models' runtime (default fast)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="learned models' precision (node parameter inference_precision)")
+    p.add_argument("--superpoint-weights", default=None, help="SuperPoint weights file")
+    p.add_argument("--superglue-weights", default=None, help="SuperGlue weights file")
     p.add_argument("--topic", default=None, help="bag image topic (default: the first image topic)")
     p.add_argument("--camera-info-topic", default=None, help="bag camera_info topic for K")
     p.add_argument("--intrinsics", default=None, help="fx,fy,cx,cy in original pixels (folder input)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate for folder stamps")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
     p.add_argument("--format", choices=("json", "npz"), default="json", help="correspondence file format")
-    p.add_argument("--config", default=None, help="YAML with FrontEnd options (flat or ROS params file)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FrontEnd option override")
+    p.add_argument("--config", default=None, help="YAML with FrontEnd and model options (flat or "
+                   "ROS params file: the same file gives the node and this command the same models)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="FrontEnd or model option override (wins over flags and --config)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -246,7 +292,8 @@ def _run(args) -> int:
         raise InputError(f"input {src} does not exist")
     if args.fps <= 0:
         raise InputError(f"--fps must be > 0, got {args.fps}")
-    conf = load_conf(args.config, args.set)
+    conf, _ = load_conf(args.config, args.set)
+    components = component_conf(args)
     intrinsics: dict = {"K": None}
     if args.intrinsics:
         try:
@@ -257,11 +304,10 @@ def _run(args) -> int:
     is_bag = src.is_file() or (src / "metadata.yaml").is_file()
     frames = (bag_frames(src, args.topic, args.camera_info_topic, intrinsics) if is_bag
               else folder_frames(src, args.fps))
-    model_conf = {} if args.max_keypoints is None else dict(max_keypoints=args.max_keypoints)
     try:
-        frontend = FrontEnd.from_preset(args.preset, args.device, conf, **model_conf)
+        frontend = FrontEnd.from_config(components, conf)
     except (ValueError, RuntimeError, OSError) as err:
-        raise InputError(f"cannot build the front-end (preset {args.preset!r}): {err}") from err
+        raise InputError(f"cannot build the front-end ({components}): {err}") from err
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -306,7 +352,9 @@ def _run(args) -> int:
     corr_path = write_correspondences(out, corrs, args.format)
     plots = [] if args.no_plots else write_plots(out, rows)
     totals = np.array([r["timings_s"]["total"] for r in rows])
-    summary = dict(input=str(src), preset=args.preset, conf=frontend.conf, frames=rows, skipped=skipped,
+    summary = dict(input=str(src), preset=components.get("preset", COMPONENT_DEFAULTS["preset"]),
+                   components=describe_components(frontend.extractor, frontend.matcher),
+                   conf=frontend.conf, frames=rows, skipped=skipped,
                    stats=frontend.stats, keyframes=frontend.stats["keyframes"],
                    loop_closures=frontend.stats["loop_closures"],
                    frame_time_s=dict(median=float(np.median(totals)), p90=float(np.percentile(totals, 90))),

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
-from ..features import CACHE_KEY, Extractor, Features, Matcher, Matches
+from ..feature_types import CACHE_KEY, Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
+from ..images import ImageConversionError, as_uint8_gray
+from ..options import Option, defaults, validate
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
@@ -191,6 +193,9 @@ def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
     return None if kf.K is None else CameraModel.pinhole(kf.K)
 
 
+MODELS = ("auto", "essential", "fundamental", "homography")   # geometric_model choices
+
+
 class FrontEnd:
     """Visual-odometry and loop-closure correspondences over a stream of frames of ONE camera.
 
@@ -202,7 +207,10 @@ class FrontEnd:
     job are pinned in the cache. ``update_conf`` changes options between frames (the node's
     parameters); every option but those in ``static_conf`` can change so.
 
-    Parameters (``default_conf``; flat so that each is one ROS parameter):
+    Parameters: ``options`` declares each once (default, type, range or choices, description),
+    ``default_conf`` and the checks in ``__init__`` derive from it, and so do the node's ROS
+    parameters and the YAML check (ros/parameters.py). Flat so that each is one ROS parameter;
+    more on some of them:
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
           sees; 0 for either = no resize.
       resize_mode ('fit' | 'stretch', default 'fit'): 'fit' keeps the aspect ratio and fits the
@@ -238,29 +246,52 @@ class FrontEnd:
           keyframe (0 = none).
     """
 
-    default_conf = dict(
-        working_width=640,
-        working_height=480,
-        resize_mode="fit",
-        max_image_pixels=4096 * 4096,
-        min_image_side=16,
-        geometric_model="auto",
-        ransac_threshold_px=2.0,
-        essential_max_iterations=ESSENTIAL_MAX_ITERATIONS,
-        **KeyframePolicy.default_conf,
-        max_keyframes=200,
-        max_cache_bytes=256 * 1024 * 1024,
-        loop_closure=True,
-        loop_min_id_gap=5,
-        loop_top_k=3,
-        loop_min_similarity=0.0,
-        min_loop_inliers=40,
-        loop_geometric_model="auto",
-        max_verify_candidates=16,
-        min_keyframe_keypoints=20,
-        global_descriptor="lsh-bow",
-        thumbnail_width=160,
+    options = (
+        Option("working_width", 640, "width of the resolution the extractor sees [px]; 0 = no "
+               "resize", range=(0, 8192, 1)),
+        Option("working_height", 480, "height of the resolution the extractor sees [px]; 0 = no "
+               "resize", range=(0, 8192, 1)),
+        Option("resize_mode", "fit", "'fit' keeps the aspect ratio inside working size (never "
+               "upscales), 'stretch' resizes to exactly that size", choices=("fit", "stretch")),
+        Option("max_image_pixels", 4096 * 4096, "larger images are rejected with a log line "
+               "(width*height)", range=(1, 1 << 30, 1)),
+        Option("min_image_side", 16, "images with a smaller side are rejected [px]",
+               range=(1, 4096, 1)),
+        Option("geometric_model", "auto", "VO verification: 'auto' (essential with camera_info K, "
+               "else fundamental), 'essential', 'fundamental', 'homography'", choices=MODELS),
+        Option("ransac_threshold_px", 2.0, "RANSAC inlier threshold in original pixels",
+               range=(0.01, 100.0)),
+        Option("essential_max_iterations", ESSENTIAL_MAX_ITERATIONS, "RANSAC iteration cap of the "
+               "essential matrix (PoseLib, matches tried best score first): bounds its cost on "
+               "real video", range=(100, 100000, 1)),
+        *KeyframePolicy.options,
+        Option("max_keyframes", 200, "keyframe cache bound: number of keyframes (oldest evicted "
+               "first)", range=(1, 1000000, 1)),
+        Option("max_cache_bytes", 256 * 1024 * 1024, "keyframe cache bound: bytes of features, "
+               "descriptors and thumbnails", range=(1, 1 << 40, 1)),
+        Option("loop_closure", True, "compare each new keyframe with older keyframes and publish "
+               "loop closures"),
+        Option("loop_min_id_gap", 5, "loop candidates must be at least this many keyframe ids "
+               "older", range=(1, 100000, 1)),
+        Option("loop_top_k", 3, "loop candidates (by global descriptor) matched per new keyframe",
+               range=(0, 64, 1)),
+        Option("loop_min_similarity", 0.0, "loop candidates below this global-descriptor cosine "
+               "similarity are not matched", range=(-1.0, 1.0)),
+        Option("min_loop_inliers", 40, "inliers needed for a loop closure (internal and "
+               "verify_loop)", range=(1, 100000, 1)),
+        Option("loop_geometric_model", "auto", "loop verification model: 'auto', 'essential', "
+               "'fundamental', 'homography'", choices=MODELS),
+        Option("max_verify_candidates", 16, "candidates matched per verify_loop request; the rest "
+               "get status TOO_MANY_CANDIDATES", range=(1, 1024, 1)),
+        Option("min_keyframe_keypoints", 20, "a frame with fewer keypoints never becomes a "
+               "keyframe (the last keyframe stays the reference; without one the frame is "
+               "skipped)", range=(0, 100000, 1)),
+        Option("global_descriptor", "lsh-bow", "place-recognition descriptor: 'lsh-bow', "
+               "'thumbnail' or 'both'", choices=("lsh-bow", "thumbnail", "both")),
+        Option("thumbnail_width", 160, "width of the gray thumbnail kept per keyframe for debug "
+               "drawing (0 = none)", range=(0, 4096, 1)),
     )
+    default_conf = defaults(options)
 
     # Options that shape what the cache already holds, so a running FrontEnd keeps them: the
     # working size and resize mode set the scale every cached keyframe was extracted at (and the
@@ -293,31 +324,10 @@ class FrontEnd:
 
     @classmethod
     def checked_conf(cls, conf: dict, base: dict | None = None) -> dict:
-        """``base`` (default: default_conf) updated with ``conf``, validated; raises ValueError
-        (unknown option, bad value) with the reason. The keyframe policy is checked too."""
-        unknown = set(conf) - set(cls.default_conf)
-        if unknown:
-            raise ValueError(f"unknown FrontEnd option(s): {sorted(unknown)}; "
-                             f"known: {sorted(cls.default_conf)}")
-        c = {**(cls.default_conf if base is None else base), **conf}
-        if c["resize_mode"] not in ("fit", "stretch"):
-            raise ValueError(f"resize_mode must be 'fit' or 'stretch', got {c['resize_mode']!r}")
-        for key in ("geometric_model", "loop_geometric_model"):
-            if c[key] not in ("auto", "essential", "fundamental", "homography"):
-                raise ValueError(f"{key} must be 'auto', 'essential', 'fundamental' or "
-                                 f"'homography', got {c[key]!r}")
-        if not 0 <= int(c["working_width"]) <= 8192 or not 0 <= int(c["working_height"]) <= 8192:
-            raise ValueError("working_width/working_height must be in [0, 8192]")
-        if int(c["essential_max_iterations"]) < 100:
-            raise ValueError(f"essential_max_iterations must be >= 100, got {c['essential_max_iterations']}")
-        if c["ransac_threshold_px"] <= 0:
-            raise ValueError(f"ransac_threshold_px must be > 0, got {c['ransac_threshold_px']}")
-        if c["loop_min_id_gap"] < 1 or c["loop_top_k"] < 0 or c["min_loop_inliers"] < 1 \
-                or c["max_verify_candidates"] < 1 or c["min_keyframe_keypoints"] < 0:
-            raise ValueError("need loop_min_id_gap >= 1, loop_top_k >= 0, min_loop_inliers >= 1, "
-                             "max_verify_candidates >= 1, min_keyframe_keypoints >= 0")
-        if int(c["max_keyframes"]) < 1 or int(c["max_cache_bytes"]) < 1:
-            raise ValueError("max_keyframes and max_cache_bytes must be >= 1")
+        """``base`` (default: default_conf) updated with ``conf``, validated against
+        ``options`` (unknown option, type, range, choice); raises ValueError with the reason.
+        The keyframe policy and the global descriptor are built once as a check too."""
+        c = validate("FrontEnd", cls.options, {**(base or {}), **conf})
         KeyframePolicy({k: c[k] for k in KeyframePolicy.default_conf})  # raises for bad values
         GlobalDescriptor(dict(method=c["global_descriptor"]))
         return c
@@ -340,48 +350,29 @@ class FrontEnd:
         return new
 
     @classmethod
+    def from_config(cls, components: dict, conf: dict | None = None) -> "FrontEnd":
+        """Extractor + matcher from a flat component config (``features.build_components``:
+        preset, extractor, matcher, runtime, weights, max_keypoints, device, ...) and the
+        FrontEnd options ``conf``."""
+        from ..features import build_components
+        return cls(*build_components(components), conf)
+
+    @classmethod
     def from_preset(cls, preset: str, device: str = "cpu", conf: dict | None = None,
                     **model_conf) -> "FrontEnd":
-        """Build extractor + matcher with ``features.build_preset`` ('superglue', 'superpoint-mnn',
-        'sift', 'orb'); ``model_conf`` goes to build_preset (e.g. max_keypoints=512)."""
+        """Short form of from_config: a preset ('superglue', 'superpoint-mnn', 'sift', 'orb');
+        ``model_conf`` as in ``features.build_preset`` (e.g. max_keypoints=512)."""
         from ..features import build_preset
-        extractor, matcher = build_preset(preset, device, **model_conf)
-        return cls(extractor, matcher, conf)
+        return cls(*build_preset(preset, device, **model_conf), conf)
 
     # ------------------------------------------------------------------ input checks
     def _check_image(self, image) -> np.ndarray:
-        """-> uint8 HxW gray (original resolution); raises BadFrameError with the reason."""
-        if not isinstance(image, np.ndarray):
-            raise BadFrameError(f"image must be a numpy array, got {type(image).__name__}")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise BadFrameError(f"image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}")
-        h, w = image.shape[:2]
-        if h == 0 or w == 0:
-            raise BadFrameError(f"empty image ({w}x{h})")
-        if min(h, w) < self.conf["min_image_side"]:
-            raise BadFrameError(f"image {w}x{h} is smaller than min_image_side={self.conf['min_image_side']}")
-        if h * w > self.conf["max_image_pixels"]:
-            raise BadFrameError(f"image {w}x{h} exceeds max_image_pixels={self.conf['max_image_pixels']}")
-        if image.dtype == np.uint8:
-            pass
-        elif image.dtype == np.uint16:
-            image = (image.astype(np.uint32) // 257).astype(np.uint8)
-        elif image.dtype in (np.float32, np.float64):
-            if not np.all(np.isfinite(image)):
-                raise BadFrameError(f"float image {w}x{h} contains NaN or inf")
-            if image.min() < 0 or image.max() > 1:
-                raise BadFrameError(f"float image {w}x{h} must be in [0, 1], got "
-                                    f"[{float(image.min())}, {float(image.max())}]")
-            image = np.rint(image * 255.0).astype(np.uint8)
-        else:
-            raise BadFrameError(f"unsupported image dtype {image.dtype} (expected uint8, uint16 "
-                                "or float in [0, 1])")
-        if image.ndim == 3:
-            code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-            image = cv2.cvtColor(np.ascontiguousarray(image), code)
-        return np.ascontiguousarray(image)
+        """-> uint8 HxW gray (original resolution, ``images.as_uint8_gray``); raises
+        BadFrameError with the reason."""
+        try:
+            return as_uint8_gray(image, self.conf["min_image_side"], self.conf["max_image_pixels"])
+        except ImageConversionError as error:
+            raise BadFrameError(str(error)) from None
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) the extractor sees for an original image of width x height."""

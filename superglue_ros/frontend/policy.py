@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import Option, defaults, validate
+
 
 @dataclass
 class KeyframeDecision:
@@ -34,28 +36,22 @@ class KeyframePolicy:
           frames after the last one (1 = consecutive frames allowed).
     """
 
-    default_conf = dict(
-        min_inliers=50,
-        min_inlier_ratio=0.25,
-        max_frames=30,
-        max_interval_s=2.0,
-        min_gap_frames=2,
+    options = (
+        Option('min_inliers', 50, 'keyframe policy: new keyframe when verified inliers vs the last '
+               'keyframe fall below this', range=(0, 100000, 1)),
+        Option('min_inlier_ratio', 0.25, 'keyframe policy: new keyframe when inliers fall below '
+               "this fraction of the last keyframe's keypoints", range=(0.0, 1.0)),
+        Option('max_frames', 30, 'keyframe policy: new keyframe after this many processed frames '
+               '(0 disables)', range=(0, 100000, 1)),
+        Option('max_interval_s', 2.0, 'keyframe policy: new keyframe this many seconds (by stamp) '
+               'after the last (0 disables)', range=(0.0, 3600.0)),
+        Option('min_gap_frames', 2, 'keyframe policy: never a new keyframe fewer than this many '
+               'processed frames after the last one', range=(1, 100000, 1)),
     )
+    default_conf = defaults(options)
 
     def __init__(self, conf: dict | None = None):
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise ValueError(f"unknown keyframe policy option(s): {sorted(unknown)}")
-        self.conf = {**self.default_conf, **(conf or {})}
-        c = self.conf
-        if c["min_inliers"] < 0:
-            raise ValueError(f"min_inliers must be >= 0, got {c['min_inliers']}")
-        if not 0.0 <= c["min_inlier_ratio"] <= 1.0:
-            raise ValueError(f"min_inlier_ratio must be in [0, 1], got {c['min_inlier_ratio']}")
-        if c["max_frames"] < 0 or c["max_interval_s"] < 0:
-            raise ValueError("max_frames and max_interval_s must be >= 0 (0 disables)")
-        if c["min_gap_frames"] < 1:
-            raise ValueError(f"min_gap_frames must be >= 1, got {c['min_gap_frames']}")
+        self.conf = validate("keyframe policy", self.options, conf)
 
     def decide(self, frames_since_keyframe: int | None, seconds_since_keyframe: float,
                num_inliers: int, num_keyframe_keypoints: int) -> KeyframeDecision:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..timing import stage
+
 # Finite stand-in for log(0) inside Sinkhorn: exp() of it is exactly 0 in fp32, and unlike -inf
 # it never produces NaN values or gradients for padded rows/columns.
 LOG_ZERO = -1e6
@@ -433,7 +435,7 @@ class SuperGlue(nn.Module):
         from .backends import limited_threads
 
         small = None if self.training else self.conf["small_op_threads"]
-        with limited_threads(small):
+        with stage("superglue_encode"), limited_threads(small):
             enc0 = self.encode_cached(kpts0, data["scores0"], data["descriptors0"],
                                       data["image_size0"], data.get("cache0"), mask0)
             enc1 = self.encode_cached(kpts1, data["scores1"], data["descriptors1"],
@@ -441,8 +443,9 @@ class SuperGlue(nn.Module):
         if enc0.shape[0] == 1 and b > 1:  # one query against b candidates
             enc0 = enc0.expand(b, -1, -1)
             mask0 = None if mask0 is None else mask0.expand(b, -1)
-        scores = self.match_scores(enc0, enc1, mask0, mask1)
-        with limited_threads(small):
+        with stage("superglue_gnn"):
+            scores = self.match_scores(enc0, enc1, mask0, mask1)
+        with stage("superglue_sinkhorn"), limited_threads(small):
             transport = SINKHORN[self.conf["sinkhorn"]]
             log_assignment = transport(
                 scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)

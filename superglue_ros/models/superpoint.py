@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..timing import stage
+
 
 def _window_max_torch(values: torch.Tensor, radius: int) -> torch.Tensor:
     """[B,H,W] -> maximum over each (2r+1)^2 window (outside the image counts as -inf).
@@ -312,10 +314,12 @@ class SuperPoint(nn.Module):
         keypoints list of [N_i,2] (x, y) px, scores list of [N_i], descriptors list of [N_i,D]."""
         image = self.to_gray(image)
         height, width = image.shape[-2:]
-        dense = self.dense(self.pad_to_cell(image))
+        with stage("superpoint_backbone"):
+            dense = self.dense(self.pad_to_cell(image))
         from .backends import limited_threads
 
-        with limited_threads(None if self.training else self.conf["small_op_threads"]):
+        with stage("superpoint_decode"), \
+                limited_threads(None if self.training else self.conf["small_op_threads"]):
             heatmap = self.logits_to_heatmap(dense["logits"])
             keypoints, scores = self.extract_keypoints(heatmap, height, width)
             descriptors = [

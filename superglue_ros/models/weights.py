@@ -23,6 +23,7 @@ import subprocess
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from .superglue import SuperGlue
 from .superpoint import SuperPoint
 
@@ -57,12 +58,6 @@ def default_weights_path(kind: str) -> pathlib.Path:
     """The shipped weights inside the installed package: superglue_ros/weights/<kind>.pth."""
     _check_kind(kind)
     return pathlib.Path(__file__).resolve().parent.parent / "weights" / f"{kind}.pth"
-
-
-def resolve_device(device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def guess_kind(state_dict: dict) -> str | None:

@@ -1,340 +1,64 @@
-"""Camera data -> numpy arrays, without ROS.
+"""sensor_msgs Image / CompressedImage / CameraInfo messages -> arrays and CameraModel.
 
-The node receives raw bytes plus a few header fields (encoding, size, row stride);
-everything here works on those plain values so it can be tested without a ROS install
-and reused by offline tools (rosbag readers give the same fields). The message-level
-wrappers in `messages.py` only unpack ROS messages and call these functions.
-
-Output images are what `Extractor.extract` takes: uint8 HxW gray or HxWx3 BGR, a fresh
-C-contiguous copy that owns its memory (safe to keep after the message is released, and after
-a caller reuses its buffer). The input is read through a zero-copy view of the message's data;
-the one copy left costs 0.04 ms for a VGA mono8 frame and 0.1 ms for bgr8 (measured on a
-2-core Xeon), so a view is not worth giving up ownership. Channel reordering runs in OpenCV
-(rgb8 VGA: 0.2 ms instead of 3.6 ms for numpy's reversed-stride copy).
+Only the unpacking of messages lives here: the decoding of camera bytes, the dtype/range
+handling and the checks are the core's (``superglue_ros.images``; calibration fields ->
+CameraModel in ``superglue_ros.camera``), shared with ``superglue-offline`` and the benchmark.
+Messages are read by attribute only (no ROS import), so rosbags' deserialised messages work too.
+cv_bridge decodes the common 8-bit encodings when it is importable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ..camera import CameraModel, CameraModelError
+from ..camera import CameraModel, camera_matrix, camera_model
+# ImageConversionError and check_compressed are the node's names for the core's
+from ..images import (DEFAULT_MAX_PIXELS, ImageConversionError, check_compressed,  # noqa: F401
+                      compressed_to_array, image_to_array)
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
+try:  # cv_bridge is optional: ROS installs ship it, the PyPI wheels do not
+    from cv_bridge import CvBridge
+    _BRIDGE = CvBridge()
+except Exception:  # noqa: BLE001 - any import/initialisation failure means "not available"
+    _BRIDGE = None
 
-# encoding -> (numpy dtype, channels, conversion to the output layout)
-_LAYOUTS = {
-    'mono8': ('u1', 1, 'gray'),
-    '8UC1': ('u1', 1, 'gray'),
-    'mono16': ('u2', 1, 'gray16'),
-    '16UC1': ('u2', 1, 'gray16'),
-    'bgr8': ('u1', 3, 'bgr'),
-    '8UC3': ('u1', 3, 'bgr'),
-    'rgb8': ('u1', 3, 'rgb'),
-    'bgra8': ('u1', 4, 'bgra'),
-    '8UC4': ('u1', 4, 'bgra'),
-    'rgba8': ('u1', 4, 'rgba'),
-    '32FC1': ('f4', 1, 'float'),
-}
-SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
-MONO16_SCALINGS = ('range', 'full')
+_CV_BRIDGE_ENCODINGS = {'mono8', 'bgr8', 'rgb8', 'bgra8', 'rgba8'}
 
 
-class ImageConversionError(ValueError):
-    """A camera message that cannot become an image; the message says why."""
+def image_msg_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS, mono16_scaling: str = 'range',
+                       warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 gray [H,W] or BGR [H,W,3]; ImageConversionError if unusable."""
+    if _BRIDGE is not None and msg.encoding in _CV_BRIDGE_ENCODINGS:
+        if msg.height * msg.width > max_pixels or msg.height == 0 or msg.width == 0:
+            # same size checks as the numpy path, before cv_bridge allocates anything
+            image_to_array(msg.encoding, msg.height, msg.width, msg.step, b'', max_pixels=max_pixels)
+        try:
+            desired = 'mono8' if msg.encoding == 'mono8' else 'bgr8'
+            return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding=desired)).copy()
+        except Exception as error:  # noqa: BLE001 - cv_bridge raises its own error types
+            raise ImageConversionError(f'cv_bridge: {error}') from error
+    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                          bool(msg.is_bigendian), max_pixels=max_pixels,
+                          mono16_scaling=mono16_scaling, warn=warn)
 
 
-def _check_size(height: int, width: int, max_pixels: int) -> None:
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f'zero-size image ({width}x{height})')
-    if height * width > max_pixels:
-        raise ImageConversionError(
-            f'image too large: {width}x{height} = {width * height} pixels > '
-            f'max_image_pixels {max_pixels}')
+def compressed_msg_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                            mono16_scaling: str = 'range') -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 gray [H,W] or BGR [H,W,3]."""
+    return compressed_to_array(msg.format, msg.data, max_pixels=max_pixels,
+                               mono16_scaling=mono16_scaling)
 
 
-def _scale_to_uint8(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Linearly map the [min, max] of the valid values to [0, 255]; invalid -> 0.
-
-    Used for 16-bit and float images, whose useful range is camera specific (12-bit
-    sensors in mono16, depth in metres in 32FC1): a fixed scale would leave them dark.
-    """
-    vals = values[valid] if valid is not None else values
-    out = np.zeros(values.shape, np.uint8)
-    if vals.size == 0:
-        return out
-    lo, hi = float(vals.min()), float(vals.max())
-    if hi <= lo:
-        scaled = np.zeros(values.shape, np.float64)
-    else:
-        scaled = (values.astype(np.float64) - lo) * (255.0 / (hi - lo))
-    scaled = np.rint(np.clip(scaled, 0, 255))
-    if valid is None:
-        out[...] = scaled
-    else:
-        out[valid] = scaled[valid]
-    return out
+def camera_info_to_K(msg, image_size: tuple[int, int] | None = None,
+                     warn: Callable[[str], None] | None = None) -> np.ndarray | None:
+    """sensor_msgs/CameraInfo -> K [3,3] in original pixels, or None (reason sent to `warn`)."""
+    return camera_matrix(msg.k, int(msg.width), int(msg.height), image_size, warn)
 
 
-def image_to_array(encoding: str, height: int, width: int, step: int, data,
-                   is_bigendian: bool = False, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   mono16_scaling: str = 'range',
-                   warn: Callable[[str], None] | None = None) -> np.ndarray:
-    """Decode raw image bytes (as in sensor_msgs/Image) to uint8 gray [H,W] or BGR [H,W,3].
-
-    step is the row stride in bytes (rows may be padded). mono16 is scaled to 8 bit by the
-    image's own range ('range') or by 1/257 ('full'). 32FC1 is range-scaled over its finite
-    values; NaN/inf pixels become 0 and are reported through `warn`.
-    Raises ImageConversionError naming the problem for anything it cannot convert.
-    """
-    layout = _LAYOUTS.get(encoding)
-    if layout is None:
-        raise ImageConversionError(
-            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-    dtype_code, channels, kind = layout
-    height, width, step = int(height), int(width), int(step)
-    _check_size(height, width, max_pixels)
-    dtype = np.dtype(dtype_code).newbyteorder('>' if is_bigendian else '<')
-    row_bytes = width * channels * dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(
-            f'step {step} < width*channels*bytes {row_bytes} for {encoding} {width}x{height}')
-    if step % dtype.itemsize:
-        raise ImageConversionError(
-            f'step {step} is not a multiple of the {dtype.itemsize}-byte pixel element of {encoding}')
-    buf = np.frombuffer(data, np.uint8)
-    # Standard size is step*height; also accept a last row without its padding.
-    if buf.size != step * height and buf.size != step * (height - 1) + row_bytes:
-        raise ImageConversionError(
-            f'data size {buf.size} does not match step*height = {step}*{height} = {step * height} '
-            f'({encoding} {width}x{height})')
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
-    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
-
-    if kind == 'gray':
-        return pixels[:, :, 0].copy()
-    if kind == 'bgr':
-        return pixels.copy()
-    if kind in ('rgb', 'bgra', 'rgba'):
-        import cv2
-
-        code = {'rgb': cv2.COLOR_RGB2BGR, 'bgra': cv2.COLOR_BGRA2BGR, 'rgba': cv2.COLOR_RGBA2BGR}[kind]
-        return cv2.cvtColor(pixels, code)
-    if kind == 'gray16':
-        return mono16_to_uint8(pixels[:, :, 0], mono16_scaling)
-    # float
-    values = pixels[:, :, 0].astype(np.float32)
-    finite = np.isfinite(values)
-    n_bad = int(values.size - np.count_nonzero(finite))
-    if n_bad == values.size:
-        raise ImageConversionError(f'{encoding} image {width}x{height} has no finite pixel (all NaN/inf)')
-    if n_bad and warn is not None:
-        warn(f'{encoding} image {width}x{height}: {n_bad} NaN/inf pixels set to 0')
-    return _scale_to_uint8(values, finite if n_bad else None)
-
-
-def mono16_to_uint8(values: np.ndarray, scaling: str = 'range') -> np.ndarray:
-    """uint16 [H,W] -> uint8 [H,W]: 'range' stretches min..max, 'full' divides by 257."""
-    if scaling == 'full':
-        return np.rint(values.astype(np.float32) / 257.0).astype(np.uint8)
-    if scaling == 'range':
-        return _scale_to_uint8(values)
-    raise ImageConversionError(f"unknown mono16 scaling '{scaling}' (use one of {MONO16_SCALINGS})")
-
-
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}   # IHDR colour type -> decoded channels
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC
-# share the range but are DHT, JPG and DAC
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}   # TEM, RST0-7: markers without a length
-
-
-@dataclass(frozen=True)
-class CompressedHeader:
-    """What a PNG/JPEG header promises, read without decoding anything."""
-    format: str        # 'png' | 'jpeg'
-    width: int
-    height: int
-    channels: int      # as decoded (PNG palette -> 3)
-    bit_depth: int     # bits per channel sample
-
-
-def _png_header(buf: memoryview) -> CompressedHeader:
-    """PNG: the IHDR chunk must come first, right after the 8-byte signature (PNG spec 5.2)."""
-    if len(buf) < 33 or bytes(buf[12:16]) != b'IHDR' or int.from_bytes(buf[8:12], 'big') != 13:
-        raise ImageConversionError(f'PNG without a valid IHDR chunk ({len(buf)} bytes)')
-    width, height = int.from_bytes(buf[16:20], 'big'), int.from_bytes(buf[20:24], 'big')
-    depth, colour = buf[24], buf[25]
-    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
-        raise ImageConversionError(f'PNG with invalid colour type {colour} / bit depth {depth}')
-    return CompressedHeader('png', width, height, _PNG_CHANNELS[colour], depth)
-
-
-def _jpeg_header(buf: memoryview) -> CompressedHeader:
-    """JPEG: walk the marker segments after SOI up to the first SOFn (ITU-T T.81, B.1-B.2)."""
-    pos = 2
-    while pos + 4 <= len(buf):
-        if buf[pos] != 0xFF:
-            raise ImageConversionError(f'JPEG marker expected at byte {pos}, found 0x{buf[pos]:02X}')
-        marker = buf[pos + 1]
-        if marker == 0xFF:          # fill byte before a marker
-            pos += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI or start of scan before any frame header
-            break
-        length = int.from_bytes(buf[pos + 2:pos + 4], 'big')
-        if length < 2:
-            raise ImageConversionError(f'JPEG segment 0x{marker:02X} with length {length}')
-        if marker in _JPEG_SOF:
-            if length < 8 or pos + 10 > len(buf):
-                raise ImageConversionError('JPEG frame header truncated')
-            depth = buf[pos + 4]
-            height = int.from_bytes(buf[pos + 5:pos + 7], 'big')
-            width = int.from_bytes(buf[pos + 7:pos + 9], 'big')
-            if height == 0:
-                raise ImageConversionError('JPEG whose height is given later (DNL marker): unsupported')
-            return CompressedHeader('jpeg', width, height, buf[pos + 9], depth)
-        pos += 2 + length
-    raise ImageConversionError(f'JPEG without a frame header (SOF marker) ({len(buf)} bytes)')
-
-
-def compressed_header(data) -> CompressedHeader:
-    """Size and channels of a PNG or JPEG payload from its header alone (no decoding, so a
-    "decompression bomb" costs nothing); ImageConversionError for anything else.
-    data: bytes-like (bytes, array.array, numpy uint8), read in place."""
-    buf = memoryview(data).cast('B')
-    if bytes(buf[:8]) == PNG_SIGNATURE:
-        return _png_header(buf)
-    if bytes(buf[:2]) == b'\xff\xd8':
-        return _jpeg_header(buf)
-    raise ImageConversionError(f'compressed payload is neither PNG nor JPEG (starts with '
-                               f'{bytes(buf[:8])!r})')
-
-
-def check_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> CompressedHeader:
-    """Everything about a compressed payload that can be checked before decoding it: not
-    empty, not compressedDepth, a PNG/JPEG header within ``max_pixels``."""
-    if len(data) == 0:
-        raise ImageConversionError(f"empty compressed image (format '{fmt}')")
-    if 'compresseddepth' in fmt.lower().replace(' ', ''):
-        raise ImageConversionError(f"unsupported compressed format '{fmt}' (compressedDepth)")
-    try:
-        header = compressed_header(data)
-    except ImageConversionError as error:
-        raise ImageConversionError(f"could not decode compressed image (format '{fmt}', "
-                                   f'{len(data)} bytes): {error}') from None
-    try:
-        _check_size(header.height, header.width, max_pixels)
-    except ImageConversionError as error:
-        raise ImageConversionError(f'{header.format} header: {error} (not decoded)') from None
-    return header
-
-
-def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                        mono16_scaling: str = 'range') -> np.ndarray:
-    """Decode a jpeg/png payload (as in sensor_msgs/CompressedImage) to uint8 gray or BGR.
-    The header is checked against ``max_pixels`` first (``check_compressed``), so decoding
-    never allocates more than max_pixels x channels x 2 bytes."""
-    import cv2
-
-    header = check_compressed(fmt, data, max_pixels)
-    buf = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageConversionError(
-            f"could not decode compressed image (format '{fmt}', {buf.size} bytes)")
-    if (image.shape[1], image.shape[0]) != (header.width, header.height):
-        raise ImageConversionError(f'decoded {header.format} is {image.shape[1]}x{image.shape[0]}, '
-                                   f'its header says {header.width}x{header.height}')
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.dtype == np.uint16:
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        image = mono16_to_uint8(image, mono16_scaling)
-    if image.dtype != np.uint8:
-        raise ImageConversionError(f"unsupported compressed pixel type {image.dtype} (format '{fmt}')")
-    return np.ascontiguousarray(image)
-
-
-def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int] | None = None,
-                  warn: Callable[[str], None] | None = None) -> np.ndarray | None:
-    """CameraInfo.k (9 values, row-major) -> K [3,3] float64, or None when unusable.
-
-    Unusable: non-finite values, zero/negative focal length (an uncalibrated camera
-    publishes all zeros), or a calibration size that differs from the image's (w, h).
-    Each case is reported through `warn`; the caller then matches without intrinsics.
-    """
-    K = np.asarray(k, dtype=np.float64).reshape(-1)
-    if K.size != 9:
-        _warn(warn, f'camera_info K has {K.size} values, expected 9: ignored')
-        return None
-    K = K.reshape(3, 3)
-    if not np.all(np.isfinite(K)):
-        _warn(warn, 'camera_info K has NaN/inf values: ignored')
-        return None
-    fx, fy = K[0, 0], K[1, 1]
-    if fx <= 0 or fy <= 0:
-        _warn(warn, f'camera_info has zero or negative focal length (fx={fx:g}, fy={fy:g}): '
-                    'K ignored, matching without intrinsics')
-        return None
-    if image_size is not None and width > 0 and height > 0 and (width, height) != tuple(image_size):
-        _warn(warn, f'camera_info size {width}x{height} differs from image size '
-                    f'{image_size[0]}x{image_size[1]}: K ignored')
-        return None
-    return K
-
-
-def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0,
-                 image_size: tuple[int, int] | None = None, rectified: bool = False,
-                 warn: Callable[[str], None] | None = None) -> CameraModel | None:
-    """CameraInfo fields (k: 9 values, d: N, p: 12, distortion_model, width, height) ->
-    CameraModel, or None when unusable (reason sent to `warn`; the caller then matches
-    without intrinsics).
-
-    rectified=False: the images are the camera's raw ones: K with the distortion D.
-    rectified=True: the images are rectified (image_rect): the pinhole P[:, :3], no distortion
-    (the ROS convention for rectified images; P's 4th column, a stereo baseline, is not needed
-    for two views of one camera).
-    An all-zero D (or an empty one) is a pinhole camera whatever distortion_model says.
-    """
-    if rectified:
-        P = np.asarray(p, dtype=np.float64).reshape(-1)
-        if P.size != 12:
-            _warn(warn, f'camera_info P has {P.size} values, expected 12 (rectified_input): ignored')
-            return None
-        K = camera_matrix(P.reshape(3, 4)[:, :3].reshape(9), width, height, image_size, _prefixed(warn, 'P: '))
-        return None if K is None else CameraModel.pinhole(K, _size(width, height))
-    K = camera_matrix(k, width, height, image_size, warn)
-    if K is None:
-        return None
-    D = np.asarray(d, dtype=np.float64).reshape(-1)
-    model = distortion_model.strip().lower()
-    if D.size == 0 or (np.all(np.isfinite(D)) and not np.any(D)):
-        return CameraModel.pinhole(K, _size(width, height))
-    try:
-        return CameraModel(K, D, model, _size(width, height))
-    except CameraModelError as error:
-        _warn(warn, f'camera_info distortion ({distortion_model!r}, {D.size} coefficients) '
-                    f'unusable: {error}; camera_info ignored, matching without intrinsics')
-        return None
-
-
-def _size(width: int, height: int) -> tuple[int, int]:
-    return (int(width), int(height)) if width > 0 and height > 0 else (0, 0)
-
-
-def _prefixed(warn, prefix: str):
-    return None if warn is None else (lambda text: warn(prefix + text))
-
-
-def _warn(warn, text: str) -> None:
-    if warn is not None:
-        warn(text)
+def camera_info_to_model(msg, image_size: tuple[int, int] | None = None, rectified: bool = False,
+                         warn: Callable[[str], None] | None = None) -> CameraModel | None:
+    """sensor_msgs/CameraInfo -> CameraModel (K + distortion, or P for rectified images), or
+    None (reason sent to `warn`)."""
+    return camera_model(msg.k, msg.d, msg.p, msg.distortion_model, int(msg.width), int(msg.height),
+                        image_size, rectified, warn)

@@ -42,7 +42,7 @@ def run(options) -> dict:
     from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures
 
     from ..frontend.synthetic import make_sequence
-    from .conversions import image_to_array
+    from ..images import image_to_array
     from .messages import stamp_to_ns
     from .node import StartupError, SuperGlueNode
     from .player import SequencePlayer

@@ -59,7 +59,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
 from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
 
-from ..features import build_extractor, build_matcher, learned_options, resolve_device, PRESETS
+from ..features import COMPONENT_DEFAULTS, build_components, component_names, resolve_device
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .camera_info import CameraInfoBuffer
@@ -363,21 +363,18 @@ class SuperGlueNode(Node):
         return SetParametersResult(successful=True)
 
     def _build_models(self, p: dict):
-        """Extractor and matcher by name; weights problems become one clear StartupError."""
-        extractor_name, matcher_name = PRESETS[p['preset']]
-        extractor_name = p['extractor'] or extractor_name
-        matcher_name = p['matcher'] or matcher_name
-        extractor_conf, matcher_conf = learned_options(
-            extractor_name, matcher_name, p['runtime'], p['inference_precision'],
-            p['superpoint_weights'], p['superglue_weights'])
-        extractor_conf['max_keypoints'] = p['max_keypoints']
+        """Extractor and matcher from the component parameters through
+        ``features.build_components``, as every entry point builds them (one YAML, one model);
+        any problem (weights, names) becomes one clear StartupError."""
+        conf = {key: p[key] for key in COMPONENT_DEFAULTS}
         try:
-            extractor = build_extractor(extractor_name, self.device, **extractor_conf)
-            matcher = build_matcher(matcher_name, self.device, **matcher_conf)
+            return build_components(conf)
         except (OSError, RuntimeError, ValueError, KeyError) as error:
-            raise StartupError(f'cannot build {extractor_name}+{matcher_name}: '
-                               f'{type(error).__name__}: {error}') from error
-        return extractor, matcher
+            try:
+                names = '+'.join(component_names(conf))
+            except ValueError:
+                names = f"preset {conf['preset']!r}"
+            raise StartupError(f'cannot build {names}: {type(error).__name__}: {error}') from error
 
     def _create_outputs(self, cam: CameraStream) -> None:
         # late subscribers (a back-end started after the node) still get the recent keyframes

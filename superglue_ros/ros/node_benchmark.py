@@ -43,6 +43,7 @@ import numpy as np
 
 from .node_process import read_rss_bytes, stop_node
 
+
 PLAYER_NODE = 'superglue_benchmark_camera'
 NAMESPACE = '/superglue_benchmark'
 
@@ -448,6 +449,22 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2))
     print(f'wrote {out}')
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``superglue-benchmark``: the front-end stages (``superglue_ros.benchmark``, ROS-free;
+    the Correspondences conversion is timed too when rclpy is importable);
+    ``superglue-benchmark --node``: the running node over DDS (``main`` here)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if '--node' in argv:
+        argv.remove('--node')
+        return main(argv)
+    from .. import benchmark
+    try:
+        from .messages import correspondence_to_msg
+    except ImportError:  # no ROS here: the front-end benchmark runs without the message stage
+        correspondence_to_msg = None
+    return benchmark.main(argv, to_message=correspondence_to_msg)
 
 
 if __name__ == '__main__':

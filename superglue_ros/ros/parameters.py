@@ -1,9 +1,13 @@
 """The node's ROS parameters: one table of name, default, description and range.
 
-Node-level options are listed here; every key of ``FrontEnd.default_conf`` becomes a
-parameter of the same name (flat), so a new front-end option shows up in the node without
-editing it. ``config/superglue.yaml`` repeats these defaults (a test checks they agree).
-The table is ROS-free so tests and docs can read it without a running node.
+Node-level options are listed here; every option FrontEnd declares (``FrontEnd.options``:
+default, description, range, choices) becomes a parameter of the same name (flat), so a new
+front-end option shows up in the node, with its descriptor, without editing it.
+``config/superglue.yaml`` repeats these defaults (a test checks they agree). The model
+parameters' defaults and choices come from the registry (``features``: the component
+defaults, extractor/matcher names, precisions; ``models.backends.RUNTIMES``), the same
+declarations ``build_components`` checks against. The table is ROS-free so tests and docs can
+read it without a running node.
 
 Writable at run time (``read_only=False``): the front-end options except
 ``FrontEnd.static_conf`` (applied to every camera's running FrontEnd between frames), the debug
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..features import PRESETS
+from ..features import COMPONENT_DEFAULTS as COMPONENTS
+from ..features import EXTRACTORS, MATCHERS, PRECISIONS, PRESETS
+from ..models.backends import RUNTIMES
 from ..frontend.pipeline import FrontEnd
 from .stream_gate import StreamGate
 
@@ -33,26 +39,26 @@ class ParameterSpec:
 
 
 NODE_PARAMETERS = (
-    ParameterSpec('preset', 'superglue', 'extractor + matcher preset (superglue_ros.features.PRESETS)',
+    ParameterSpec('preset', COMPONENTS['preset'], 'extractor + matcher preset (superglue_ros.features.PRESETS)',
                   choices=tuple(PRESETS)),
     ParameterSpec('extractor', '', "extractor name overriding the preset ('superpoint', 'orb', 'sift'); "
-                  "empty = from preset", choices=('', 'superpoint', 'orb', 'sift')),
+                  "empty = from preset", choices=('', *EXTRACTORS)),
     ParameterSpec('matcher', '', "matcher name overriding the preset ('superglue', 'mnn', 'ratio', "
                   "'ratio-hamming'); empty = from preset",
-                  choices=('', 'superglue', 'mnn', 'ratio', 'ratio-hamming')),
+                  choices=('', *MATCHERS)),
     ParameterSpec('superpoint_weights', '', 'SuperPoint weights file; empty = the shipped '
                   'superglue_ros/weights/superpoint.pth'),
     ParameterSpec('superglue_weights', '', 'SuperGlue weights file; empty = the shipped '
                   'superglue_ros/weights/superglue.pth'),
-    ParameterSpec('device', 'auto', "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
+    ParameterSpec('device', COMPONENTS['device'], "compute device: 'auto' (CUDA when present, else CPU), 'cpu', "
                   "'cuda', 'cuda:N'"),
-    ParameterSpec('runtime', 'fast', "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
+    ParameterSpec('runtime', COMPONENTS['runtime'], "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
                   "CPU has it natively, cached keyframe encodings; fp16 on CUDA) or 'reference' "
-                  "(eager fp32 torch)", choices=('fast', 'reference')),
-    ParameterSpec('inference_precision', 'auto', "precision of the learned networks: 'auto' "
+                  "(eager fp32 torch)", choices=tuple(RUNTIMES)),
+    ParameterSpec('inference_precision', COMPONENTS['inference_precision'], "precision of the learned networks: 'auto' "
                   "(the runtime's choice), 'fp32', 'bf16' (CPUs with native bf16), 'fp16' (CUDA)",
-                  choices=('auto', 'fp32', 'bf16', 'fp16')),
-    ParameterSpec('max_keypoints', 512, 'keypoints kept per image by the extractor (-1 = all)',
+                  choices=PRECISIONS),
+    ParameterSpec('max_keypoints', COMPONENTS['max_keypoints'], 'keypoints kept per image by the extractor (-1 = all)',
                   range=(-1, 16384, 1)),
     ParameterSpec('cameras', [''], "camera namespaces, each with its own topics and front-end state; "
                   "'' = topics relative to the node's namespace"),
@@ -120,75 +126,13 @@ NODE_PARAMETERS = (
                   read_only=False),
 )
 
-_FRONTEND_DESCRIPTIONS = {
-    'working_width': 'width of the resolution the extractor sees [px]; 0 = no resize',
-    'working_height': 'height of the resolution the extractor sees [px]; 0 = no resize',
-    'resize_mode': "'fit' keeps the aspect ratio inside working size (never upscales), 'stretch' "
-                   'resizes to exactly that size',
-    'max_image_pixels': 'larger images are rejected with a log line (width*height)',
-    'min_image_side': 'images with a smaller side are rejected [px]',
-    'geometric_model': "VO verification: 'auto' (essential with camera_info K, else fundamental), "
-                       "'essential', 'fundamental', 'homography'",
-    'ransac_threshold_px': 'RANSAC inlier threshold in original pixels',
-    'essential_max_iterations': 'RANSAC iteration cap of the essential matrix (PoseLib, matches '
-                                'tried best score first): bounds its cost on real video',
-    'min_inliers': 'keyframe policy: new keyframe when verified inliers vs the last keyframe fall '
-                   'below this',
-    'min_inlier_ratio': "keyframe policy: new keyframe when inliers fall below this fraction of the "
-                        "last keyframe's keypoints",
-    'max_frames': 'keyframe policy: new keyframe after this many processed frames (0 disables)',
-    'max_interval_s': 'keyframe policy: new keyframe this many seconds (by stamp) after the last '
-                      '(0 disables)',
-    'min_gap_frames': 'keyframe policy: never a new keyframe fewer than this many processed frames '
-                      'after the last one',
-    'max_keyframes': 'keyframe cache bound: number of keyframes (oldest evicted first)',
-    'max_cache_bytes': 'keyframe cache bound: bytes of features, descriptors and thumbnails',
-    'loop_closure': 'compare each new keyframe with older keyframes and publish loop closures',
-    'loop_min_id_gap': 'loop candidates must be at least this many keyframe ids older',
-    'loop_top_k': 'loop candidates (by global descriptor) matched per new keyframe',
-    'loop_min_similarity': 'loop candidates below this global-descriptor cosine similarity are '
-                           'not matched',
-    'min_loop_inliers': 'inliers needed for a loop closure (internal and verify_loop)',
-    'loop_geometric_model': "loop verification model: 'auto', 'essential', 'fundamental', "
-                            "'homography'",
-    'max_verify_candidates': "candidates matched per verify_loop request; the rest get status "
-                             "TOO_MANY_CANDIDATES",
-    'min_keyframe_keypoints': 'a frame with fewer keypoints never becomes a keyframe (the last '
-                              'keyframe stays the reference; without one the frame is skipped)',
-    'global_descriptor': "place-recognition descriptor: 'lsh-bow', 'thumbnail' or 'both'",
-    'thumbnail_width': 'width of the gray thumbnail kept per keyframe for debug drawing (0 = none)',
-}
-
-_FRONTEND_RANGES = {
-    'working_width': (0, 8192, 1), 'working_height': (0, 8192, 1),
-    'max_image_pixels': (1, 1 << 30, 1), 'min_image_side': (1, 4096, 1),
-    'ransac_threshold_px': (0.01, 100.0), 'min_inliers': (0, 100000, 1),
-    'essential_max_iterations': (100, 100000, 1),
-    'min_inlier_ratio': (0.0, 1.0), 'max_frames': (0, 100000, 1),
-    'max_interval_s': (0.0, 3600.0), 'min_gap_frames': (1, 100000, 1),
-    'max_keyframes': (1, 1000000, 1), 'max_cache_bytes': (1, 1 << 40, 1),
-    'loop_min_id_gap': (1, 100000, 1), 'loop_top_k': (0, 64, 1),
-    'loop_min_similarity': (-1.0, 1.0), 'min_loop_inliers': (1, 100000, 1),
-    'max_verify_candidates': (1, 1024, 1), 'thumbnail_width': (0, 4096, 1),
-    'min_keyframe_keypoints': (0, 100000, 1),
-}
-_FRONTEND_CHOICES = {
-    'resize_mode': ('fit', 'stretch'),
-    'geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
-    'loop_geometric_model': ('auto', 'essential', 'fundamental', 'homography'),
-    'global_descriptor': ('lsh-bow', 'thumbnail', 'both'),
-}
-
-
 def frontend_parameters() -> tuple[ParameterSpec, ...]:
-    """One spec per key of FrontEnd.default_conf (same name, same default); writable at run
-    time unless FrontEnd.static_conf names it."""
-    return tuple(
-        ParameterSpec(key, default, _FRONTEND_DESCRIPTIONS.get(key, f'FrontEnd option {key}'),
-                      range=_FRONTEND_RANGES.get(key), choices=_FRONTEND_CHOICES.get(key),
-                      read_only=key in FrontEnd.static_conf,
-                      read_only_reason=FrontEnd.static_conf.get(key, ''))
-        for key, default in FrontEnd.default_conf.items())
+    """One spec per declared FrontEnd option (``FrontEnd.options``: same name, default,
+    description, range and choices); writable at run time unless FrontEnd.static_conf names it."""
+    return tuple(ParameterSpec(o.name, o.default, o.description, range=o.range, choices=o.choices,
+                               read_only=o.name in FrontEnd.static_conf,
+                               read_only_reason=FrontEnd.static_conf.get(o.name, ''))
+                 for o in FrontEnd.options)
 
 
 def all_parameters() -> tuple[ParameterSpec, ...]:

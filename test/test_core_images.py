@@ -1,11 +1,13 @@
-"""Raw camera bytes -> arrays: every supported encoding with exact pixel values, and every
+"""Camera bytes and caller arrays -> uint8 images (superglue_ros.images, camera fields ->
+CameraModel): every supported encoding with exact pixel values, and every
 malformed input rejected with an error that names the problem."""
 import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.ros.conversions import (ImageConversionError, camera_matrix, camera_model,
-                                           compressed_to_array, image_to_array)
+from superglue_ros.camera import camera_matrix, camera_model
+from superglue_ros.images import (ImageConversionError, as_uint8_gray, compressed_to_array,
+                                  image_to_array, to_gray, uint16_to_uint8)
 
 RNG = np.random.default_rng(0)
 H, W = 5, 7
@@ -178,7 +180,7 @@ def test_camera_model_from_camera_info_fields():
 
 
 def test_compressed_header_gives_size_and_channels_without_decoding():
-    from superglue_ros.ros.conversions import compressed_header
+    from superglue_ros.images import compressed_header
 
     for ext, params in (('.png', []), ('.jpg', []), ('.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
         for image, channels in ((BGR, 3), (GRAY, 1)):
@@ -195,7 +197,7 @@ def test_compressed_header_gives_size_and_channels_without_decoding():
 def test_decompression_bombs_are_rejected_from_their_header():
     """A 48 KB PNG that decodes to 20000x20000 (400 MB), and a JPEG whose frame header says
     20000x20000: rejected by max_pixels before cv2 allocates anything."""
-    from ros_helpers import png_bomb
+    from image_helpers import png_bomb
 
     bomb = png_bomb(20000, 20000)
     assert len(bomb) < 100_000
@@ -221,3 +223,49 @@ def test_decompression_bombs_are_rejected_from_their_header():
 def test_malformed_or_foreign_compressed_headers(payload, expected):
     with pytest.raises(ImageConversionError, match=expected):
         compressed_to_array('png', payload)
+
+
+def test_uint16_to_uint8_rounds_to_the_nearest_level_for_every_value():
+    """The one 16 -> 8 bit conversion (front-end arrays and mono16 'full'): round(v / 257)."""
+    values = np.arange(65536, dtype=np.uint16)
+    out = uint16_to_uint8(values)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.rint(values / 257.0).astype(np.uint8))
+    assert [int(uint16_to_uint8(np.uint16(v))) for v in (0, 128, 129, 385, 386, 65534, 65535)] \
+        == [0, 0, 1, 1, 2, 255, 255]
+    levels = np.arange(256, dtype=np.uint16)
+    np.testing.assert_array_equal(uint16_to_uint8(levels * 257), levels)  # 8-bit data survives
+
+
+def test_front_end_arrays_and_mono16_messages_convert_alike():
+    values = np.array([[0, 128, 129, 1000], [30000, 65406, 65407, 65535]], np.uint16)
+    expected = np.array([[0, 0, 1, 4], [117, 254, 255, 255]], np.uint8)
+    np.testing.assert_array_equal(as_uint8_gray(values), expected)
+    full = image_to_array('mono16', 2, 4, 8, values.astype('<u2').tobytes(), mono16_scaling='full')
+    np.testing.assert_array_equal(full, expected)
+    floats = np.array([[0.0, 0.5, 1.0, 0.002]], np.float32)
+    np.testing.assert_array_equal(as_uint8_gray(floats), [[0, 128, 255, 1]])
+
+
+@pytest.mark.parametrize('image,message', [
+    ([[1, 2]], 'must be a numpy array, got list'),
+    (np.zeros((4, 4, 2), np.uint8), r'got shape \(4, 4, 2\)'),
+    (np.zeros((0, 5), np.uint8), r'empty image \(5x0\)'),
+    (np.zeros((3, 40), np.uint8), 'smaller than min_image_side=4'),
+    (np.zeros((40, 40), np.uint8), 'exceeds max_image_pixels=1000'),
+    (np.full((8, 8), np.nan, np.float32), 'contains NaN or inf'),
+    (np.full((8, 8), 1.5), r'must be in \[0, 1\]'),
+    (np.zeros((8, 8), np.int32), 'unsupported image dtype int32'),
+])
+def test_front_end_array_checks_name_the_problem(image, message):
+    with pytest.raises(ImageConversionError, match=message):
+        as_uint8_gray(image, min_side=4, max_pixels=1000)
+
+
+def test_gray_from_bgr_and_bgra_is_opencvs():
+    bgra = np.dstack([BGR, GRAY])
+    np.testing.assert_array_equal(to_gray(BGR), cv2.cvtColor(BGR, cv2.COLOR_BGR2GRAY))
+    np.testing.assert_array_equal(as_uint8_gray(bgra), cv2.cvtColor(bgra, cv2.COLOR_BGRA2GRAY))
+    np.testing.assert_array_equal(to_gray(GRAY[..., None]), GRAY)
+    with pytest.raises(ImageConversionError, match='expected a uint8 image'):
+        to_gray(GRAY.astype(np.float32))
