@@ -12,7 +12,6 @@ from superglue_ros.cli.match import main, resized_shape
 from superglue_ros.evaluation.metrics import match_precision_recall
 from superglue_ros.homography import sample_homography, warp_image
 from superglue_ros.visualization import GAP_PX, GREEN, RED, draw_matches
-from quality_gap import BELOW_BAR
 
 WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / 'weights'
 
@@ -137,7 +136,6 @@ def test_draw_matches_colours():
         draw_matches(image0, image1, kpts0, kpts1[:1])
 
 
-@BELOW_BAR
 def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
     missing = [k for k in ('superpoint', 'superglue') if not (WEIGHTS / f'{k}.pth').is_file()]
     if missing:
@@ -150,4 +148,6 @@ def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
                  str(out), '--resize', '400', '--max_keypoints', '512']) == 0
     _, result = check_npz(out / 'astronaut_astronaut_warped_matches.npz', (512, 512),
                           homographies['astronaut'])
+    # issue 4's bar; the session-4 SuperGlue meets it (measured here: 313 correct of 367,
+    # precision 0.853, so the margin on precision is thin), the earlier file did not
     assert result['num_correct'] >= 50 and result['precision'] >= 0.85

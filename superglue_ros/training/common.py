@@ -199,13 +199,13 @@ class CurveLog:
 
         rows = self.rows()
         keys = [k for k in self.fields if k not in (x, "time_s", "lr")]
-        keys = [k for k in keys if any(r.get(k) not in ("", None) for r in rows)]
+        keys = [k for k in keys if any(_is_number(r.get(k)) for r in rows)]
         if not rows or not keys:
             return
         fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True)
         axes = np.atleast_1d(axes)
         for ax, k in zip(axes, keys):
-            pts = [(float(r[x]), float(r[k])) for r in rows if r.get(k) not in ("", None)]
+            pts = [(float(r[x]), float(r[k])) for r in rows if _is_number(r.get(k))]
             ax.plot(*zip(*pts), ".-" if len(pts) < 50 else "-", lw=1, ms=3)
             ax.set_ylabel(k, fontsize=8)
             ax.grid(alpha=0.3)
@@ -215,6 +215,15 @@ class CurveLog:
         fig.savefig(tmp, dpi=80)
         plt.close(fig)
         os.replace(tmp, png)
+
+
+def _is_number(value) -> bool:
+    """A CSV cell that holds a number (text columns such as 'kind' are not plotted)."""
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def git_commit() -> str:
@@ -284,6 +293,10 @@ def run_training_loop(step: int, args, timer: Timer, log: CurveLog, out: pathlib
                 row.update(validate())
             log.append(row)
             bar.update(1)
+            every = getattr(args, "log_every", 0)
+            if every and (step % every == 0 or any(k.startswith("val_") for k in row)):
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items()), file=sys.stderr, flush=True)
             if postfix is not None:
                 bar.set_postfix(**postfix(row))
             if step % args.save_every == 0:

@@ -13,7 +13,17 @@ encoder start at zero and final_proj at a scaled identity, so the untrained netw
 'Sinkhorn over descriptor similarities' (a soft mutual nearest neighbour) and training refines
 it; on a CPU budget this converges far faster than a random start (measured, see MODEL_CARD.md).
 
+Real motion ('--real-cache DIR', issue 10): pairs of the KITTI train sequences with the frozen
+SuperPoint's features cached once (training/real_cache.py) and labels from the ground-truth
+relative pose (training/epipolar_labels.py: depth-segment epipolar geometry; exact matches,
+exact dustbins, and a set loss that forbids mass outside each keypoint's epipolar band);
+'--homography-every N' mixes in a homographic photo pair every N-th step so homography quality
+does not collapse. Validation on cached real pairs (pose AUC, the validation split) picks the
+checkpoint: OUT/best.pth holds the best one so far.
+
 Usage: superglue-train-superglue --images DIR [DIR ...] --out runs/superglue [--resume]
+       superglue-train-superglue --real-cache /work/cache/train10 [--images DIR ...
+           --homography-every 4] --init superglue_ros/weights/superglue.pth --out runs/sg_real
 """
 from __future__ import annotations
 
@@ -31,10 +41,15 @@ from ..models.superpoint import SuperPoint, sample_descriptors
 from .common import (CurveLog, PairSampler, Timer, list_images, load_checkpoint,
                      run_training_loop, save_checkpoint, seed_everything, select_device,
                      stop_on_sigterm)
+from .epipolar_labels import LABEL_SOURCES, candidate_set_nll, epipolar_labels
 from .gt_matches import assignment_nll, ground_truth_assignment
 
 LOG_FIELDS = ["step", "time_s", "lr", "loss", "gt_matches", "match_recall_train",
-              "val_precision", "val_recall", "val_num_matches", "val_h_auc3", "val_loss"]
+              "kind", "set_loss", "gt_unmatched",
+              "val_precision", "val_recall", "val_num_matches", "val_h_auc3", "val_loss",
+              "val_kitti07_auc5", "val_kitti07_auc10", "val_kitti07_matches",
+              "val_kitti07_inliers", "val_euroc_auc5", "val_euroc_auc10", "val_euroc_matches",
+              "val_euroc_inliers", "val_real_score"]
 
 
 def gnn_layer_names(num_pairs: int) -> list[str]:
@@ -174,10 +189,143 @@ def validate(model, val) -> dict:
                 val_loss=float(np.mean(losses)))
 
 
+def _side(feats: dict, keep=None) -> tuple:
+    """Cached features (training/real_cache.py) -> keypoints [N,2], scores [N], fp32
+    descriptors [N,D], image size (w, h); keep: optional index array of the kept keypoints."""
+    k, s, d = feats["keypoints"], feats["scores"], feats["descriptors"].float()
+    if keep is not None:
+        k, s, d = k[keep], s[keep], d[keep]
+    return k.float(), s.float(), d, feats["image_size"].float()
+
+
+def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, dict]]:
+    """batch_size random real pairs (random direction, a random 70-100% of each keypoint set)
+    -> list of (SuperGlue input dict of batch 1, labels as tensors)."""
+    out = []
+    for _ in range(batch_size):
+        pair = cache["pairs"][int(rng.integers(len(cache["pairs"])))]
+        f0, f1 = cache["frames"][pair["frame0"]], cache["frames"][pair["frame1"]]
+        K0, K1 = pair["K0"].numpy(), pair["K1"].numpy()
+        R, t = pair["R"].numpy(), pair["t"].numpy()
+        s0, s1 = pair["sift0"].numpy(), pair["sift1"].numpy()
+        if rng.random() < 0.5:  # the reversed pair: X0 = R^T X1 - R^T t
+            f0, f1, K0, K1, s0, s1 = f1, f0, K1, K0, s1, s0
+            R, t = R.T, -R.T @ t
+        sides = []
+        for f in (f0, f1):
+            n = len(f["keypoints"])
+            keep = np.sort(rng.choice(n, max(int(round(n * rng.uniform(0.7, 1.0))), 1),
+                                      replace=False)) if n else None
+            sides.append(_side(f, None if keep is None else torch.from_numpy(keep)))
+        (k0, c0, d0, wh0), (k1, c1, d1, wh1) = sides
+        lab = epipolar_labels(k0.numpy(), k1.numpy(), K0, K1, R, t, d0.numpy(), d1.numpy(),
+                              s0, s1, source=args.label_source, min_depth=args.min_depth,
+                              band_px=args.band_px, positive_px=args.positive_px)
+        data = dict(keypoints0=k0[None].to(device), scores0=c0[None].to(device),
+                    descriptors0=d0[None].to(device), image_size0=wh0[None].to(device),
+                    keypoints1=k1[None].to(device), scores1=c1[None].to(device),
+                    descriptors1=d1[None].to(device), image_size1=wh1[None].to(device))
+        gt = {k: torch.from_numpy(np.asarray(lab[k]))[None].to(device)
+              for k in ("matches0", "matches1", "unmatched0", "unmatched1", "candidates")}
+        out.append((data, gt))
+    return out
+
+
+def real_loss(model, data, gt, set_weight: float) -> tuple[torch.Tensor, dict]:
+    """NLL of the exact labels (matches, dustbins) + set_weight x the candidate-set NLL of the
+    keypoints without an exact label."""
+    out = model(data)
+    la = out["log_assignment"]
+    loss = assignment_nll(la, gt["matches0"], gt["unmatched0"], gt["unmatched1"])
+    free0 = (gt["matches0"] < 0) & ~gt["unmatched0"]
+    free1 = (gt["matches1"] < 0) & ~gt["unmatched1"]
+    set_loss = candidate_set_nll(la, gt["candidates"], free0, free1)
+    is_gt = gt["matches0"] >= 0
+    hit = (out["matches0"] == gt["matches0"]) & is_gt
+    stats = dict(gt_matches=float(is_gt.sum()), set_loss=float(set_loss.detach()),
+                 gt_unmatched=float(gt["unmatched0"].sum()),
+                 match_recall_train=float(hit.sum() / is_gt.sum().clamp(min=1)))
+    return loss + set_weight * set_loss, stats
+
+
+def real_val_sides(entry: dict, device) -> dict:
+    k0, c0, d0, wh0 = _side(entry["feats0"])
+    k1, c1, d1, wh1 = _side(entry["feats1"])
+    return dict(keypoints0=k0[None].to(device), scores0=c0[None].to(device),
+                descriptors0=d0[None].to(device), image_size0=wh0[None].to(device),
+                keypoints1=k1[None].to(device), scores1=c1[None].to(device),
+                descriptors1=d1[None].to(device), image_size1=wh1[None].to(device))
+
+
+def pose_rows(entry: dict, kpts0: np.ndarray, kpts1: np.ndarray, m0: np.ndarray) -> dict:
+    """pose_result of the matches m0 [M] (-1 = none) of one cached validation pair."""
+    from ..evaluation.pose_eval import pose_result
+    from ..evaluation.real_pairs import undistort_points
+    i0 = np.flatnonzero(m0 >= 0)
+    K0, K1 = entry["K0"].numpy(), entry["K1"].numpy()
+    p0 = undistort_points(kpts0[i0].astype(np.float64), K0, entry["dist0"].numpy())
+    p1 = undistort_points(kpts1[m0[i0]].astype(np.float64), K1, entry["dist1"].numpy())
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = entry["R"].numpy(), entry["t"].numpy()
+    return pose_result(p0, p1, K0, K1, T)
+
+
+@torch.no_grad()
+def validate_real(model, val_pairs: list, device, matcher=None) -> dict:
+    """Pose AUC@5/10, matches and RANSAC inliers per validation set (cached features; the
+    essential matrix as in superglue-eval --real). matcher: None = the model, 'mnn' = mutual
+    nearest neighbour on the same features (the baseline to beat). val_real_score = mean AUC@5
+    over the sets (what picks best.pth)."""
+    from ..evaluation.pose_eval import summarize_pose
+    was_training = model.training
+    model.eval()
+    rows: dict[str, list] = {}
+    for entry in val_pairs:
+        data = real_val_sides(entry, device)
+        if matcher == "mnn":
+            sim = data["descriptors0"][0] @ data["descriptors1"][0].T
+            nn01, nn10 = sim.argmax(1), sim.argmax(0)
+            m0 = torch.where(nn10[nn01] == torch.arange(len(nn01)), nn01, -1).cpu().numpy()
+        else:
+            m0 = model(data)["matches0"][0].cpu().numpy()
+        rows.setdefault(entry["set"], []).append(pose_rows(
+            entry, data["keypoints0"][0].cpu().numpy(), data["keypoints1"][0].cpu().numpy(), m0))
+    model.train(was_training)
+    out = {}
+    for name, r in rows.items():
+        s = summarize_pose(r)
+        out.update({f"val_{name}_auc5": 100 * s["pose_auc@5deg"],
+                    f"val_{name}_auc10": 100 * s["pose_auc@10deg"],
+                    f"val_{name}_matches": s["num_matches"],
+                    f"val_{name}_inliers": s["num_inliers"]})
+    out["val_real_score"] = float(np.mean([out[f"val_{n}_auc5"] for n in rows]))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superglue-train-superglue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", nargs="+", required=True, help="folder(s) of training photos")
+    p.add_argument("--images", nargs="+", default=None,
+                   help="folder(s) of training photos (homographic pairs)")
+    p.add_argument("--real-cache", default=None,
+                   help="folder written by training/real_cache.py (train.pt, val.pt): train on "
+                        "real pairs with epipolar labels")
+    p.add_argument("--homography-every", type=int, default=0,
+                   help="with --real-cache and --images: a homographic batch every N-th step "
+                        "(0 = never)")
+    p.add_argument("--label-source", default="both", choices=LABEL_SOURCES,
+                   help="positives of real pairs: descriptor mutual-NN among epipolar "
+                        "candidates, SIFT-supported, or both (see epipolar_labels.py)")
+    p.add_argument("--min-depth", type=float, default=2.0,
+                   help="nearest scene depth (units of the poses, metres on KITTI)")
+    p.add_argument("--band-px", type=float, default=3.0,
+                   help="epipolar band: farther from every keypoint = dustbin")
+    p.add_argument("--positive-px", type=float, default=1.5,
+                   help="exact matches lie this close to each other's depth segment")
+    p.add_argument("--set-weight", type=float, default=1.0,
+                   help="weight of the candidate-set NLL of keypoints without an exact label")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="print a progress line to stderr every N steps (0 = never)")
     p.add_argument("--out", default="runs/superglue", help="run folder (checkpoint, log, plot)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth")
     p.add_argument("--superpoint", default=None,
@@ -242,8 +390,18 @@ def main(argv=None) -> int:
         prm.requires_grad_(False)
 
     rng = seed_everything(args.seed)
-    files = list_images(args.images)
-    sampler = PairSampler(files, args.size, args.difficulty)
+    if args.images is None and args.real_cache is None:
+        raise SystemExit("give --images (homographic pairs) and/or --real-cache (real pairs)")
+    files = list_images(args.images) if args.images else []
+    sampler = PairSampler(files, args.size, args.difficulty) if files else None
+    real = real_val = None
+    if args.real_cache:
+        from .real_cache import load_cache
+        real = load_cache(pathlib.Path(args.real_cache) / "train.pt")
+        val_file = pathlib.Path(args.real_cache) / "val.pt"
+        real_val = load_cache(val_file)["pairs"] if val_file.is_file() else None
+        print(f"real pairs: {len(real['pairs'])} ({len(real['frames'])} frames); validation "
+              f"pairs: {0 if real_val is None else len(real_val)}", file=sys.stderr)
     model = build_model(args).to(device).train()
     bin_params = [model.bin_score]
     other = [p for n, p in model.named_parameters() if n != "bin_score"]
@@ -255,6 +413,7 @@ def main(argv=None) -> int:
         step, extra = ckpt["step"], ckpt.get("extra", {})
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
     timer = Timer(float(extra.get("wall_time_s", 0.0)))
+    best = dict(score=float(extra.get("best_score", -1.0)), step=int(extra.get("best_step", -1)))
     log = CurveLog(out / "log.csv", LOG_FIELDS)
     with open(out / "args.json", "w") as f:
         json.dump(vars(args), f, indent=1)
@@ -265,32 +424,69 @@ def main(argv=None) -> int:
     def lr_at(s):
         return args.lr * min(1.0, (s + 1) / max(args.warmup, 1))
 
-    def save(step):
-        save_checkpoint(ckpt_path, model, opt, step, rng,
-                        dict(wall_time_s=timer.total_s(), images=[str(d) for d in args.images],
+    def save(step, path=ckpt_path):
+        save_checkpoint(path, model, opt, step, rng,
+                        dict(wall_time_s=timer.total_s(),
+                             images=[str(d) for d in (args.images or [])]
+                             + ([str(args.real_cache)] if args.real_cache else []),
                              num_images=len(files), args=vars(args),
+                             best_score=best["score"], best_step=best["step"],
                              superpoint=str(getattr(superpoint, "weights_path", args.superpoint))))
+
+    done = [step]
 
     def train_step(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step) * g["lr_scale"]
-        torch.set_num_threads(args.threads)
-        data, gt = make_batch(superpoint, sampler, rng, args.batch_size, args.num_keypoints,
-                              args.random_fraction, device)
-        torch.set_num_threads(args.gnn_threads)
-        loss, stats = training_loss(model, data, gt)
+        homographic = real is None or (
+            sampler is not None and args.homography_every > 0
+            and step % args.homography_every == args.homography_every - 1)
+        if homographic:
+            torch.set_num_threads(args.threads)
+            data, gt = make_batch(superpoint, sampler, rng, args.batch_size, args.num_keypoints,
+                                  args.random_fraction, device)
+            torch.set_num_threads(args.gnn_threads)
+            loss, stats = training_loss(model, data, gt)
+            stats.update(kind="homography")
+        else:
+            torch.set_num_threads(args.gnn_threads)
+            batch = real_batch(real, rng, args.batch_size, args, device)
+            parts = [real_loss(model, data, gt, args.set_weight) for data, gt in batch]
+            loss = sum(p[0] for p in parts) / len(parts)
+            stats = {k: float(np.mean([p[1][k] for p in parts])) for k in parts[0][1]}
+            stats.update(kind="real")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        done[0] = step + 1
         return dict(lr=lr_at(step), loss=float(loss.detach()), **stats)
 
+    def validate_all():
+        row = validate(model, val) if val is not None else {}
+        if real_val is not None:
+            torch.set_num_threads(args.threads)
+            row.update(validate_real(model, real_val, device))
+            torch.set_num_threads(args.gnn_threads)
+            if row["val_real_score"] > best["score"]:
+                best.update(score=row["val_real_score"], step=done[0])
+                save(done[0], out / "best.pth")
+        return row
+
     torch.set_num_threads(args.gnn_threads)
-    if val is not None and step == 0:
-        log.append(dict(step=0, time_s=0.0, **validate(model, val)))
+    if (val is not None or real_val is not None) and step == 0:
+        if real_val is not None:
+            base = validate_real(model, real_val, device, matcher="mnn")
+            print("validation, mutual NN on the same features: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in base.items()), file=sys.stderr)
+            (out / "val_mnn.json").write_text(json.dumps(base, indent=1))
+        log.append(dict(step=0, time_s=0.0, **validate_all()))
     run_training_loop(
         step, args, timer, log, out, train_step, save,
-        validate=(lambda: validate(model, val)) if val is not None else None,
+        validate=validate_all if (val is not None or real_val is not None) else None,
         postfix=lambda row: dict(loss=f"{row['loss']:.3f}", rec=f"{row['match_recall_train']:.2f}"))
+    if real_val is not None:
+        print(f"best validation score {best['score']:.2f} at step {best['step']} "
+              f"({out / 'best.pth'})", file=sys.stderr)
     return 0
 
 
