@@ -12,6 +12,7 @@ from superglue_ros.cli.match import main, resized_shape
 from superglue_ros.evaluation.metrics import match_precision_recall
 from superglue_ros.homography import sample_homography, warp_image
 from superglue_ros.visualization import GAP_PX, GREEN, RED, draw_matches
+from quality_gap import BELOW_BAR
 
 WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / 'weights'
 
@@ -136,6 +137,7 @@ def test_draw_matches_colours():
         draw_matches(image0, image1, kpts0, kpts1[:1])
 
 
+@BELOW_BAR
 def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
     missing = [k for k in ('superpoint', 'superglue') if not (WEIGHTS / f'{k}.pth').is_file()]
     if missing:
@@ -144,10 +146,16 @@ def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
     pairs = tmp_path / 'pairs.txt'
     pairs.write_text('astronaut.png astronaut_warped.png\n')
     out = tmp_path / 'out'
+    # fp32: the same matches on every CPU (bf16 differs slightly between AMX and AVX512-BF16,
+    # and this bar has little margin)
+    config = tmp_path / 'fp32.yaml'
+    config.write_text('extractor: {precision: fp32}\nmatcher: {precision: fp32}\n')
     assert main(['--input_pairs', str(pairs), '--input_dir', str(folder), '--output_dir',
-                 str(out), '--resize', '400', '--max_keypoints', '512']) == 0
+                 str(out), '--resize', '400', '--max_keypoints', '512', '--config', str(config)]) == 0
     _, result = check_npz(out / 'astronaut_astronaut_warped_matches.npz', (512, 512),
                           homographies['astronaut'])
-    # issue 4's bar; the session-4 SuperGlue meets it (measured here: 313 correct of 367,
-    # precision 0.853, so the margin on precision is thin), the earlier file did not
+    print('superglue-match, shipped weights, fp32:', result)
+    # issue 4's bar. The session-4 SuperGlue is at its edge: fp32 318 correct of 376, precision
+    # 0.846 (the same on every CPU); bf16 on an Intel AMX machine 0.853, which another CPU may
+    # not give. So the bar is held in fp32 and marked as not yet reached.
     assert result['num_correct'] >= 50 and result['precision'] >= 0.85
