@@ -48,13 +48,22 @@ from .models.weights import WeightsError, default_weights_path, load_model, save
 from .timing import recording, stage
 
 LOG = logging.getLogger("superglue_ros.benchmark")
-STAGES = ("conversion", "superpoint_backbone", "superpoint_decode", "superglue_encode",
-          "superglue_gnn", "superglue_sinkhorn", "geometry", "message")
+STAGES = (
+    "conversion",
+    "superpoint_backbone",
+    "superpoint_decode",
+    "superglue_encode",
+    "superglue_gnn",
+    "superglue_sinkhorn",
+    "geometry",
+    "message",
+)
 
 
 # ------------------------------------------------------------------------------------------
 # inputs
 # ------------------------------------------------------------------------------------------
+
 
 def camera_path_frames(num: int, size=(640, 480), seed=0) -> list[np.ndarray]:
     """BGR frames of a smooth camera motion (pan, zoom, roll) over a shipped photo."""
@@ -72,8 +81,9 @@ def camera_path_frames(num: int, size=(640, 480), seed=0) -> list[np.ndarray]:
         cx, cy = 330 + 420 * t, 400 + 120 * np.sin(2 * np.pi * t)
         M = cv2.getRotationMatrix2D((cx, cy), angle, scale)
         M[:, 2] += np.array([w / 2 - cx, h / 2 - cy])
-        frames.append(cv2.warpAffine(big, M, (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REFLECT))
+        frames.append(
+            cv2.warpAffine(big, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        )
     return frames
 
 
@@ -105,6 +115,7 @@ def convert_image_array(msg: dict) -> np.ndarray:
 # timed runs of the shipped components (stages from their own timing hooks, timing.py)
 # ------------------------------------------------------------------------------------------
 
+
 class Timer:
     """Per-stage milliseconds of the committed frames: times[stage] = [ms per frame]."""
 
@@ -120,18 +131,22 @@ class Timer:
 
 def summary(values) -> dict:
     v = np.asarray(values, np.float64)
-    return dict(median_ms=round(float(np.median(v)), 2), p90_ms=round(float(np.percentile(v, 90)), 2),
-                min_ms=round(float(v.min()), 2), n=int(len(v)))
+    return dict(
+        median_ms=round(float(np.median(v)), 2),
+        p90_ms=round(float(np.percentile(v, 90)), 2),
+        min_ms=round(float(v.min()), 2),
+        n=int(len(v)),
+    )
 
 
 def uncached(features: Features) -> Features:
     """The same features without their device tensors and cached encodings."""
-    return Features(features.keypoints, features.scores, features.descriptors,
-                    features.image_size)
+    return Features(features.keypoints, features.scores, features.descriptors, features.image_size)
 
 
-def verify_and_pack(query: Features, ref: Features, matches, K: np.ndarray,
-                    min_matches: int = 0) -> dict:
+def verify_and_pack(
+    query: Features, ref: Features, matches, K: np.ndarray, min_matches: int = 0
+) -> dict:
     """Geometric verification (geometry.verify, stage 'geometry') + packing (stage 'message').
     With random SuperGlue weights the assignment is uniform and yields ~no matches; when fewer
     than min_matches, the geometry stage is timed on mutual-nearest-neighbour correspondences
@@ -143,26 +158,40 @@ def verify_and_pack(query: Features, ref: Features, matches, K: np.ndarray,
     pts1 = query.keypoints[idx0].astype(np.float64)
     inliers = geometry.verify(pts0, pts1, K, K).inliers
     with stage("message"):
-        msg = dict(points_keyframe=pts0[inliers].astype(np.float32).tobytes(),
-                   points_frame=pts1[inliers].astype(np.float32).tobytes(),
-                   num_inliers=int(inliers.sum()), num_matches=len(idx0))
+        msg = dict(
+            points_keyframe=pts0[inliers].astype(np.float32).tobytes(),
+            points_frame=pts1[inliers].astype(np.float32).tobytes(),
+            num_inliers=int(inliers.sum()),
+            num_matches=len(idx0),
+        )
     return msg
 
 
 def backend_fields(extractor, matcher) -> dict:
     """Backend and precision the learned models run with (torch/fp32 on the reference path)."""
     out = {}
-    for prefix, model in (("dense", getattr(extractor, "model", None)),
-                          ("gnn", getattr(matcher, "model", None))):
+    for prefix, model in (
+        ("dense", getattr(extractor, "model", None)),
+        ("gnn", getattr(matcher, "model", None)),
+    ):
         runner = None if model is None else model.__dict__.get("_runner")
         out[f"{prefix}_backend"] = getattr(runner, "name", "torch")
         out[f"{prefix}_precision"] = getattr(runner, "precision", "fp32")
     return out
 
 
-def run_mode(name: str, extractor, matcher, frames: list[np.ndarray], K, keyframe_every: int,
-             loop_repeats: int, warmup: int = 2, min_matches: int = 0,
-             features_out: list | None = None) -> dict:
+def run_mode(
+    name: str,
+    extractor,
+    matcher,
+    frames: list[np.ndarray],
+    K,
+    keyframe_every: int,
+    loop_repeats: int,
+    warmup: int = 2,
+    min_matches: int = 0,
+    features_out: list | None = None,
+) -> dict:
     """Time the VO path over `frames` (bgr8 bytes -> images.image_to_array -> extract -> match
     against the keyframe -> verify -> pack) and loop verification of 5 candidates (one batched
     match_many + verification of each), with the stages the shipped code records. The features
@@ -194,7 +223,7 @@ def run_mode(name: str, extractor, matcher, frames: list[np.ndarray], K, keyfram
     loop_times = []
     for rep in range(loop_repeats + 1):
         query = uncached(feats_all[-1])
-        cands = feats_all[rep: rep + 5]
+        cands = feats_all[rep : rep + 5]
         t0 = time.perf_counter()
         with recording():
             for b, matches in enumerate(matcher.match_many(query, cands)):
@@ -203,15 +232,20 @@ def run_mode(name: str, extractor, matcher, frames: list[np.ndarray], K, keyfram
             loop_times.append(1000 * (time.perf_counter() - t0))
 
     stages = {k: summary(timer.times[k]) for k in STAGES if k in timer.times}
-    return dict(mode=name, stages=stages, end_to_end=summary(timer.times["end_to_end"]),
-                loop_verification_5=summary(loop_times) if loop_times else None,
-                mean_keypoints=float(np.mean([len(f) for f in feats_all])),
-                mean_vo_inliers=float(np.mean(num_inliers)) if num_inliers else 0.0,
-                **backend_fields(extractor, matcher))
+    return dict(
+        mode=name,
+        stages=stages,
+        end_to_end=summary(timer.times["end_to_end"]),
+        loop_verification_5=summary(loop_times) if loop_times else None,
+        mean_keypoints=float(np.mean([len(f) for f in feats_all])),
+        mean_vo_inliers=float(np.mean(num_inliers)) if num_inliers else 0.0,
+        **backend_fields(extractor, matcher),
+    )
 
 
-def run_superglue_only(matcher, features: list[Features], keyframe_every: int,
-                       loop_repeats: int, warmup: int = 2) -> dict:
+def run_superglue_only(
+    matcher, features: list[Features], keyframe_every: int, loop_repeats: int, warmup: int = 2
+) -> dict:
     """The matcher's stages alone on already extracted features: the same VO pairs (frame vs
     keyframe, keyframe encodings cached when the runtime caches) and 5-candidate loops as
     run_mode, so another matcher configuration is timed without rerunning SuperPoint."""
@@ -228,18 +262,21 @@ def run_superglue_only(matcher, features: list[Features], keyframe_every: int,
     loop_times = []
     for rep in range(loop_repeats + 1):
         t0 = time.perf_counter()
-        matcher.match_many(uncached(features[-1]), features[rep: rep + 5])
+        matcher.match_many(uncached(features[-1]), features[rep : rep + 5])
         if rep > 0:
             loop_times.append(1000 * (time.perf_counter() - t0))
-    return dict(stages={k: summary(v) for k, v in timer.times.items() if k != "end_to_end"},
-                superglue_per_frame=summary(timer.times["end_to_end"]),
-                loop_matching_5=summary(loop_times) if loop_times else None,
-                gnn_backend=backend_fields(None, matcher)["gnn_backend"],
-                gnn_precision=backend_fields(None, matcher)["gnn_precision"])
+    return dict(
+        stages={k: summary(v) for k, v in timer.times.items() if k != "end_to_end"},
+        superglue_per_frame=summary(timer.times["end_to_end"]),
+        loop_matching_5=summary(loop_times) if loop_times else None,
+        gnn_backend=backend_fields(None, matcher)["gnn_backend"],
+        gnn_precision=backend_fields(None, matcher)["gnn_precision"],
+    )
 
 
-def run_frontend(extractor, matcher, frames: list[np.ndarray], K, warmup: int = 2,
-                 to_message=None) -> dict:
+def run_frontend(
+    extractor, matcher, frames: list[np.ndarray], K, warmup: int = 2, to_message=None
+) -> dict:
     """The node's own VO path, end to end: sensor_msgs/Image fields -> array (the node's
     conversion) -> FrontEnd.process (working-size resize, these components, verification,
     keyframe policy) -> ``to_message`` (the node's Correspondences conversion, given by the
@@ -248,8 +285,9 @@ def run_frontend(extractor, matcher, frames: list[np.ndarray], K, warmup: int = 
     from .frontend.pipeline import Frame, FrontEnd
 
     h, w = frames[0].shape[:2]
-    frontend = FrontEnd(extractor, matcher, dict(loop_closure=False, working_width=w,
-                                                 working_height=h))
+    frontend = FrontEnd(
+        extractor, matcher, dict(loop_closure=False, working_width=w, working_height=h)
+    )
     times, inliers = [], []
     for i, frame in enumerate(frames):
         msg = to_message_bytes(frame)
@@ -263,13 +301,17 @@ def run_frontend(extractor, matcher, frames: list[np.ndarray], K, warmup: int = 
             times.append(ms)
             if result.odometry is not None:
                 inliers.append(result.odometry.num_inliers)
-    return dict(summary(times), mean_vo_inliers=float(np.mean(inliers)) if inliers else 0.0,
-                message_stage=to_message is not None)
+    return dict(
+        summary(times),
+        mean_vo_inliers=float(np.mean(inliers)) if inliers else 0.0,
+        message_stage=to_message is not None,
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # components (features.build_components, as the node builds them)
 # ------------------------------------------------------------------------------------------
+
 
 def random_weights_file(kind: str, folder: pathlib.Path, conf: dict | None = None) -> pathlib.Path:
     """A weights file of seeded random weights (seed 0): speed does not depend on weights, and
@@ -281,25 +323,47 @@ def random_weights_file(kind: str, folder: pathlib.Path, conf: dict | None = Non
     return path
 
 
-def build_mode(runtime: str, weights: dict, device, max_keypoints: int,
-               overrides: dict | None = None, matcher_options: dict | None = None):
+def build_mode(
+    runtime: str,
+    weights: dict,
+    device,
+    max_keypoints: int,
+    overrides: dict | None = None,
+    matcher_options: dict | None = None,
+):
     """(extractor, matcher) of one runtime through build_components; `overrides` (backend,
     precision) go to both learned models, `matcher_options` to SuperGlue."""
     overrides = overrides or {}
-    return build_components(dict(
-        preset="superglue", runtime=runtime, device=str(device), max_keypoints=max_keypoints,
-        superpoint_weights=str(weights["superpoint"]), superglue_weights=str(weights["superglue"]),
-        extractor_options=dict(overrides), matcher_options=dict(overrides, **(matcher_options or {}))))
+    return build_components(
+        dict(
+            preset="superglue",
+            runtime=runtime,
+            device=str(device),
+            max_keypoints=max_keypoints,
+            superpoint_weights=str(weights["superpoint"]),
+            superglue_weights=str(weights["superglue"]),
+            extractor_options=dict(overrides),
+            matcher_options=dict(overrides, **(matcher_options or {})),
+        )
+    )
 
 
-def standard_superglue(runtime: str, path, device, overrides: dict | None = None,
-                       matcher_options: dict | None = None):
+def standard_superglue(
+    runtime: str, path, device, overrides: dict | None = None, matcher_options: dict | None = None
+):
     """The papers' standard SuperGlue (9 self + 9 cross layers, 256-d) as a matcher of the
     given runtime: from a published file when given, else seeded random weights."""
     options = dict(overrides or {}, **(matcher_options or {}))
-    return build_components(dict(preset="superglue", extractor="orb", runtime=runtime,
-                                 device=str(device), superglue_weights=str(path),
-                                 matcher_options=options))[1]
+    return build_components(
+        dict(
+            preset="superglue",
+            extractor="orb",
+            runtime=runtime,
+            device=str(device),
+            superglue_weights=str(path),
+            matcher_options=options,
+        )
+    )[1]
 
 
 def find_weights(args, folder: pathlib.Path) -> tuple[dict, dict]:
@@ -332,40 +396,72 @@ def accuracy(extractor, matcher, pairs) -> dict:
     from .evaluation.homography_eval import evaluate_homography
 
     summary = evaluate_homography(extractor, matcher, pairs)
-    keys = ("precision", "recall", "num_matches", "num_keypoints0", "auc_robust@3px", "auc_dlt@3px",
-            "auc_robust@1px", "auc_robust@5px")
+    keys = (
+        "precision",
+        "recall",
+        "num_matches",
+        "num_keypoints0",
+        "auc_robust@3px",
+        "auc_dlt@3px",
+        "auc_robust@1px",
+        "auc_robust@5px",
+    )
     return {k: summary.get(k) for k in keys}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="superglue-benchmark",
-        description="Per-stage and end-to-end timings of the fast path vs the reference mode (VGA).")
-    p.add_argument("--frames", type=int, default=40, help="VO frames timed in fast mode (+2 warm-up)")
+        description="Per-stage and end-to-end timings of the fast path vs the reference mode (VGA).",
+    )
+    p.add_argument(
+        "--frames", type=int, default=40, help="VO frames timed in fast mode (+2 warm-up)"
+    )
     p.add_argument("--reference-frames", type=int, default=8, help="VO frames in reference mode")
-    p.add_argument("--loop-repeats", type=int, default=10, help="timed 5-candidate loop verifications (fast)")
+    p.add_argument(
+        "--loop-repeats", type=int, default=10, help="timed 5-candidate loop verifications (fast)"
+    )
     p.add_argument("--reference-loop-repeats", type=int, default=3)
     p.add_argument("--max-keypoints", type=int, default=512)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--keyframe-every", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="torch / backend threads")
-    p.add_argument("--backend", default=None, help="override the fast backend (torch|openvino|onnxruntime)")
+    p.add_argument(
+        "--backend", default=None, help="override the fast backend (torch|openvino|onnxruntime)"
+    )
     p.add_argument("--precision", default=None, help="override the fast precision (auto|fp32|bf16)")
-    p.add_argument("--accuracy-pairs", type=int, default=20,
-                   help="synthetic homography pairs for the accuracy delta (0 = skip)")
-    p.add_argument("--images", default=None,
-                   help="folder of photos for the synthetic pairs (default: photos shipped with scikit-image)")
+    p.add_argument(
+        "--accuracy-pairs",
+        type=int,
+        default=20,
+        help="synthetic homography pairs for the accuracy delta (0 = skip)",
+    )
+    p.add_argument(
+        "--images",
+        default=None,
+        help="folder of photos for the synthetic pairs (default: photos shipped with scikit-image)",
+    )
     p.add_argument("--superpoint-weights", default=None)
     p.add_argument("--superglue-weights", default=None)
     p.add_argument("--random-weights", action="store_true", help="ignore shipped weights")
-    p.add_argument("--standard-superglue-weights", default=None,
-                   help="published 9+9 SuperGlue file for the standard-configuration timing "
-                        "(default: seeded random weights)")
-    p.add_argument("--skip-standard", action="store_true",
-                   help="do not time the standard 9+9 SuperGlue beside the shipped one")
-    p.add_argument("--match-threshold", type=float, default=None,
-                   help="override match_threshold of both modes (default: the models' own)")
+    p.add_argument(
+        "--standard-superglue-weights",
+        default=None,
+        help="published 9+9 SuperGlue file for the standard-configuration timing "
+        "(default: seeded random weights)",
+    )
+    p.add_argument(
+        "--skip-standard",
+        action="store_true",
+        help="do not time the standard 9+9 SuperGlue beside the shipped one",
+    )
+    p.add_argument(
+        "--match-threshold",
+        type=float,
+        default=None,
+        help="override match_threshold of both modes (default: the models' own)",
+    )
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default="benchmark.json", help="JSON output path")
@@ -397,19 +493,23 @@ def print_table(results: dict) -> None:
     print(row)
     standard = results.get("standard_superglue")
     if standard:
-        for key, label in (("superglue_gnn", "9+9 SuperGlue GNN"),
-                           ("superglue_sinkhorn", "9+9 Sinkhorn"),
-                           ("superglue_per_frame", "9+9 SuperGlue per frame"),
-                           ("loop_matching_5", "9+9 loop matching x5")):
+        for key, label in (
+            ("superglue_gnn", "9+9 SuperGlue GNN"),
+            ("superglue_sinkhorn", "9+9 Sinkhorn"),
+            ("superglue_per_frame", "9+9 SuperGlue per frame"),
+            ("loop_matching_5", "9+9 loop matching x5"),
+        ):
             row = f"{label:24s}"
             for m in modes:
                 r = standard["modes"].get(m, {})
                 row += f"{fmt(r.get(key) or r.get('stages', {}).get(key)):>28s}"
             print(row)
     if "speedup_end_to_end" in results:
-        print(f"speed-up over reference (median end-to-end): {results['speedup_end_to_end']:.1f}x; "
-              f"node VO path: {results['speedup_frontend_vo']:.1f}x; "
-              f"loop: {results.get('speedup_loop', float('nan')):.1f}x")
+        print(
+            f"speed-up over reference (median end-to-end): {results['speedup_end_to_end']:.1f}x; "
+            f"node VO path: {results['speedup_frontend_vo']:.1f}x; "
+            f"loop: {results.get('speedup_loop', float('nan')):.1f}x"
+        )
     if "accuracy" in results:
         print("accuracy (synthetic homography pairs):", json.dumps(results["accuracy"]))
 
@@ -431,63 +531,95 @@ def main(argv=None, to_message=None) -> int:
     K = np.array([[f, 0, args.width / 2 - 0.5], [0, f, args.height / 2 - 0.5], [0, 0, 1]])
 
     # --backend / --precision override the fast runtime's choice, --match-threshold both modes
-    overrides = {"fast": {k: v for k, v in (("backend", args.backend), ("precision", args.precision))
-                          if v}, "reference": {}}
-    matcher_options = ({} if args.match_threshold is None
-                       else dict(match_threshold=args.match_threshold))
+    overrides = {
+        "fast": {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v},
+        "reference": {},
+    }
+    matcher_options = (
+        {} if args.match_threshold is None else dict(match_threshold=args.match_threshold)
+    )
     min_matches = 8 if random_superglue else 0
-    results_notes = ("random SuperGlue weights give a uniform assignment (no matches): the "
-                     "geometry stage is timed on SuperPoint mutual-NN correspondences"
-                     if random_superglue else "")
+    results_notes = (
+        "random SuperGlue weights give a uniform assignment (no matches): the "
+        "geometry stage is timed on SuperPoint mutual-NN correspondences"
+        if random_superglue
+        else ""
+    )
     results = dict(
-        machine=backends.machine_description(), load_average_start=os.getloadavg(),
-        weights=weight_notes, image_size=list(size), max_keypoints=args.max_keypoints,
-        configs={}, modes={}, notes=results_notes)
+        machine=backends.machine_description(),
+        load_average_start=os.getloadavg(),
+        weights=weight_notes,
+        image_size=list(size),
+        max_keypoints=args.max_keypoints,
+        configs={},
+        modes={},
+        notes=results_notes,
+    )
 
     runs = [("fast", args.frames, args.loop_repeats)]
     if not args.skip_reference:
         runs.append(("reference", args.reference_frames, args.reference_loop_repeats))
     built, features = {}, {}
     for name, nframes, loops in runs:
-        extractor, matcher = build_mode(name, weights, device, args.max_keypoints,
-                                        overrides[name], matcher_options)
-        results["configs"][name] = dict(superpoint=extractor.model.conf,
-                                        superglue=matcher.model.conf)
+        extractor, matcher = build_mode(
+            name, weights, device, args.max_keypoints, overrides[name], matcher_options
+        )
+        results["configs"][name] = dict(
+            superpoint=extractor.model.conf, superglue=matcher.model.conf
+        )
         t0 = time.perf_counter()
         prepare(extractor, matcher, frames[0])
         LOG.info("%s mode ready in %.1f s (backend build/compile)", name, time.perf_counter() - t0)
         features[name] = []
-        results["modes"][name] = run_mode(name, extractor, matcher, frames[: nframes + 2], K,
-                                          args.keyframe_every, loops, min_matches=min_matches,
-                                          features_out=features[name])
+        results["modes"][name] = run_mode(
+            name,
+            extractor,
+            matcher,
+            frames[: nframes + 2],
+            K,
+            args.keyframe_every,
+            loops,
+            min_matches=min_matches,
+            features_out=features[name],
+        )
         results["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         built[name] = (extractor, matcher)
-        results["modes"][name]["frontend_vo"] = run_frontend(extractor, matcher,
-                                                             frames[: nframes + 2], K,
-                                                             to_message=to_message)
+        results["modes"][name]["frontend_vo"] = run_frontend(
+            extractor, matcher, frames[: nframes + 2], K, to_message=to_message
+        )
     if not args.skip_standard:
-        standard = dict(layers=18, weights=args.standard_superglue_weights
-                        or "random-initialised (seed 0): speed only", modes={})
+        standard = dict(
+            layers=18,
+            weights=args.standard_superglue_weights or "random-initialised (seed 0): speed only",
+            modes={},
+        )
         path = args.standard_superglue_weights or random_weights_file(
-            "superglue", scratch / "standard", dict(gnn_layers=["self", "cross"] * 9,
-                                                    keypoint_encoder=[32, 64, 128, 256]))
+            "superglue",
+            scratch / "standard",
+            dict(gnn_layers=["self", "cross"] * 9, keypoint_encoder=[32, 64, 128, 256]),
+        )
         for name, _, loops in runs:
             matcher = standard_superglue(name, path, device, overrides[name], matcher_options)
             t0 = time.perf_counter()
             prepare_features = uncached(features[name][0])
             matcher.match(prepare_features, uncached(prepare_features))
-            standard["modes"][name] = run_superglue_only(matcher, features[name],
-                                                         args.keyframe_every, loops)
+            standard["modes"][name] = run_superglue_only(
+                matcher, features[name], args.keyframe_every, loops
+            )
             standard["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
         results["standard_superglue"] = standard
     if "reference" in results["modes"]:
         fast, ref = results["modes"]["fast"], results["modes"]["reference"]
-        results["speedup_end_to_end"] = ref["end_to_end"]["median_ms"] / fast["end_to_end"]["median_ms"]
-        results["speedup_frontend_vo"] = (ref["frontend_vo"]["median_ms"]
-                                          / fast["frontend_vo"]["median_ms"])
+        results["speedup_end_to_end"] = (
+            ref["end_to_end"]["median_ms"] / fast["end_to_end"]["median_ms"]
+        )
+        results["speedup_frontend_vo"] = (
+            ref["frontend_vo"]["median_ms"] / fast["frontend_vo"]["median_ms"]
+        )
         if fast["loop_verification_5"] and ref["loop_verification_5"]:
-            results["speedup_loop"] = (ref["loop_verification_5"]["median_ms"]
-                                       / fast["loop_verification_5"]["median_ms"])
+            results["speedup_loop"] = (
+                ref["loop_verification_5"]["median_ms"] / fast["loop_verification_5"]["median_ms"]
+            )
 
     if args.accuracy_pairs > 0 and "reference" in built:
         from .evaluation.synthetic import make_homography_pairs
@@ -497,20 +629,29 @@ def main(argv=None, to_message=None) -> int:
         acc = {name: accuracy(*built[name], pairs) for name in ("reference", "fast")}
         acc["delta_fast_minus_reference"] = {
             k: (acc["fast"][k] - acc["reference"][k])
-            if isinstance(acc["fast"][k], (int, float)) and isinstance(acc["reference"][k], (int, float))
-            else None for k in acc["fast"]}
-        acc["pairs"] = dict(num=args.accuracy_pairs, images=str(args.images or "scikit-image shipped photos"))
+            if isinstance(acc["fast"][k], (int, float))
+            and isinstance(acc["reference"][k], (int, float))
+            else None
+            for k in acc["fast"]
+        }
+        acc["pairs"] = dict(
+            num=args.accuracy_pairs, images=str(args.images or "scikit-image shipped photos")
+        )
         if any(isinstance(note, str) for note in weight_notes.values()):
-            acc["note"] = "random weights: accuracy values are meaningless, only the agreement counts"
+            acc["note"] = (
+                "random weights: accuracy values are meaningless, only the agreement counts"
+            )
         results["accuracy"] = acc
 
     results["load_average_end"] = os.getloadavg()
     e2e = results["modes"]["fast"]["frontend_vo"]
     loop = results["modes"]["fast"]["loop_verification_5"]
     results["targets"] = dict(
-        vo_median_le_100ms=e2e["median_ms"] <= 100, vo_p90_le_150ms=e2e["p90_ms"] <= 150,
+        vo_median_le_100ms=e2e["median_ms"] <= 100,
+        vo_p90_le_150ms=e2e["p90_ms"] <= 150,
         loop5_le_300ms=bool(loop and loop["median_ms"] <= 300),
-        speedup_ge_8x=bool(results.get("speedup_frontend_vo", 0) >= 8))
+        speedup_ge_8x=bool(results.get("speedup_frontend_vo", 0) >= 8),
+    )
     print_table(results)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ Distortion models (names and coefficient order as in sensor_msgs/CameraInfo):
   'rational_polynomial'  (k1, k2, p1, p2, k3, k4, k5, k6)
   'equidistant'          fisheye (k1, k2, k3, k4), OpenCV's cv2.fisheye model
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +21,14 @@ from typing import Callable
 import cv2
 import numpy as np
 
-DISTORTION_MODELS = ('none', 'plumb_bob', 'rational_polynomial', 'equidistant')
+DISTORTION_MODELS = ("none", "plumb_bob", "rational_polynomial", "equidistant")
 # coefficient counts accepted per model (OpenCV takes 4, 5 or 8 for the polynomial models)
-_COEFFICIENTS = {'none': (0,), 'plumb_bob': (4, 5), 'rational_polynomial': (8,),
-                 'equidistant': (4,)}
+_COEFFICIENTS = {
+    "none": (0,),
+    "plumb_bob": (4, 5),
+    "rational_polynomial": (8,),
+    "equidistant": (4,),
+}
 # The iterative inversion stops at 1e-12 change or 100 iterations: OpenCV's default (5
 # iterations) leaves errors of pixels at the corners of strongly distorted lenses (EuRoC).
 _CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
@@ -57,7 +62,7 @@ class CameraModel:
 
     K: np.ndarray
     D: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    distortion_model: str = 'none'
+    distortion_model: str = "none"
     image_size: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
@@ -65,28 +70,31 @@ class CameraModel:
         if problem:
             raise CameraModelError(problem)
         if self.distortion_model not in DISTORTION_MODELS:
-            raise CameraModelError(f"unsupported distortion model '{self.distortion_model}' "
-                                   f"(supported: {', '.join(DISTORTION_MODELS)})")
+            raise CameraModelError(
+                f"unsupported distortion model '{self.distortion_model}' "
+                f"(supported: {', '.join(DISTORTION_MODELS)})"
+            )
         D = np.asarray(self.D, np.float64).reshape(-1)
         if not np.all(np.isfinite(D)):
-            raise CameraModelError('distortion coefficients contain NaN or inf')
-        if self.distortion_model != 'none' and D.size not in _COEFFICIENTS[self.distortion_model]:
+            raise CameraModelError("distortion coefficients contain NaN or inf")
+        if self.distortion_model != "none" and D.size not in _COEFFICIENTS[self.distortion_model]:
             raise CameraModelError(
                 f"distortion model '{self.distortion_model}' takes "
                 f"{' or '.join(map(str, _COEFFICIENTS[self.distortion_model]))} coefficients, "
-                f'got {D.size}')
-        object.__setattr__(self, 'K', np.asarray(self.K, np.float64).copy())
-        object.__setattr__(self, 'D', D.copy())
-        object.__setattr__(self, 'image_size', tuple(int(v) for v in self.image_size))
+                f"got {D.size}"
+            )
+        object.__setattr__(self, "K", np.asarray(self.K, np.float64).copy())
+        object.__setattr__(self, "D", D.copy())
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
 
     @classmethod
-    def pinhole(cls, K, image_size: tuple[int, int] = (0, 0)) -> 'CameraModel':
+    def pinhole(cls, K, image_size: tuple[int, int] = (0, 0)) -> "CameraModel":
         """A distortion-free camera (rectified images, or K alone)."""
-        return cls(np.asarray(K, np.float64), np.zeros(0), 'none', image_size)
+        return cls(np.asarray(K, np.float64), np.zeros(0), "none", image_size)
 
     @property
     def is_distorted(self) -> bool:
-        return self.distortion_model != 'none' and bool(np.any(self.D != 0))
+        return self.distortion_model != "none" and bool(np.any(self.D != 0))
 
     def undistort(self, points) -> np.ndarray:
         """Observed pixels [N,2] -> pixels of the ideal pinhole camera with the same K [N,2]
@@ -95,12 +103,14 @@ class CameraModel:
         if not self.is_distorted or len(pts) == 0:
             return pts.copy()
         src = np.ascontiguousarray(pts[:, None, :])
-        if self.distortion_model == 'equidistant':
-            out = cv2.fisheye.undistortPoints(src, self.K, self.D, R=np.eye(3), P=self.K,
-                                              criteria=_CRITERIA)
+        if self.distortion_model == "equidistant":
+            out = cv2.fisheye.undistortPoints(
+                src, self.K, self.D, R=np.eye(3), P=self.K, criteria=_CRITERIA
+            )
         else:
-            out = cv2.undistortPoints(src, self.K, self.D, R=np.eye(3), P=self.K,
-                                      criteria=_CRITERIA)
+            out = cv2.undistortPoints(
+                src, self.K, self.D, R=np.eye(3), P=self.K, criteria=_CRITERIA
+            )
         return out.reshape(-1, 2).astype(np.float64)
 
     def distort(self, points) -> np.ndarray:
@@ -109,7 +119,7 @@ class CameraModel:
         if not self.is_distorted or len(pts) == 0:
             return pts.copy()
         rays = np.c_[pts, np.ones(len(pts))] @ np.linalg.inv(self.K).T
-        if self.distortion_model == 'equidistant':
+        if self.distortion_model == "equidistant":
             out = cv2.fisheye.distortPoints(np.ascontiguousarray(rays[:, None, :2]), self.K, self.D)
         else:
             out, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), self.K, self.D)
@@ -124,8 +134,14 @@ class CameraModel:
 # calibration fields (as in sensor_msgs/CameraInfo and rosbag readers) -> CameraModel
 # ------------------------------------------------------------------------------------------
 
-def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int] | None = None,
-                  warn: Callable[[str], None] | None = None) -> np.ndarray | None:
+
+def camera_matrix(
+    k,
+    width: int = 0,
+    height: int = 0,
+    image_size: tuple[int, int] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> np.ndarray | None:
     """CameraInfo.k (9 values, row-major) -> K [3,3] float64, or None when unusable.
 
     Unusable: non-finite values, zero/negative focal length (an uncalibrated camera
@@ -134,27 +150,41 @@ def camera_matrix(k, width: int = 0, height: int = 0, image_size: tuple[int, int
     """
     K = np.asarray(k, dtype=np.float64).reshape(-1)
     if K.size != 9:
-        _warn(warn, f'camera_info K has {K.size} values, expected 9: ignored')
+        _warn(warn, f"camera_info K has {K.size} values, expected 9: ignored")
         return None
     K = K.reshape(3, 3)
     if not np.all(np.isfinite(K)):
-        _warn(warn, 'camera_info K has NaN/inf values: ignored')
+        _warn(warn, "camera_info K has NaN/inf values: ignored")
         return None
     fx, fy = K[0, 0], K[1, 1]
     if fx <= 0 or fy <= 0:
-        _warn(warn, f'camera_info has zero or negative focal length (fx={fx:g}, fy={fy:g}): '
-                    'K ignored, matching without intrinsics')
+        _warn(
+            warn,
+            f"camera_info has zero or negative focal length (fx={fx:g}, fy={fy:g}): "
+            "K ignored, matching without intrinsics",
+        )
         return None
     if image_size is not None and width > 0 and height > 0 and (width, height) != tuple(image_size):
-        _warn(warn, f'camera_info size {width}x{height} differs from image size '
-                    f'{image_size[0]}x{image_size[1]}: K ignored')
+        _warn(
+            warn,
+            f"camera_info size {width}x{height} differs from image size "
+            f"{image_size[0]}x{image_size[1]}: K ignored",
+        )
         return None
     return K
 
 
-def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0,
-                 image_size: tuple[int, int] | None = None, rectified: bool = False,
-                 warn: Callable[[str], None] | None = None) -> CameraModel | None:
+def camera_model(
+    k,
+    d,
+    p,
+    distortion_model: str,
+    width: int = 0,
+    height: int = 0,
+    image_size: tuple[int, int] | None = None,
+    rectified: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> CameraModel | None:
     """CameraInfo fields (k: 9 values, d: N, p: 12, distortion_model, width, height) ->
     CameraModel, or None when unusable (reason sent to `warn`; the caller then matches
     without intrinsics).
@@ -168,9 +198,13 @@ def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0
     if rectified:
         P = np.asarray(p, dtype=np.float64).reshape(-1)
         if P.size != 12:
-            _warn(warn, f'camera_info P has {P.size} values, expected 12 (rectified_input): ignored')
+            _warn(
+                warn, f"camera_info P has {P.size} values, expected 12 (rectified_input): ignored"
+            )
             return None
-        K = camera_matrix(P.reshape(3, 4)[:, :3].reshape(9), width, height, image_size, _prefixed(warn, 'P: '))
+        K = camera_matrix(
+            P.reshape(3, 4)[:, :3].reshape(9), width, height, image_size, _prefixed(warn, "P: ")
+        )
         return None if K is None else CameraModel.pinhole(K, _size(width, height))
     K = camera_matrix(k, width, height, image_size, warn)
     if K is None:
@@ -182,8 +216,11 @@ def camera_model(k, d, p, distortion_model: str, width: int = 0, height: int = 0
     try:
         return CameraModel(K, D, model, _size(width, height))
     except CameraModelError as error:
-        _warn(warn, f'camera_info distortion ({distortion_model!r}, {D.size} coefficients) '
-                    f'unusable: {error}; camera_info ignored, matching without intrinsics')
+        _warn(
+            warn,
+            f"camera_info distortion ({distortion_model!r}, {D.size} coefficients) "
+            f"unusable: {error}; camera_info ignored, matching without intrinsics",
+        )
         return None
 
 

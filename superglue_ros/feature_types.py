@@ -4,6 +4,7 @@ Everything that produces or consumes correspondences (the node, ``superglue-matc
 evaluation toolkit, training validation) talks to these types only, so a classical baseline and
 the learned SuperPoint/SuperGlue pair are interchangeable by name (registry: ``features.py``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from .timing import stage
 # Features.cache[CACHE_KEY] = dict(device=str, keypoints, scores, descriptors): the tensors of
 # the features on the compute device, kept by the learned wrappers (learned.py) and re-pointed
 # by the front-end when it maps keypoints to original pixels
-CACHE_KEY = 'torch'
+CACHE_KEY = "torch"
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Features:
     cache: matcher-private data (e.g. tensors on the compute device) so reference frames are
         not re-uploaded for every match; never part of the public value of the features.
     """
+
     keypoints: np.ndarray
     scores: np.ndarray
     descriptors: np.ndarray
@@ -45,13 +47,15 @@ class Features:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         n = len(self.keypoints)
         if len(self.scores) != n or len(self.descriptors) != n:
-            raise ValueError(f'inconsistent feature counts: {n} keypoints, {len(self.scores)} '
-                             f'scores, {len(self.descriptors)} descriptors')
+            raise ValueError(
+                f"inconsistent feature counts: {n} keypoints, {len(self.scores)} "
+                f"scores, {len(self.descriptors)} descriptors"
+            )
 
     def __len__(self) -> int:
         return len(self.keypoints)
 
-    def scaled(self, sx: float, sy: float, image_size) -> 'Features':
+    def scaled(self, sx: float, sy: float, image_size) -> "Features":
         """Copy with keypoints mapped to the same image resized by sx = new_width / width,
         sy = new_height / height; image_size is the new (width, height).
 
@@ -76,12 +80,17 @@ class Features:
             if isinstance(value, (list, tuple)):
                 return sum(size(v) for v in value)
             return 0
+
         return total + size(self.cache)
 
     @classmethod
-    def empty(cls, image_size, descriptor_dim=256, dtype=np.float32) -> 'Features':
-        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                   np.zeros((0, descriptor_dim), dtype), image_size)
+    def empty(cls, image_size, descriptor_dim=256, dtype=np.float32) -> "Features":
+        return cls(
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, descriptor_dim), dtype),
+            image_size,
+        )
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Matches:
     matches0: int64 [N0], index into keypoints1 or -1
     scores0: float32 [N0], confidence, 0 where unmatched
     """
+
     matches0: np.ndarray
     scores0: np.ndarray
 
@@ -98,8 +108,9 @@ class Matches:
         self.matches0 = np.asarray(self.matches0, np.int64).reshape(-1)
         self.scores0 = np.asarray(self.scores0, np.float32).reshape(-1)
         if len(self.matches0) != len(self.scores0):
-            raise ValueError(f'matches0 has {len(self.matches0)} entries but scores0 '
-                             f'{len(self.scores0)}')
+            raise ValueError(
+                f"matches0 has {len(self.matches0)} entries but scores0 {len(self.scores0)}"
+            )
 
     def __len__(self) -> int:
         return int((self.matches0 >= 0).sum())
@@ -110,11 +121,11 @@ class Matches:
         return idx0, self.matches0[idx0]
 
     @classmethod
-    def none(cls, n0: int) -> 'Matches':
+    def none(cls, n0: int) -> "Matches":
         return cls(np.full(n0, -1, np.int64), np.zeros(n0, np.float32))
 
     @classmethod
-    def from_pairs(cls, n0: int, idx0, idx1, scores) -> 'Matches':
+    def from_pairs(cls, n0: int, idx0, idx1, scores) -> "Matches":
         matches = cls.none(n0)
         matches.matches0[np.asarray(idx0, np.int64)] = np.asarray(idx1, np.int64)
         matches.scores0[np.asarray(idx0, np.int64)] = np.asarray(scores, np.float32)
@@ -124,21 +135,23 @@ class Matches:
 class _Configured:
     """Shared by extractors and matchers: `default_conf` merged with checked overrides, and the
     resolved compute device."""
-    name = 'component'
+
+    name = "component"
     default_conf: dict = {}
 
-    def __init__(self, device='cpu', **conf):
+    def __init__(self, device="cpu", **conf):
         check_options(self.name, conf, self.default_conf)
         self.conf = {**self.default_conf, **conf}
         self.device = resolve_device(device)
 
     def __repr__(self):
-        return f'{type(self).__name__}({self.conf})'
+        return f"{type(self).__name__}({self.conf})"
 
 
 class Extractor(_Configured):
     """Turns a uint8 image (HxW gray or HxWx3 BGR) into Features."""
-    name = 'extractor'
+
+    name = "extractor"
 
     def extract(self, image: np.ndarray) -> Features:
         raise NotImplementedError
@@ -146,11 +159,12 @@ class Extractor(_Configured):
 
 class Matcher(_Configured):
     """Matches Features of image 0 against Features of image 1 (or many references)."""
-    name = 'matcher'
+
+    name = "matcher"
 
     def match(self, f0: Features, f1: Features) -> Matches:
         """Matches of f0 in f1; timed as stage 'matcher' when the caller records (timing.py)."""
-        with stage('matcher'):
+        with stage("matcher"):
             return self._match(f0, f1)
 
     def _match(self, f0: Features, f1: Features) -> Matches:

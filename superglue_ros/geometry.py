@@ -13,6 +13,7 @@ SIFT matches on Middlebury templeRing, 51 pairs, pose AUC@5/10/20 deg at 1 px):
   homography / fundamental: 'magsac' (MAGSAC++)  synthetic median corner error 0.25 px vs
                0.40 ACCURATE, 0.54 poselib, 0.73 RANSAC (40% outliers, 0.5 px noise).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,15 +24,15 @@ import numpy as np
 from .timing import stage
 
 ESTIMATORS = {
-    'magsac': cv2.USAC_MAGSAC,      # MAGSAC++ scoring, threshold-robust
-    'accurate': cv2.USAC_ACCURATE,  # GC-RANSAC local optimisation
-    'usac': cv2.USAC_DEFAULT,
-    'prosac': cv2.USAC_PROSAC,      # expects points sorted by confidence
-    'ransac': cv2.RANSAC,           # classic RANSAC
-    'lmeds': cv2.LMEDS,
-    'poselib': None,                # PoseLib, essential and homography only
+    "magsac": cv2.USAC_MAGSAC,  # MAGSAC++ scoring, threshold-robust
+    "accurate": cv2.USAC_ACCURATE,  # GC-RANSAC local optimisation
+    "usac": cv2.USAC_DEFAULT,
+    "prosac": cv2.USAC_PROSAC,  # expects points sorted by confidence
+    "ransac": cv2.RANSAC,  # classic RANSAC
+    "lmeds": cv2.LMEDS,
+    "poselib": None,  # PoseLib, essential and homography only
 }
-DEFAULT_ESTIMATORS = {'essential': 'poselib', 'fundamental': 'magsac', 'homography': 'magsac'}
+DEFAULT_ESTIMATORS = {"essential": "poselib", "fundamental": "magsac", "homography": "magsac"}
 # PoseLib's own default runs at least 1000 RANSAC iterations whatever the inlier ratio. Measured
 # (250 synthetic correspondences, 1 px noise, 40 trials each): with 100 the pose errors are
 # identical (its adaptive stopping still decides) and a fit costs 3.2 ms instead of 19.0 ms at
@@ -46,7 +47,7 @@ POSELIB_MIN_ITERATIONS = 100
 # superglue_ros.evaluation.geometry_budget). FrontEnd's essential_max_iterations uses this.
 ESSENTIAL_MAX_ITERATIONS = 500
 DEFAULT_ESTIMATOR = None  # None = the per-model default of DEFAULT_ESTIMATORS
-MIN_POINTS = {'homography': 4, 'fundamental': 8, 'essential': 5}
+MIN_POINTS = {"homography": 4, "fundamental": 8, "essential": 5}
 
 
 @dataclass
@@ -59,6 +60,7 @@ class GeometricModel:
     R, t: rotation 3x3 and unit translation (3,) from camera 0 to camera 1 (x1 = R x0 + t),
         essential only, else None
     """
+
     kind: str
     matrix: np.ndarray
     inliers: np.ndarray
@@ -70,23 +72,24 @@ class GeometricModel:
         return int(self.inliers.sum())
 
     @classmethod
-    def none(cls, num_points: int) -> 'GeometricModel':
-        return cls('none', np.zeros((3, 3)), np.zeros(num_points, bool))
+    def none(cls, num_points: int) -> "GeometricModel":
+        return cls("none", np.zeros((3, 3)), np.zeros(num_points, bool))
 
 
 def _points(pts, name) -> np.ndarray:
     pts = np.asarray(pts, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f'{name} must have shape [K,2], got {pts.shape}')
+        raise ValueError(f"{name} must have shape [K,2], got {pts.shape}")
     return np.ascontiguousarray(pts)
 
 
 def _estimator(estimator: str | None, model: str) -> str:
     estimator = DEFAULT_ESTIMATORS[model] if estimator is None else estimator
     if estimator not in ESTIMATORS:
-        raise ValueError(f'unknown robust estimator {estimator!r}; choose from '
-                         f'{sorted(ESTIMATORS)}')
-    if estimator == 'poselib' and model == 'fundamental':
+        raise ValueError(
+            f"unknown robust estimator {estimator!r}; choose from {sorted(ESTIMATORS)}"
+        )
+    if estimator == "poselib" and model == "fundamental":
         raise ValueError("estimator 'poselib' is used for essential and homography only")
     return estimator
 
@@ -95,9 +98,11 @@ def _poselib():
     try:
         import poselib
     except ImportError as error:
-        raise ImportError("estimator 'poselib' needs the poselib package (pip install "
-                          "poselib, listed in requirements.txt) or choose e.g. "
-                          "estimator='accurate'") from error
+        raise ImportError(
+            "estimator 'poselib' needs the poselib package (pip install "
+            "poselib, listed in requirements.txt) or choose e.g. "
+            "estimator='accurate'"
+        ) from error
     return poselib
 
 
@@ -111,13 +116,13 @@ def _best_first(scores, num_points) -> np.ndarray | None:
         return None
     scores = np.asarray(scores, np.float64).reshape(-1)
     if len(scores) != num_points:
-        raise ValueError(f'scores has {len(scores)} values for {num_points} correspondences')
-    return np.argsort(-scores, kind='stable')
+        raise ValueError(f"scores has {len(scores)} values for {num_points} correspondences")
+    return np.argsort(-scores, kind="stable")
 
 
 def _poselib_options(order, **options) -> dict:
     if order is not None:
-        options['progressive_sampling'] = True
+        options["progressive_sampling"] = True
     return options
 
 
@@ -137,38 +142,59 @@ def _mask(mask, num_points) -> np.ndarray:
     return np.asarray(mask).reshape(-1).astype(bool)
 
 
-def estimate_homography(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
-                        confidence=0.9999, max_iters=10000, scores=None):
+def estimate_homography(
+    pts0,
+    pts1,
+    threshold_px=2.0,
+    estimator=DEFAULT_ESTIMATOR,
+    confidence=0.9999,
+    max_iters=10000,
+    scores=None,
+):
     """H (3x3, pts1 ~ H pts0) and inlier mask bool [K], or (None, all False). scores [K]
     (match confidences): PoseLib samples the best first (PROSAC); ignored by OpenCV."""
-    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
-    if len(pts0) < MIN_POINTS['homography']:
+    pts0, pts1 = _points(pts0, "pts0"), _points(pts1, "pts1")
+    if len(pts0) < MIN_POINTS["homography"]:
         return None, np.zeros(len(pts0), bool)
-    estimator = _estimator(estimator, 'homography')
-    if estimator == 'poselib':
+    estimator = _estimator(estimator, "homography")
+    if estimator == "poselib":
         order = _best_first(scores, len(pts0))
         sorted0, sorted1 = (pts0, pts1) if order is None else (pts0[order], pts1[order])
         H, info = _poselib().estimate_homography(
-            sorted0, sorted1, _poselib_options(
-                order, max_reproj_error=threshold_px, max_iterations=max_iters,
-                min_iterations=POSELIB_MIN_ITERATIONS, success_prob=confidence))
-        mask = _unorder(info['inliers'], order)
+            sorted0,
+            sorted1,
+            _poselib_options(
+                order,
+                max_reproj_error=threshold_px,
+                max_iterations=max_iters,
+                min_iterations=POSELIB_MIN_ITERATIONS,
+                success_prob=confidence,
+            ),
+        )
+        mask = _unorder(info["inliers"], order)
         H = None if mask.sum() < 4 else np.asarray(H, np.float64)
     else:
-        H, mask = cv2.findHomography(pts0, pts1, ESTIMATORS[estimator], threshold_px,
-                                     maxIters=max_iters, confidence=confidence)
+        H, mask = cv2.findHomography(
+            pts0,
+            pts1,
+            ESTIMATORS[estimator],
+            threshold_px,
+            maxIters=max_iters,
+            confidence=confidence,
+        )
     if H is None or H.shape != (3, 3):
         return None, np.zeros(len(pts0), bool)
     return H, _mask(mask, len(pts0))
 
 
-def estimate_fundamental(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
-                         confidence=0.9999, max_iters=10000):
+def estimate_fundamental(
+    pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR, confidence=0.9999, max_iters=10000
+):
     """F (3x3, x1^T F x0 = 0) and inlier mask bool [K], or (None, all False)."""
-    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
-    if len(pts0) < MIN_POINTS['fundamental']:
+    pts0, pts1 = _points(pts0, "pts0"), _points(pts1, "pts1")
+    if len(pts0) < MIN_POINTS["fundamental"]:
         return None, np.zeros(len(pts0), bool)
-    method = ESTIMATORS[_estimator(estimator, 'fundamental')]
+    method = ESTIMATORS[_estimator(estimator, "fundamental")]
     F, mask = cv2.findFundamentalMat(pts0, pts1, method, threshold_px, confidence, max_iters)
     if F is None or F.shape != (3, 3):  # 7-point can return up to 3 stacked solutions
         return None, np.zeros(len(pts0), bool)
@@ -177,13 +203,22 @@ def estimate_fundamental(pts0, pts1, threshold_px=2.0, estimator=DEFAULT_ESTIMAT
 
 def normalize_points(pts, K) -> np.ndarray:
     """Pixels [K,2] -> normalised camera coordinates [K,2] (K^-1 applied)."""
-    pts = _points(pts, 'pts')
+    pts = _points(pts, "pts")
     homogeneous = np.c_[pts, np.ones(len(pts))] @ np.linalg.inv(np.asarray(K, np.float64)).T
     return homogeneous[:, :2] / homogeneous[:, 2:]
 
 
-def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_ESTIMATOR,
-                       confidence=0.9999, max_iters=10000, scores=None):
+def estimate_essential(
+    pts0,
+    pts1,
+    K0,
+    K1,
+    threshold_px=2.0,
+    estimator=DEFAULT_ESTIMATOR,
+    confidence=0.9999,
+    max_iters=10000,
+    scores=None,
+):
     """(E, inliers bool [K], R, t) with x1 = R x0 + t, |t| = 1; (None, all False, None, None).
 
     scores [K] (match confidences): PoseLib samples the best first (PROSAC), which keeps the
@@ -194,49 +229,81 @@ def estimate_essential(pts0, pts1, K0, K1, threshold_px=2.0, estimator=DEFAULT_E
     image 1 are re-expressed in the pixel frame of camera 0 (K0 K1^-1 x1, same normalised
     coordinates) and E is fitted in pixels with K0; R, t come from the normalised points.
     """
-    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+    pts0, pts1 = _points(pts0, "pts0"), _points(pts1, "pts1")
     failed = (None, np.zeros(len(pts0), bool), None, None)
-    if len(pts0) < MIN_POINTS['essential']:
+    if len(pts0) < MIN_POINTS["essential"]:
         return failed
     K0, K1 = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
-    estimator = _estimator(estimator, 'essential')
-    if estimator == 'poselib':
-        cameras = [dict(model='PINHOLE', width=int(2 * K[0, 2] + 1), height=int(2 * K[1, 2] + 1),
-                        params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]]) for K in (K0, K1)]
+    estimator = _estimator(estimator, "essential")
+    if estimator == "poselib":
+        cameras = [
+            dict(
+                model="PINHOLE",
+                width=int(2 * K[0, 2] + 1),
+                height=int(2 * K[1, 2] + 1),
+                params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+            )
+            for K in (K0, K1)
+        ]
         order = _best_first(scores, len(pts0))
         sorted0, sorted1 = (pts0, pts1) if order is None else (pts0[order], pts1[order])
         pose, info = _poselib().estimate_relative_pose(
-            sorted0, sorted1, cameras[0], cameras[1], _poselib_options(
-                order, max_epipolar_error=threshold_px, max_iterations=max_iters,
-                min_iterations=POSELIB_MIN_ITERATIONS, success_prob=confidence))
-        inliers = _unorder(info['inliers'], order)
+            sorted0,
+            sorted1,
+            cameras[0],
+            cameras[1],
+            _poselib_options(
+                order,
+                max_epipolar_error=threshold_px,
+                max_iterations=max_iters,
+                min_iterations=POSELIB_MIN_ITERATIONS,
+                success_prob=confidence,
+            ),
+        )
+        inliers = _unorder(info["inliers"], order)
         t = np.asarray(pose.t, np.float64).reshape(3)
-        if inliers.sum() < MIN_POINTS['essential'] or np.linalg.norm(t) == 0:
+        if inliers.sum() < MIN_POINTS["essential"] or np.linalg.norm(t) == 0:
             return failed
         R, t = np.asarray(pose.R, np.float64), t / np.linalg.norm(t)
         return _skew(t) @ R, inliers, R, t
     n0, n1 = normalize_points(pts0, K0), normalize_points(pts1, K1)
     pts1_in_0 = np.c_[n1, np.ones(len(n1))] @ K0[:2].T
-    E, mask = cv2.findEssentialMat(pts0, pts1_in_0, K0, method=ESTIMATORS[estimator],
-                                   prob=confidence, threshold=threshold_px,
-                                   maxIters=max_iters)
+    E, mask = cv2.findEssentialMat(
+        pts0,
+        pts1_in_0,
+        K0,
+        method=ESTIMATORS[estimator],
+        prob=confidence,
+        threshold=threshold_px,
+        maxIters=max_iters,
+    )
     if E is None or E.shape[0] < 3 or E.shape[1] != 3:
         return failed
     inliers = _mask(mask, len(pts0))
     best = None
     for i in range(E.shape[0] // 3):  # RANSAC/LMEDS may return several candidates
-        E_i = E[3 * i:3 * i + 3]
-        count, R, t, _ = cv2.recoverPose(E_i, n0, n1, np.eye(3),
-                                         mask=inliers.astype(np.uint8).copy())
+        E_i = E[3 * i : 3 * i + 3]
+        count, R, t, _ = cv2.recoverPose(
+            E_i, n0, n1, np.eye(3), mask=inliers.astype(np.uint8).copy()
+        )
         if best is None or count > best[0]:
             best = (count, E_i, R, t.reshape(3))
     _, E, R, t = best
     return E, inliers, R, t
 
 
-def verify(pts0, pts1, K0=None, K1=None, model='auto', threshold_px=2.0,
-           estimator=DEFAULT_ESTIMATOR, confidence=0.9999, max_iters=10000,
-           scores=None) -> GeometricModel:
+def verify(
+    pts0,
+    pts1,
+    K0=None,
+    K1=None,
+    model="auto",
+    threshold_px=2.0,
+    estimator=DEFAULT_ESTIMATOR,
+    confidence=0.9999,
+    max_iters=10000,
+    scores=None,
+) -> GeometricModel:
     """Fit a two-view model to correspondences pts0 [K,2] <-> pts1 [K,2] (pixels).
 
     model: 'auto' (essential when both K0 and K1 are given, else fundamental), 'essential',
@@ -245,34 +312,44 @@ def verify(pts0, pts1, K0=None, K1=None, model='auto', threshold_px=2.0,
     PoseLib (PROSAC). Too few points or a failed fit give kind 'none' with all inliers False,
     never an exception. Timed as stage 'geometry' (timing.py) when the caller records.
     """
-    with stage('geometry'):
-        return _verify(pts0, pts1, K0, K1, model, threshold_px, estimator, confidence,
-                       max_iters, scores)
+    with stage("geometry"):
+        return _verify(
+            pts0, pts1, K0, K1, model, threshold_px, estimator, confidence, max_iters, scores
+        )
 
 
-def _verify(pts0, pts1, K0, K1, model, threshold_px, estimator, confidence, max_iters,
-            scores) -> GeometricModel:
-    pts0, pts1 = _points(pts0, 'pts0'), _points(pts1, 'pts1')
+def _verify(
+    pts0, pts1, K0, K1, model, threshold_px, estimator, confidence, max_iters, scores
+) -> GeometricModel:
+    pts0, pts1 = _points(pts0, "pts0"), _points(pts1, "pts1")
     if len(pts0) != len(pts1):
-        raise ValueError(f'pts0 has {len(pts0)} points but pts1 has {len(pts1)}')
-    if model == 'auto':
-        model = 'essential' if K0 is not None and K1 is not None else 'fundamental'
-    options = dict(threshold_px=threshold_px, estimator=estimator, confidence=confidence,
-                   max_iters=max_iters)
-    if model == 'essential':
+        raise ValueError(f"pts0 has {len(pts0)} points but pts1 has {len(pts1)}")
+    if model == "auto":
+        model = "essential" if K0 is not None and K1 is not None else "fundamental"
+    options = dict(
+        threshold_px=threshold_px, estimator=estimator, confidence=confidence, max_iters=max_iters
+    )
+    if model == "essential":
         if K0 is None or K1 is None:
             raise ValueError("model 'essential' needs both K0 and K1")
         E, inliers, R, t = estimate_essential(pts0, pts1, K0, K1, scores=scores, **options)
         if E is None:
             return GeometricModel.none(len(pts0))
-        return GeometricModel('essential', E, inliers, R, t)
-    if model == 'fundamental':
+        return GeometricModel("essential", E, inliers, R, t)
+    if model == "fundamental":
         F, inliers = estimate_fundamental(pts0, pts1, **options)
-        return GeometricModel.none(len(pts0)) if F is None else \
-            GeometricModel('fundamental', F, inliers)
-    if model == 'homography':
+        return (
+            GeometricModel.none(len(pts0))
+            if F is None
+            else GeometricModel("fundamental", F, inliers)
+        )
+    if model == "homography":
         H, inliers = estimate_homography(pts0, pts1, scores=scores, **options)
-        return GeometricModel.none(len(pts0)) if H is None else \
-            GeometricModel('homography', H, inliers)
-    raise ValueError(f"unknown model {model!r}; expected 'auto', 'essential', 'fundamental' "
-                     "or 'homography'")
+        return (
+            GeometricModel.none(len(pts0))
+            if H is None
+            else GeometricModel("homography", H, inliers)
+        )
+    raise ValueError(
+        f"unknown model {model!r}; expected 'auto', 'essential', 'fundamental' or 'homography'"
+    )

@@ -8,6 +8,7 @@ seen at ``warp_points(H, p0)`` in image1. Everything is seeded through a
 Conventions: points are ``(x, y)`` pixel coordinates with the origin at the centre of the top-left
 pixel (OpenCV's convention); sizes are ``(width, height)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,27 +17,37 @@ import cv2
 import numpy as np
 
 # Ranges at difficulty 1.0 (SuperPoint/SuperGlue-paper-like homographic adaptation).
-MAX_ROTATION_DEG = 25.0     # in-plane rotation, uniform in [-r, r]
+MAX_ROTATION_DEG = 25.0  # in-plane rotation, uniform in [-r, r]
 MAX_LOG_SCALE = math.log(1.5)  # scale = exp(u), u uniform in [-s, s] -> scale in [0.67, 1.5]
-MAX_PERSPECTIVE = 0.12      # each corner moves by up to this fraction of min(width, height)
-CORNER_MARGIN = 0.25        # warped corners of image0 stay within this fraction outside image1
+MAX_PERSPECTIVE = 0.12  # each corner moves by up to this fraction of min(width, height)
+CORNER_MARGIN = 0.25  # warped corners of image0 stay within this fraction outside image1
 MAX_TRIES = 100
 
 
 def _corners(width: float, height: float) -> np.ndarray:
     """[4,2] float64 corners of a width x height image (pixel centres of the extreme pixels)."""
-    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
-                    dtype=np.float64)
+    return np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64
+    )
 
 
 def corner_bounds(width: int, height: int, margin: float = CORNER_MARGIN) -> tuple:
     """(xmin, ymin, xmax, ymax) inside which sample_homography keeps the warped corners."""
-    return (-margin * width, -margin * height,
-            (width - 1) + margin * width, (height - 1) + margin * height)
+    return (
+        -margin * width,
+        -margin * height,
+        (width - 1) + margin * width,
+        (height - 1) + margin * height,
+    )
 
 
-def sample_homography(rng: np.random.Generator, width: int, height: int,
-                      difficulty: float = 1.0, out_size: tuple | None = None) -> np.ndarray:
+def sample_homography(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    difficulty: float = 1.0,
+    out_size: tuple | None = None,
+) -> np.ndarray:
     """Sample a random homography H (3x3 float64) mapping image0 pixels to image1 pixels.
 
     The image corners are scaled about the image centre (scale in [1/1.5, 1.5] at difficulty 1),
@@ -48,7 +59,9 @@ def sample_homography(rng: np.random.Generator, width: int, height: int,
     this. ``out_size`` (width, height) of image1 defaults to the size of image0.
     """
     if width < 2 or height < 2:
-        raise ValueError(f"sample_homography: image size must be at least 2x2, got {width}x{height}")
+        raise ValueError(
+            f"sample_homography: image size must be at least 2x2, got {width}x{height}"
+        )
     if difficulty < 0:
         raise ValueError(f"sample_homography: difficulty must be >= 0, got {difficulty}")
     out_w, out_h = out_size if out_size is not None else (width, height)
@@ -68,7 +81,7 @@ def sample_homography(rng: np.random.Generator, width: int, height: int,
         c, s = math.cos(angle), math.sin(angle)
         rot = np.array([[c, -s], [s, c]])
         quad = ((src - centre_src) * scale) @ rot.T + persp  # centred at the origin
-        lo = np.array([xmin, ymin]) - quad.min(0)            # allowed translation range
+        lo = np.array([xmin, ymin]) - quad.min(0)  # allowed translation range
         hi = np.array([xmax, ymax]) - quad.max(0)
         if np.all(lo <= hi):
             # Uniform in the allowed range, shrunk towards the centred position by difficulty.
@@ -104,22 +117,33 @@ def warp_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def warp_image(image: np.ndarray, H: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
     """Warp image (HxW or HxWxC) by H into an image of out_size (width, height), black outside."""
     w, h = int(out_size[0]), int(out_size[1])
-    return cv2.warpPerspective(image, np.asarray(H, dtype=np.float64), (w, h),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0)
+    return cv2.warpPerspective(
+        image,
+        np.asarray(H, dtype=np.float64),
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def valid_mask(H: np.ndarray, in_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
     """bool [h_out, w_out]: True where the warped image1 pixel comes from inside image0."""
     ones = np.full((int(in_size[1]), int(in_size[0])), 255, np.uint8)
-    warped = cv2.warpPerspective(ones, np.asarray(H, dtype=np.float64),
-                                 (int(out_size[0]), int(out_size[1])), flags=cv2.INTER_NEAREST,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpPerspective(
+        ones,
+        np.asarray(H, dtype=np.float64),
+        (int(out_size[0]), int(out_size[1])),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return warped > 0
 
 
-def photometric_augment(rng: np.random.Generator, image: np.ndarray,
-                        strength: float = 1.0) -> np.ndarray:
+def photometric_augment(
+    rng: np.random.Generator, image: np.ndarray, strength: float = 1.0
+) -> np.ndarray:
     """Random blur, contrast, brightness, gamma and Gaussian noise (illumination/sensor change).
 
     image: uint8 (HxW or HxWxC, returned as uint8) or float in [0, 1] (returned as float32).
@@ -142,7 +166,7 @@ def photometric_augment(rng: np.random.Generator, image: np.ndarray,
     img = (img - mean) * contrast + mean + brightness
     img = np.clip(img, 0.0, 1.0)
     gamma = math.exp(rng.uniform(math.log(0.7), math.log(1.4)) * strength)
-    img = img ** gamma
+    img = img**gamma
     noise_std = rng.uniform(0.0, 0.03) * strength
     img = img + rng.normal(0.0, 1.0, size=img.shape).astype(np.float32) * noise_std
     img = np.clip(img, 0.0, 1.0)

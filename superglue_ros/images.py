@@ -17,6 +17,7 @@ the one copy left costs 0.04 ms for a VGA mono8 frame and 0.1 ms for bgr8 (measu
 comes back exactly, and the error is at most half a level with no bias (flooring would
 darken every image by half a level on average and map 65534 to 254).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,20 +30,20 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # encoding -> (numpy dtype, channels, conversion to the output layout)
 _LAYOUTS = {
-    'mono8': ('u1', 1, 'gray'),
-    '8UC1': ('u1', 1, 'gray'),
-    'mono16': ('u2', 1, 'gray16'),
-    '16UC1': ('u2', 1, 'gray16'),
-    'bgr8': ('u1', 3, 'bgr'),
-    '8UC3': ('u1', 3, 'bgr'),
-    'rgb8': ('u1', 3, 'rgb'),
-    'bgra8': ('u1', 4, 'bgra'),
-    '8UC4': ('u1', 4, 'bgra'),
-    'rgba8': ('u1', 4, 'rgba'),
-    '32FC1': ('f4', 1, 'float'),
+    "mono8": ("u1", 1, "gray"),
+    "8UC1": ("u1", 1, "gray"),
+    "mono16": ("u2", 1, "gray16"),
+    "16UC1": ("u2", 1, "gray16"),
+    "bgr8": ("u1", 3, "bgr"),
+    "8UC3": ("u1", 3, "bgr"),
+    "rgb8": ("u1", 3, "rgb"),
+    "bgra8": ("u1", 4, "bgra"),
+    "8UC4": ("u1", 4, "bgra"),
+    "rgba8": ("u1", 4, "rgba"),
+    "32FC1": ("f4", 1, "float"),
 }
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
-MONO16_SCALINGS = ('range', 'full')
+MONO16_SCALINGS = ("range", "full")
 
 
 class ImageConversionError(ValueError):
@@ -51,11 +52,12 @@ class ImageConversionError(ValueError):
 
 def _check_size(height: int, width: int, max_pixels: int) -> None:
     if height <= 0 or width <= 0:
-        raise ImageConversionError(f'zero-size image ({width}x{height})')
+        raise ImageConversionError(f"zero-size image ({width}x{height})")
     if height * width > max_pixels:
         raise ImageConversionError(
-            f'image too large: {width}x{height} = {width * height} pixels > '
-            f'max_image_pixels {max_pixels}')
+            f"image too large: {width}x{height} = {width * height} pixels > "
+            f"max_image_pixels {max_pixels}"
+        )
 
 
 def _scale_to_uint8(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -81,10 +83,18 @@ def _scale_to_uint8(values: np.ndarray, valid: np.ndarray | None = None) -> np.n
     return out
 
 
-def image_to_array(encoding: str, height: int, width: int, step: int, data,
-                   is_bigendian: bool = False, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   mono16_scaling: str = 'range',
-                   warn: Callable[[str], None] | None = None) -> np.ndarray:
+def image_to_array(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data,
+    is_bigendian: bool = False,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    mono16_scaling: str = "range",
+    warn: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """Decode raw image bytes (as in sensor_msgs/Image) to uint8 gray [H,W] or BGR [H,W,3].
 
     step is the row stride in bytes (rows may be padded). mono16 is scaled to 8 bit by the
@@ -95,44 +105,52 @@ def image_to_array(encoding: str, height: int, width: int, step: int, data,
     layout = _LAYOUTS.get(encoding)
     if layout is None:
         raise ImageConversionError(
-            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+            f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
     dtype_code, channels, kind = layout
     height, width, step = int(height), int(width), int(step)
     _check_size(height, width, max_pixels)
-    dtype = np.dtype(dtype_code).newbyteorder('>' if is_bigendian else '<')
+    dtype = np.dtype(dtype_code).newbyteorder(">" if is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(
-            f'step {step} < width*channels*bytes {row_bytes} for {encoding} {width}x{height}')
+            f"step {step} < width*channels*bytes {row_bytes} for {encoding} {width}x{height}"
+        )
     if step % dtype.itemsize:
         raise ImageConversionError(
-            f'step {step} is not a multiple of the {dtype.itemsize}-byte pixel element of {encoding}')
+            f"step {step} is not a multiple of the {dtype.itemsize}-byte pixel element of {encoding}"
+        )
     buf = np.frombuffer(data, np.uint8)
     # Standard size is step*height; also accept a last row without its padding.
     if buf.size != step * height and buf.size != step * (height - 1) + row_bytes:
         raise ImageConversionError(
-            f'data size {buf.size} does not match step*height = {step}*{height} = {step * height} '
-            f'({encoding} {width}x{height})')
+            f"data size {buf.size} does not match step*height = {step}*{height} = {step * height} "
+            f"({encoding} {width}x{height})"
+        )
     rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
     pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
 
-    if kind == 'gray':
+    if kind == "gray":
         return pixels[:, :, 0].copy()
-    if kind == 'bgr':
+    if kind == "bgr":
         return pixels.copy()
-    if kind in ('rgb', 'bgra', 'rgba'):
-        code = {'rgb': cv2.COLOR_RGB2BGR, 'bgra': cv2.COLOR_BGRA2BGR, 'rgba': cv2.COLOR_RGBA2BGR}[kind]
+    if kind in ("rgb", "bgra", "rgba"):
+        code = {"rgb": cv2.COLOR_RGB2BGR, "bgra": cv2.COLOR_BGRA2BGR, "rgba": cv2.COLOR_RGBA2BGR}[
+            kind
+        ]
         return cv2.cvtColor(pixels, code)
-    if kind == 'gray16':
+    if kind == "gray16":
         return mono16_to_uint8(pixels[:, :, 0], mono16_scaling)
     # float
     values = pixels[:, :, 0].astype(np.float32)
     finite = np.isfinite(values)
     n_bad = int(values.size - np.count_nonzero(finite))
     if n_bad == values.size:
-        raise ImageConversionError(f'{encoding} image {width}x{height} has no finite pixel (all NaN/inf)')
+        raise ImageConversionError(
+            f"{encoding} image {width}x{height} has no finite pixel (all NaN/inf)"
+        )
     if n_bad and warn is not None:
-        warn(f'{encoding} image {width}x{height}: {n_bad} NaN/inf pixels set to 0')
+        warn(f"{encoding} image {width}x{height}: {n_bad} NaN/inf pixels set to 0")
     return _scale_to_uint8(values, finite if n_bad else None)
 
 
@@ -142,42 +160,43 @@ def uint16_to_uint8(values: np.ndarray) -> np.ndarray:
     return ((np.asarray(values, np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def mono16_to_uint8(values: np.ndarray, scaling: str = 'range') -> np.ndarray:
+def mono16_to_uint8(values: np.ndarray, scaling: str = "range") -> np.ndarray:
     """uint16 [H,W] -> uint8 [H,W]: 'range' stretches min..max, 'full' is uint16_to_uint8."""
-    if scaling == 'full':
+    if scaling == "full":
         return uint16_to_uint8(values)
-    if scaling == 'range':
+    if scaling == "range":
         return _scale_to_uint8(values)
     raise ImageConversionError(f"unknown mono16 scaling '{scaling}' (use one of {MONO16_SCALINGS})")
 
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}   # IHDR colour type -> decoded channels
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> decoded channels
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC
 # share the range but are DHT, JPG and DAC
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}   # TEM, RST0-7: markers without a length
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: markers without a length
 
 
 @dataclass(frozen=True)
 class CompressedHeader:
     """What a PNG/JPEG header promises, read without decoding anything."""
-    format: str        # 'png' | 'jpeg'
+
+    format: str  # 'png' | 'jpeg'
     width: int
     height: int
-    channels: int      # as decoded (PNG palette -> 3)
-    bit_depth: int     # bits per channel sample
+    channels: int  # as decoded (PNG palette -> 3)
+    bit_depth: int  # bits per channel sample
 
 
 def _png_header(buf: memoryview) -> CompressedHeader:
     """PNG: the IHDR chunk must come first, right after the 8-byte signature (PNG spec 5.2)."""
-    if len(buf) < 33 or bytes(buf[12:16]) != b'IHDR' or int.from_bytes(buf[8:12], 'big') != 13:
-        raise ImageConversionError(f'PNG without a valid IHDR chunk ({len(buf)} bytes)')
-    width, height = int.from_bytes(buf[16:20], 'big'), int.from_bytes(buf[20:24], 'big')
+    if len(buf) < 33 or bytes(buf[12:16]) != b"IHDR" or int.from_bytes(buf[8:12], "big") != 13:
+        raise ImageConversionError(f"PNG without a valid IHDR chunk ({len(buf)} bytes)")
+    width, height = int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
     depth, colour = buf[24], buf[25]
     if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
-        raise ImageConversionError(f'PNG with invalid colour type {colour} / bit depth {depth}')
-    return CompressedHeader('png', width, height, _PNG_CHANNELS[colour], depth)
+        raise ImageConversionError(f"PNG with invalid colour type {colour} / bit depth {depth}")
+    return CompressedHeader("png", width, height, _PNG_CHANNELS[colour], depth)
 
 
 def _jpeg_header(buf: memoryview) -> CompressedHeader:
@@ -185,9 +204,11 @@ def _jpeg_header(buf: memoryview) -> CompressedHeader:
     pos = 2
     while pos + 4 <= len(buf):
         if buf[pos] != 0xFF:
-            raise ImageConversionError(f'JPEG marker expected at byte {pos}, found 0x{buf[pos]:02X}')
+            raise ImageConversionError(
+                f"JPEG marker expected at byte {pos}, found 0x{buf[pos]:02X}"
+            )
         marker = buf[pos + 1]
-        if marker == 0xFF:          # fill byte before a marker
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker in _JPEG_STANDALONE:
@@ -195,33 +216,36 @@ def _jpeg_header(buf: memoryview) -> CompressedHeader:
             continue
         if marker in (0xD9, 0xDA):  # EOI or start of scan before any frame header
             break
-        length = int.from_bytes(buf[pos + 2:pos + 4], 'big')
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
         if length < 2:
-            raise ImageConversionError(f'JPEG segment 0x{marker:02X} with length {length}')
+            raise ImageConversionError(f"JPEG segment 0x{marker:02X} with length {length}")
         if marker in _JPEG_SOF:
             if length < 8 or pos + 10 > len(buf):
-                raise ImageConversionError('JPEG frame header truncated')
+                raise ImageConversionError("JPEG frame header truncated")
             depth = buf[pos + 4]
-            height = int.from_bytes(buf[pos + 5:pos + 7], 'big')
-            width = int.from_bytes(buf[pos + 7:pos + 9], 'big')
+            height = int.from_bytes(buf[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(buf[pos + 7 : pos + 9], "big")
             if height == 0:
-                raise ImageConversionError('JPEG whose height is given later (DNL marker): unsupported')
-            return CompressedHeader('jpeg', width, height, buf[pos + 9], depth)
+                raise ImageConversionError(
+                    "JPEG whose height is given later (DNL marker): unsupported"
+                )
+            return CompressedHeader("jpeg", width, height, buf[pos + 9], depth)
         pos += 2 + length
-    raise ImageConversionError(f'JPEG without a frame header (SOF marker) ({len(buf)} bytes)')
+    raise ImageConversionError(f"JPEG without a frame header (SOF marker) ({len(buf)} bytes)")
 
 
 def compressed_header(data) -> CompressedHeader:
     """Size and channels of a PNG or JPEG payload from its header alone (no decoding, so a
     "decompression bomb" costs nothing); ImageConversionError for anything else.
     data: bytes-like (bytes, array.array, numpy uint8), read in place."""
-    buf = memoryview(data).cast('B')
+    buf = memoryview(data).cast("B")
     if bytes(buf[:8]) == PNG_SIGNATURE:
         return _png_header(buf)
-    if bytes(buf[:2]) == b'\xff\xd8':
+    if bytes(buf[:2]) == b"\xff\xd8":
         return _jpeg_header(buf)
-    raise ImageConversionError(f'compressed payload is neither PNG nor JPEG (starts with '
-                               f'{bytes(buf[:8])!r})')
+    raise ImageConversionError(
+        f"compressed payload is neither PNG nor JPEG (starts with {bytes(buf[:8])!r})"
+    )
 
 
 def check_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> CompressedHeader:
@@ -229,22 +253,24 @@ def check_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> Co
     empty, not compressedDepth, a PNG/JPEG header within ``max_pixels``."""
     if len(data) == 0:
         raise ImageConversionError(f"empty compressed image (format '{fmt}')")
-    if 'compresseddepth' in fmt.lower().replace(' ', ''):
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ImageConversionError(f"unsupported compressed format '{fmt}' (compressedDepth)")
     try:
         header = compressed_header(data)
     except ImageConversionError as error:
-        raise ImageConversionError(f"could not decode compressed image (format '{fmt}', "
-                                   f'{len(data)} bytes): {error}') from None
+        raise ImageConversionError(
+            f"could not decode compressed image (format '{fmt}', {len(data)} bytes): {error}"
+        ) from None
     try:
         _check_size(header.height, header.width, max_pixels)
     except ImageConversionError as error:
-        raise ImageConversionError(f'{header.format} header: {error} (not decoded)') from None
+        raise ImageConversionError(f"{header.format} header: {error} (not decoded)") from None
     return header
 
 
-def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                        mono16_scaling: str = 'range') -> np.ndarray:
+def compressed_to_array(
+    fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS, mono16_scaling: str = "range"
+) -> np.ndarray:
     """Decode a jpeg/png payload (as in sensor_msgs/CompressedImage) to uint8 gray or BGR.
     The header is checked against ``max_pixels`` first (``check_compressed``), so decoding
     never allocates more than max_pixels x channels x 2 bytes."""
@@ -253,10 +279,13 @@ def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageConversionError(
-            f"could not decode compressed image (format '{fmt}', {buf.size} bytes)")
+            f"could not decode compressed image (format '{fmt}', {buf.size} bytes)"
+        )
     if (image.shape[1], image.shape[0]) != (header.width, header.height):
-        raise ImageConversionError(f'decoded {header.format} is {image.shape[1]}x{image.shape[0]}, '
-                                   f'its header says {header.width}x{header.height}')
+        raise ImageConversionError(
+            f"decoded {header.format} is {image.shape[1]}x{image.shape[0]}, "
+            f"its header says {header.width}x{header.height}"
+        )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -266,13 +295,16 @@ def compressed_to_array(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         image = mono16_to_uint8(image, mono16_scaling)
     if image.dtype != np.uint8:
-        raise ImageConversionError(f"unsupported compressed pixel type {image.dtype} (format '{fmt}')")
+        raise ImageConversionError(
+            f"unsupported compressed pixel type {image.dtype} (format '{fmt}')"
+        )
     return np.ascontiguousarray(image)
 
 
 # ------------------------------------------------------------------------------------------
 # arrays given to the front-end and the extractors
 # ------------------------------------------------------------------------------------------
+
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 HxW gray from uint8 HxW gray, HxWx1, HxWx3 BGR or HxWx4 BGRA (what extractors
@@ -284,10 +316,11 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         image = cv2.cvtColor(np.ascontiguousarray(image), code)
     if image.ndim != 2:
-        raise ImageConversionError(f'image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape '
-                                   f'{image.shape}')
+        raise ImageConversionError(
+            f"image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}"
+        )
     if image.dtype != np.uint8:
-        raise ImageConversionError(f'expected a uint8 image, got dtype {image.dtype}')
+        raise ImageConversionError(f"expected a uint8 image, got dtype {image.dtype}")
     return image
 
 
@@ -299,29 +332,33 @@ def as_uint8_gray(image, min_side: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
     array, shape, empty, smaller than min_side, more than max_pixels, NaN/inf, range, dtype.
     """
     if not isinstance(image, np.ndarray):
-        raise ImageConversionError(f'image must be a numpy array, got {type(image).__name__}')
+        raise ImageConversionError(f"image must be a numpy array, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ImageConversionError(f'image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape '
-                                   f'{image.shape}')
+        raise ImageConversionError(
+            f"image must be HxW, HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}"
+        )
     h, w = image.shape[:2]
     if h == 0 or w == 0:
-        raise ImageConversionError(f'empty image ({w}x{h})')
+        raise ImageConversionError(f"empty image ({w}x{h})")
     if min(h, w) < min_side:
-        raise ImageConversionError(f'image {w}x{h} is smaller than min_image_side={min_side}')
+        raise ImageConversionError(f"image {w}x{h} is smaller than min_image_side={min_side}")
     if h * w > max_pixels:
-        raise ImageConversionError(f'image {w}x{h} exceeds max_image_pixels={max_pixels}')
+        raise ImageConversionError(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
     if image.dtype == np.uint16:
         image = uint16_to_uint8(image)
     elif image.dtype in (np.float32, np.float64):
         if not np.all(np.isfinite(image)):
-            raise ImageConversionError(f'float image {w}x{h} contains NaN or inf')
+            raise ImageConversionError(f"float image {w}x{h} contains NaN or inf")
         if image.min() < 0 or image.max() > 1:
-            raise ImageConversionError(f'float image {w}x{h} must be in [0, 1], got '
-                                       f'[{float(image.min())}, {float(image.max())}]')
+            raise ImageConversionError(
+                f"float image {w}x{h} must be in [0, 1], got "
+                f"[{float(image.min())}, {float(image.max())}]"
+            )
         image = np.rint(image * 255.0).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ImageConversionError(f'unsupported image dtype {image.dtype} (expected uint8, '
-                                   'uint16 or float in [0, 1])')
+        raise ImageConversionError(
+            f"unsupported image dtype {image.dtype} (expected uint8, uint16 or float in [0, 1])"
+        )
     return np.ascontiguousarray(to_gray(image))

@@ -9,6 +9,7 @@ approximation, Hartley & Zisserman ch. 5). Monocular scale is unobservable; the 
 the direction of travel is set to UNKNOWN_SCALE_VARIANCE so a back-end never takes the unit
 length of the translation for a measurement.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class RelativePose:
         ROS PoseWithCovariance order; UNKNOWN_SCALE_VARIANCE along the position's direction
     sigma: RMS Sampson distance of the inliers [normalised units, ~ pixels / focal length]
     """
+
     position: np.ndarray
     quaternion: np.ndarray
     covariance: np.ndarray
@@ -64,7 +66,7 @@ def relative_pose(R, t, x0, x1) -> RelativePose:
     R, t = np.asarray(R, np.float64), np.asarray(t, np.float64).reshape(3)
     x0, x1 = np.asarray(x0, np.float64), np.asarray(x1, np.float64)
     if len(x0) < 6:
-        raise ValueError(f'a pose covariance needs at least 6 inliers, got {len(x0)}')
+        raise ValueError(f"a pose covariance needs at least 6 inliers, got {len(x0)}")
     rotation_rq, centre = R.T, -R.T @ t
     residuals = sampson_distances(_essential_of(rotation_rq, centre), x0, x1)
     jacobian = np.empty((len(x0), 6))
@@ -74,8 +76,11 @@ def relative_pose(R, t, x0, x1) -> RelativePose:
         plus, minus = [], []
         for sign, out in ((1, plus), (-1, minus)):
             turn = Rotation.from_rotvec(sign * delta[3:]).as_matrix()
-            out.append(sampson_distances(_essential_of(turn @ rotation_rq,
-                                                       centre + sign * delta[:3]), x0, x1))
+            out.append(
+                sampson_distances(
+                    _essential_of(turn @ rotation_rq, centre + sign * delta[:3]), x0, x1
+                )
+            )
         jacobian[:, k] = (plus[0] - minus[0]) / (2 * _STEP)
     dof = max(len(x0) - 5, 1)  # an essential matrix has 5 degrees of freedom
     variance = float(residuals @ residuals) / dof
@@ -86,7 +91,9 @@ def relative_pose(R, t, x0, x1) -> RelativePose:
     basis = np.linalg.svd(np.eye(6) - np.outer(direction, direction))[0][:, :5]
     information = (jacobian @ basis).T @ (jacobian @ basis) / max(variance, 1e-18)
     covariance = basis @ np.linalg.inv(information) @ basis.T
-    covariance = 0.5 * (covariance + covariance.T) + UNKNOWN_SCALE_VARIANCE * np.outer(direction,
-                                                                                       direction)
-    return RelativePose(centre, Rotation.from_matrix(rotation_rq).as_quat(), covariance,
-                        float(np.sqrt(variance)))
+    covariance = 0.5 * (covariance + covariance.T) + UNKNOWN_SCALE_VARIANCE * np.outer(
+        direction, direction
+    )
+    return RelativePose(
+        centre, Rotation.from_matrix(rotation_rq).as_quat(), covariance, float(np.sqrt(variance))
+    )

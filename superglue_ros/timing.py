@@ -13,6 +13,7 @@ milliseconds of work per stage.
 On CUDA the recording synchronises the device at each stage boundary so kernels are counted in
 the stage that launched them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,6 +34,7 @@ class StageTimes:
     def _sync(self) -> None:
         if self._synchronize:
             import torch
+
             torch.cuda.synchronize()
 
     @contextlib.contextmanager
@@ -48,7 +50,7 @@ class StageTimes:
 
 def stage(name: str):
     """Context manager timing `name` when this thread is recording, else a shared no-op."""
-    recorder = getattr(_LOCAL, 'recorder', None)
+    recorder = getattr(_LOCAL, "recorder", None)
     return _OFF if recorder is None else recorder.stage(name)
 
 
@@ -57,8 +59,9 @@ def recording(times: StageTimes | None = None):
     """Record this thread's stages into `times` (a new StageTimes when None) and yield it."""
     if times is None:
         import torch
+
         times = StageTimes(synchronize=torch.cuda.is_available() and torch.cuda.is_initialized())
-    previous = getattr(_LOCAL, 'recorder', None)
+    previous = getattr(_LOCAL, "recorder", None)
     _LOCAL.recorder = times
     try:
         yield times

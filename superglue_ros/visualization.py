@@ -1,4 +1,5 @@
 """Side-by-side drawing of matches (superglue-match --viz, the node's debug image)."""
+
 from __future__ import annotations
 
 import cv2
@@ -12,7 +13,7 @@ GAP_PX = 10
 def _to_bgr(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f'draw_matches expects uint8 images, got {image.dtype}')
+        raise ValueError(f"draw_matches expects uint8 images, got {image.dtype}")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 1:
@@ -22,8 +23,9 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     return image.copy()
 
 
-def draw_matches(image0, image1, kpts0, kpts1, inliers=None, text=None,
-                 radius=2, thickness=1) -> np.ndarray:
+def draw_matches(
+    image0, image1, kpts0, kpts1, inliers=None, text=None, radius=2, thickness=1
+) -> np.ndarray:
     """uint8 BGR canvas [max(h0,h1), w0+GAP+w1, 3] with image0 left, image1 right.
 
     kpts0, kpts1: matched points [K,2] (row k of each is one match), pixels of each image.
@@ -34,19 +36,22 @@ def draw_matches(image0, image1, kpts0, kpts1, inliers=None, text=None,
     kpts0 = np.asarray(kpts0, np.float64).reshape(-1, 2)
     kpts1 = np.asarray(kpts1, np.float64).reshape(-1, 2)
     if len(kpts0) != len(kpts1):
-        raise ValueError(f'draw_matches: {len(kpts0)} points in image0 but {len(kpts1)} in '
-                         'image1 (pass the matched pairs)')
-    inliers = np.ones(len(kpts0), bool) if inliers is None else \
-        np.asarray(inliers, bool).reshape(-1)
+        raise ValueError(
+            f"draw_matches: {len(kpts0)} points in image0 but {len(kpts1)} in "
+            "image1 (pass the matched pairs)"
+        )
+    inliers = (
+        np.ones(len(kpts0), bool) if inliers is None else np.asarray(inliers, bool).reshape(-1)
+    )
     if len(inliers) != len(kpts0):
-        raise ValueError(f'draw_matches: {len(inliers)} inlier flags for {len(kpts0)} matches')
+        raise ValueError(f"draw_matches: {len(inliers)} inlier flags for {len(kpts0)} matches")
     h0, w0 = image0.shape[:2]
     h1, w1 = image1.shape[:2]
     canvas = np.full((max(h0, h1), w0 + GAP_PX + w1, 3), 255, np.uint8)
     canvas[:h0, :w0] = image0
-    canvas[:h1, w0 + GAP_PX:] = image1
+    canvas[:h1, w0 + GAP_PX :] = image1
     offset = np.array([w0 + GAP_PX, 0.0])
-    order = np.argsort(inliers, kind='stable')  # outliers first, inliers drawn on top
+    order = np.argsort(inliers, kind="stable")  # outliers first, inliers drawn on top
     for k in order:
         color = GREEN if inliers[k] else RED
         p0 = tuple(int(round(v)) for v in kpts0[k])
@@ -58,8 +63,10 @@ def draw_matches(image0, image1, kpts0, kpts1, inliers=None, text=None,
         lines = [text] if isinstance(text, str) else list(text)
         for i, line in enumerate(lines):
             origin = (8, 20 + 20 * i)
-            cv2.putText(canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3,
-                        cv2.LINE_AA)
-            cv2.putText(canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255),
-                        1, cv2.LINE_AA)
+            cv2.putText(
+                canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA
+            )
+            cv2.putText(
+                canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
+            )
     return canvas

@@ -16,6 +16,7 @@ imports a ROS module, the node tests' helpers or superglue_ros.ros (anywhere in 
 colcon workspace build and the interface package checks. `pytest test -m "not ros"` runs the rest; where rclpy is not
 installed those modules are not even collected (they could not be imported).
 """
+
 import ast
 import fcntl
 import importlib.util
@@ -31,12 +32,12 @@ _DOMAIN_LOCK = None  # the open lock file; kept for the whole session
 
 def _reserve_domain_id() -> int:
     global _DOMAIN_LOCK
-    lock_dir = os.path.join(tempfile.gettempdir(), 'superglue_ros_test_domains')
+    lock_dir = os.path.join(tempfile.gettempdir(), "superglue_ros_test_domains")
     os.makedirs(lock_dir, exist_ok=True)
     start = os.getpid() % 100
     for k in range(100):
         domain = 1 + (start + k) % 100
-        f = open(os.path.join(lock_dir, f'{domain}.lock'), 'w')
+        f = open(os.path.join(lock_dir, f"{domain}.lock"), "w")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -44,21 +45,32 @@ def _reserve_domain_id() -> int:
             continue
         _DOMAIN_LOCK = f
         return domain
-    raise RuntimeError(f'all ROS domain ids 1..100 are locked by other test runs ({lock_dir})')
+    raise RuntimeError(f"all ROS domain ids 1..100 are locked by other test runs ({lock_dir})")
 
 
-os.environ['ROS_DOMAIN_ID'] = str(_reserve_domain_id())
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'UDPv4')
-os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+os.environ["ROS_DOMAIN_ID"] = str(_reserve_domain_id())
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 
 
-ROS_MODULES = {'rclpy', 'superglue_ros_msgs', 'sensor_msgs', 'std_msgs', 'geometry_msgs',
-               'builtin_interfaces', 'rcl_interfaces', 'diagnostic_msgs', 'launch', 'launch_ros',
-               'ament_index_python', 'ros_helpers'}
+ROS_MODULES = {
+    "rclpy",
+    "superglue_ros_msgs",
+    "sensor_msgs",
+    "std_msgs",
+    "geometry_msgs",
+    "builtin_interfaces",
+    "rcl_interfaces",
+    "diagnostic_msgs",
+    "launch",
+    "launch_ros",
+    "ament_index_python",
+    "ros_helpers",
+}
 # ROS-dependent without a visible import: a colcon build imported in a child process; the
 # generated messages imported by name (importlib) and the ament index
-ROS_OTHERWISE = {'test_colcon_workspace.py', 'test_interfaces_package.py'}
+ROS_OTHERWISE = {"test_colcon_workspace.py", "test_interfaces_package.py"}
 _NEEDS_ROS: dict[pathlib.Path, bool] = {}
 
 
@@ -70,24 +82,29 @@ def needs_ros(path: pathlib.Path) -> bool:
             if isinstance(node, ast.Import):
                 names += [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names += [node.module] + [f'{node.module}.{alias.name}' for alias in node.names]
+                names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         _NEEDS_ROS[path] = path.name in ROS_OTHERWISE or any(
-            name.split('.')[0] in ROS_MODULES or name.startswith('superglue_ros.ros')
-            for name in names)
+            name.split(".")[0] in ROS_MODULES or name.startswith("superglue_ros.ros")
+            for name in names
+        )
     return _NEEDS_ROS[path]
 
 
 def _rclpy_installed() -> bool:
     try:
-        return importlib.util.find_spec('rclpy') is not None
+        return importlib.util.find_spec("rclpy") is not None
     except ImportError:
         return False
 
 
 def pytest_ignore_collect(collection_path, config):
     path = pathlib.Path(collection_path)
-    if path.suffix == '.py' and path.name.startswith('test_') and needs_ros(path) and \
-            not _rclpy_installed():
+    if (
+        path.suffix == ".py"
+        and path.name.startswith("test_")
+        and needs_ros(path)
+        and not _rclpy_installed()
+    ):
         return True
     return None
 

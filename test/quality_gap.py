@@ -8,12 +8,14 @@ a retrained file meets a bar, that test reports XPASS as a failure and the marke
 off it, so the bar becomes a regular, required assertion again. The same tests run with SIFT or
 ORB (where the bars hold) without the marker, so the plumbing they check is never excused.
 """
+
 import pytest
 
 BELOW_BAR = pytest.mark.xfail(
     strict=True,
-    reason='issue 4: the shipped SuperPoint/SuperGlue weights are intermediate and below this '
-           'accuracy bar (superglue_ros/weights/MODEL_CARD.md); remove this marker when they pass')
+    reason="issue 4: the shipped SuperPoint/SuperGlue weights are intermediate and below this "
+    "accuracy bar (superglue_ros/weights/MODEL_CARD.md); remove this marker when they pass",
+)
 
 
 # Share of verified inliers within 3 px of ground truth that the synthetic-sequence tests assert.

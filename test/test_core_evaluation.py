@@ -8,28 +8,32 @@ import numpy as np
 import pytest
 from skimage import data
 
-from superglue_ros.evaluation import (evaluate_homography, evaluate_pose,
-                                      make_homography_pairs)
+from superglue_ros.evaluation import evaluate_homography, evaluate_pose, make_homography_pairs
 from superglue_ros.evaluation.cli import main as eval_main
 from superglue_ros.evaluation.pose_eval import PosePair, working_size, write_pose_pairs
 from superglue_ros.features import build_preset
 from superglue_ros.homography import warp_image
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('photos')
-    for name in ('astronaut', 'coffee', 'chelsea'):
-        cv2.imwrite(str(folder / f'{name}.png'),
-                    cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR))
-    (folder / 'notes.txt').write_text('not an image, ignored')
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea"):
+        cv2.imwrite(
+            str(folder / f"{name}.png"), cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR)
+        )
+    (folder / "notes.txt").write_text("not an image, ignored")
     return folder
 
 
 def test_pairs_are_seeded_exact_and_cached(photo_dir):
     pairs = make_homography_pairs(photo_dir, 4, seed=0)
-    assert [p.name for p in pairs] == ['00000_astronaut', '00001_chelsea', '00002_coffee',
-                                       '00003_astronaut']
+    assert [p.name for p in pairs] == [
+        "00000_astronaut",
+        "00001_chelsea",
+        "00002_coffee",
+        "00003_astronaut",
+    ]
     for pair in pairs:
         assert pair.image0.shape == pair.image1.shape == (480, 640)
         assert pair.image0.dtype == np.uint8 and pair.H.shape == (3, 3)
@@ -44,26 +48,26 @@ def test_pairs_are_seeded_exact_and_cached(photo_dir):
     # without photometric change image1 is exactly image0 warped by H
     exact = make_homography_pairs(photo_dir, 1, seed=0, photometric=0.0)[0]
     np.testing.assert_array_equal(exact.image1, warp_image(exact.image0, exact.H, (640, 480)))
-    empty = photo_dir / 'empty'
+    empty = photo_dir / "empty"
     empty.mkdir(exist_ok=True)
-    with pytest.raises(ValueError, match='no images'):
+    with pytest.raises(ValueError, match="no images"):
         make_homography_pairs(empty, 1)
-    with pytest.raises(FileNotFoundError, match='image folder not found'):
-        make_homography_pairs(photo_dir / 'absent', 1)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        make_homography_pairs(photo_dir / "absent", 1)
 
 
 def test_evaluate_homography_sift(photo_dir):
     pairs = make_homography_pairs(photo_dir, 3, seed=0, difficulty=0.5)
-    extractor, matcher = build_preset('sift', max_keypoints=512)
+    extractor, matcher = build_preset("sift", max_keypoints=512)
     summary = evaluate_homography(extractor, matcher, pairs, return_per_pair=True)
-    assert summary['num_pairs'] == 3 and len(summary['per_pair']) == 3
-    assert summary['precision'] > 0.85 and summary['num_correct'] > 50
-    assert 0.3 < summary['repeatability'] <= 1 and 0 < summary['recall'] <= 1
+    assert summary["num_pairs"] == 3 and len(summary["per_pair"]) == 3
+    assert summary["precision"] > 0.85 and summary["num_correct"] > 50
+    assert 0.3 < summary["repeatability"] <= 1 and 0 < summary["recall"] <= 1
     # corner error is sub-pixel to a few pixels with USAC; the AUCs are monotone
-    assert summary['auc_robust@5px'] > 0.5
-    assert summary['auc_robust@1px'] <= summary['auc_robust@3px'] <= summary['auc_robust@5px']
+    assert summary["auc_robust@5px"] > 0.5
+    assert summary["auc_robust@1px"] <= summary["auc_robust@3px"] <= summary["auc_robust@5px"]
     # DLT on all matches suffers from the outliers the robust fit rejects
-    assert summary['auc_dlt@5px'] <= summary['auc_robust@5px']
+    assert summary["auc_dlt@5px"] <= summary["auc_robust@5px"]
 
 
 def rotation_y(degrees):
@@ -79,12 +83,12 @@ def plane_views(tmp_path):
         R, t = rotation_y(angle), np.array(t)
         n, depth = np.array([0, 0, 1.0]), 3.0  # plane n.X = depth in camera 0
         H = K @ (R + np.outer(t, n) / depth) @ np.linalg.inv(K)
-        cv2.imwrite(str(tmp_path / f'view{index}_0.png'), image0)
-        cv2.imwrite(str(tmp_path / f'view{index}_1.png'), warp_image(image0, H, (640, 480)))
+        cv2.imwrite(str(tmp_path / f"view{index}_0.png"), image0)
+        cv2.imwrite(str(tmp_path / f"view{index}_1.png"), warp_image(image0, H, (640, 480)))
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = R, t
-        pairs.append(PosePair(f'view{index}_0.png', f'view{index}_1.png', K, K, T))
-    write_pose_pairs(tmp_path / 'pairs.txt', pairs)
+        pairs.append(PosePair(f"view{index}_0.png", f"view{index}_1.png", K, K, T))
+    write_pose_pairs(tmp_path / "pairs.txt", pairs)
     return pairs
 
 
@@ -96,60 +100,98 @@ def test_working_size_longest_side_or_fit():
     assert working_size(683, 1024, [640]) == (427, 640)
     assert working_size(683, 1024, [640, 480]) == (320, 480)
     assert working_size(320, 240, [640, 480]) == (320, 240)  # fit never upscales
-    assert working_size(320, 240, [640]) == (640, 480)      # longest side does
+    assert working_size(320, 240, [640]) == (640, 480)  # longest side does
     assert working_size(752, 480, None) == working_size(752, 480, [-1]) == (752, 480)
-    with pytest.raises(ValueError, match='one value'):
+    with pytest.raises(ValueError, match="one value"):
         working_size(752, 480, [1, 2, 3])
 
 
 def test_evaluate_pose_on_plane(tmp_path):
     pairs = plane_views(tmp_path)
-    extractor, matcher = build_preset('sift', max_keypoints=1024)
+    extractor, matcher = build_preset("sift", max_keypoints=1024)
     summary = evaluate_pose(extractor, matcher, pairs, tmp_path, return_per_pair=True)
-    for result in summary['per_pair']:
-        assert result['error_R'] < 1.0 and result['error_t'] < 5.0
-    assert summary['pose_auc@20deg'] > 0.75
-    assert summary['precision'] > 0.9
+    for result in summary["per_pair"]:
+        assert result["error_R"] < 1.0 and result["error_t"] < 5.0
+    assert summary["pose_auc@20deg"] > 0.75
+    assert summary["precision"] > 0.9
 
 
 def test_eval_cli_homography_and_pose(photo_dir, tmp_path, capsys):
-    out = tmp_path / 'hom'
-    code = eval_main(['--images', str(photo_dir), '--num_pairs', '2', '--methods',
-                      'orb,sift,superglue', '--output', str(out), '--max_keypoints', '300'])
+    out = tmp_path / "hom"
+    code = eval_main(
+        [
+            "--images",
+            str(photo_dir),
+            "--num_pairs",
+            "2",
+            "--methods",
+            "orb,sift,superglue",
+            "--output",
+            str(out),
+            "--max_keypoints",
+            "300",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
-    assert 'auc_robust@3px' in printed and '\norb ' in printed and '\nsift ' in printed
-    report = json.loads((out / 'results.json').read_text())
-    assert set(report['results']) | set(report['skipped']) == {'orb', 'sift', 'superglue'}
-    assert len(report['results']['orb']['per_pair']) == 2
-    if 'superglue' in report['skipped']:  # no shipped weights: named in the reason
-        assert 'superpoint' in report['skipped']['superglue']
-    assert cv2.imread(str(out / 'results.png')) is not None
+    assert "auc_robust@3px" in printed and "\norb " in printed and "\nsift " in printed
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["results"]) | set(report["skipped"]) == {"orb", "sift", "superglue"}
+    assert len(report["results"]["orb"]["per_pair"]) == 2
+    if "superglue" in report["skipped"]:  # no shipped weights: named in the reason
+        assert "superpoint" in report["skipped"]["superglue"]
+    assert cv2.imread(str(out / "results.png")) is not None
     pose_pairs = plane_views(tmp_path)
-    out = tmp_path / 'pose'
-    code = eval_main(['--pairs', str(tmp_path / 'pairs.txt'), '--input_dir', str(tmp_path),
-                      '--methods', 'sift', '--output', str(out), '--max_keypoints', '1024'])
+    out = tmp_path / "pose"
+    code = eval_main(
+        [
+            "--pairs",
+            str(tmp_path / "pairs.txt"),
+            "--input_dir",
+            str(tmp_path),
+            "--methods",
+            "sift",
+            "--output",
+            str(out),
+            "--max_keypoints",
+            "1024",
+        ]
+    )
     assert code == 0
-    report = json.loads((out / 'results.json').read_text())
-    assert report['results']['sift']['pose_auc@20deg'] > 0.75
+    report = json.loads((out / "results.json").read_text())
+    assert report["results"]["sift"]["pose_auc@20deg"] > 0.75
     # Middlebury mode: par file (projection K [R t]) -> pairs.txt in the output -> pose AUC
     pair = pose_pairs[0]
-    par_lines = ['2']
-    for name, R, t in ((pair.name0, np.eye(3), np.zeros(3)),
-                       (pair.name1, pair.T_0to1[:3, :3], pair.T_0to1[:3, 3])):
-        par_lines.append(' '.join([name] + [repr(float(v)) for v in
-                                            np.r_[pair.K0.ravel(), R.ravel(), t]]))
-    (tmp_path / 'scene_par.txt').write_text('\n'.join(par_lines) + '\n')
-    out = tmp_path / 'middlebury'
-    code = eval_main(['--middlebury_par', str(tmp_path / 'scene_par.txt'), '--input_dir',
-                      str(tmp_path), '--methods', 'sift', '--output', str(out),
-                      '--max_keypoints', '1024'])
+    par_lines = ["2"]
+    for name, R, t in (
+        (pair.name0, np.eye(3), np.zeros(3)),
+        (pair.name1, pair.T_0to1[:3, :3], pair.T_0to1[:3, 3]),
+    ):
+        par_lines.append(
+            " ".join([name] + [repr(float(v)) for v in np.r_[pair.K0.ravel(), R.ravel(), t]])
+        )
+    (tmp_path / "scene_par.txt").write_text("\n".join(par_lines) + "\n")
+    out = tmp_path / "middlebury"
+    code = eval_main(
+        [
+            "--middlebury_par",
+            str(tmp_path / "scene_par.txt"),
+            "--input_dir",
+            str(tmp_path),
+            "--methods",
+            "sift",
+            "--output",
+            str(out),
+            "--max_keypoints",
+            "1024",
+        ]
+    )
     assert code == 0
-    assert (out / 'pairs.txt').read_text().split()[:2] == [pair.name0, pair.name1]
-    report = json.loads((out / 'results.json').read_text())
-    assert report['results']['sift']['num_pairs'] == 1
-    assert report['results']['sift']['pose_auc@5deg'] > 0.75
+    assert (out / "pairs.txt").read_text().split()[:2] == [pair.name0, pair.name1]
+    report = json.loads((out / "results.json").read_text())
+    assert report["results"]["sift"]["num_pairs"] == 1
+    assert report["results"]["sift"]["pose_auc@5deg"] > 0.75
     with pytest.raises(SystemExit):
-        eval_main(['--images', str(photo_dir), '--pairs', 'x'])
+        eval_main(["--images", str(photo_dir), "--pairs", "x"])
     with pytest.raises(SystemExit):
-        eval_main(['--images', str(photo_dir), '--methods', 'surf'])
+        eval_main(["--images", str(photo_dir), "--methods", "surf"])

@@ -12,22 +12,30 @@ import superglue_ros
 from superglue_ros import baselines
 from superglue_ros.evaluation.metrics import match_precision_recall
 from superglue_ros.features import (
-    PRESETS, Features, Matches, SuperGlueMatcher, build_extractor, build_matcher,
-    build_preset, resolve_device)
+    PRESETS,
+    Features,
+    Matches,
+    SuperGlueMatcher,
+    build_extractor,
+    build_matcher,
+    build_preset,
+    resolve_device,
+)
 from superglue_ros.homography import sample_homography, warp_image
 
 torch.set_num_threads(2)
-WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / 'weights'
+WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / "weights"
 
 
 def needs_weights(*kinds):
-    missing = [k for k in kinds if not (WEIGHTS / f'{k}.pth').is_file()]
+    missing = [k for k in kinds if not (WEIGHTS / f"{k}.pth").is_file()]
     if missing:
-        pytest.skip(f'trained weights not shipped yet: {", ".join(missing)}.pth absent from '
-                    f'{WEIGHTS}')
+        pytest.skip(
+            f"trained weights not shipped yet: {', '.join(missing)}.pth absent from {WEIGHTS}"
+        )
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def warped_pair():
     """Astronaut (512x512 BGR) and a copy warped by a seeded homography (difficulty 0.5)."""
     image0 = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
@@ -41,35 +49,40 @@ def run_preset(name, pair, **conf):
     extractor, matcher = build_preset(name, **conf)
     f0, f1 = extractor.extract(image0), extractor.extract(image1)
     matches = matcher.match(f0, f1)
-    return f0, f1, matches, match_precision_recall(f0.keypoints, f1.keypoints,
-                                                   matches.matches0, H, (512, 512), 3.0)
+    return (
+        f0,
+        f1,
+        matches,
+        match_precision_recall(f0.keypoints, f1.keypoints, matches.matches0, H, (512, 512), 3.0),
+    )
 
 
-@pytest.mark.parametrize('name', ['orb', 'sift'])
+@pytest.mark.parametrize("name", ["orb", "sift"])
 def test_classical_presets_find_correct_matches(name, warped_pair):
     f0, f1, matches, result = run_preset(name, warped_pair, max_keypoints=512)
     assert 0 < len(f0) <= 512 and 0 < len(f1) <= 512
     assert f0.image_size == (512, 512)
-    assert result['num_correct'] >= 60
-    assert result['precision'] >= 0.85
+    assert result["num_correct"] >= 60
+    assert result["precision"] >= 0.85
     assert matches.matches0.dtype == np.int64 and matches.scores0.dtype == np.float32
     assert np.all(matches.scores0[matches.matches0 < 0] == 0)
     assert np.all(matches.matches0 < len(f1))
 
 
 def test_sift_descriptors_and_mnn(warped_pair):
-    extractor = build_extractor('sift', max_keypoints=300)
+    extractor = build_extractor("sift", max_keypoints=300)
     f0, f1 = extractor.extract(warped_pair[0]), extractor.extract(warped_pair[1])
     assert f0.descriptors.dtype == np.float32 and f0.descriptors.shape[1] == 128
     np.testing.assert_allclose(np.linalg.norm(f0.descriptors, axis=1), 1, atol=1e-5)
-    matches = build_matcher('mnn').match(f0, f1)
-    result = match_precision_recall(f0.keypoints, f1.keypoints, matches.matches0,
-                                    warped_pair[2], (512, 512), 3.0)
-    assert result['num_correct'] >= 40 and result['precision'] >= 0.7
+    matches = build_matcher("mnn").match(f0, f1)
+    result = match_precision_recall(
+        f0.keypoints, f1.keypoints, matches.matches0, warped_pair[2], (512, 512), 3.0
+    )
+    assert result["num_correct"] >= 40 and result["precision"] >= 0.7
 
 
 def test_orb_descriptors_are_binary(warped_pair):
-    features = build_extractor('orb', max_keypoints=100).extract(warped_pair[0][..., 0])
+    features = build_extractor("orb", max_keypoints=100).extract(warped_pair[0][..., 0])
     assert features.descriptors.dtype == np.uint8 and features.descriptors.shape == (100, 32)
     assert np.all(np.diff(features.scores) <= 0)  # strongest first
 
@@ -77,23 +90,25 @@ def test_orb_descriptors_are_binary(warped_pair):
 def test_hamming_and_ratio_on_hand_made_descriptors():
     d0 = np.array([[0b11110000] + [0] * 31, [0b00001111] + [0] * 31], np.uint8)
     d1 = np.array([[0b11110001] + [0] * 31, [0b00001111] + [0] * 31, [0xFF] * 32], np.uint8)
-    np.testing.assert_array_equal(baselines.hamming_distances(d0, d1),
-                                  [[1, 8, 252], [7, 0, 252]])  # XOR popcounts
+    np.testing.assert_array_equal(
+        baselines.hamming_distances(d0, d1), [[1, 8, 252], [7, 0, 252]]
+    )  # XOR popcounts
     f0 = Features(np.zeros((2, 2)), np.ones(2), d0, (10, 10))
     f1 = Features(np.zeros((3, 2)), np.ones(3), d1, (10, 10))
-    matches = build_matcher('ratio-hamming', ratio=0.8).match(f0, f1)
+    matches = build_matcher("ratio-hamming", ratio=0.8).match(f0, f1)
     np.testing.assert_array_equal(matches.matches0, [0, 1])
     np.testing.assert_allclose(matches.scores0, [1 - 1 / 8, 1.0])
     # an ambiguous descriptor (equidistant to two) is rejected by the ratio test
     e0 = np.eye(4, dtype=np.float32)[:2]
-    e1 = np.array([[1, 0, 0, 0], [0, 0.7071068, 0.7071068, 0], [0, 0.7071068, -0.7071068, 0]],
-                  np.float32)
+    e1 = np.array(
+        [[1, 0, 0, 0], [0, 0.7071068, 0.7071068, 0], [0, 0.7071068, -0.7071068, 0]], np.float32
+    )
     g0 = Features(np.zeros((2, 2)), np.ones(2), e0, (10, 10))
     g1 = Features(np.zeros((3, 2)), np.ones(3), e1, (10, 10))
-    np.testing.assert_array_equal(build_matcher('ratio').match(g0, g1).matches0, [0, -1])
+    np.testing.assert_array_equal(build_matcher("ratio").match(g0, g1).matches0, [0, -1])
     # MNN keeps both: e0[1]'s nearest (tie -> first) is e1[1], whose nearest is e0[1]
-    np.testing.assert_array_equal(build_matcher('mnn').match(g0, g1).matches0, [0, 1])
-    assert build_matcher('mnn', max_distance=0.5).match(g0, g1).matches0.tolist() == [0, -1]
+    np.testing.assert_array_equal(build_matcher("mnn").match(g0, g1).matches0, [0, 1])
+    assert build_matcher("mnn", max_distance=0.5).match(g0, g1).matches0.tolist() == [0, -1]
 
 
 def test_permuted_descriptors_are_matched_exactly():
@@ -104,14 +119,14 @@ def test_permuted_descriptors_are_matched_exactly():
     f0 = Features(rng.uniform(0, 100, (50, 2)), np.ones(50), desc0, (100, 100))
     f1 = Features(f0.keypoints[perm], np.ones(50), desc0[perm], (100, 100))
     expected = np.argsort(perm)  # desc0[i] == desc1[argsort(perm)[i]]
-    for name in ('mnn', 'ratio'):
+    for name in ("mnn", "ratio"):
         np.testing.assert_array_equal(build_matcher(name).match(f0, f1).matches0, expected)
 
 
 def test_empty_features_match_to_nothing():
     empty = Features.empty((10, 10), 128)
     full = Features(np.zeros((3, 2)), np.ones(3), np.eye(3, 128, dtype=np.float32), (10, 10))
-    for name in ('mnn', 'ratio'):
+    for name in ("mnn", "ratio"):
         assert build_matcher(name).match(empty, full).matches0.shape == (0,)
         np.testing.assert_array_equal(build_matcher(name).match(full, empty).matches0, [-1] * 3)
 
@@ -119,14 +134,14 @@ def test_empty_features_match_to_nothing():
 def test_features_and_matches_containers():
     f = Features([[10, 20], [0, 0]], [0.5, 0.25], np.ones((2, 4), np.float32), (100, 50))
     assert f.keypoints.dtype == np.float32 and len(f) == 2
-    f.cache['torch'] = dict(descriptors=torch.zeros(2, 4))
+    f.cache["torch"] = dict(descriptors=torch.zeros(2, 4))
     assert f.nbytes() == 16 + 8 + 32 + 32
     half = f.scaled(0.5, 0.5, (50, 25))
     np.testing.assert_allclose(half.keypoints, [[4.75, 9.75], [-0.25, -0.25]])
     assert half.image_size == (50, 25) and half.cache == {}
     back = half.scaled(2, 2, (100, 50))
     np.testing.assert_allclose(back.keypoints, f.keypoints, atol=1e-5)
-    with pytest.raises(ValueError, match='inconsistent feature counts'):
+    with pytest.raises(ValueError, match="inconsistent feature counts"):
         Features(np.zeros((2, 2)), np.zeros(3), np.zeros((2, 4)), (1, 1))
     matches = Matches(np.array([2, -1, 0]), np.array([0.9, 0, 0.5]))
     idx0, idx1 = matches.indices()
@@ -135,27 +150,36 @@ def test_features_and_matches_containers():
 
 def test_registry_errors_and_devices():
     with pytest.raises(ValueError, match="unknown extractor 'surf'"):
-        build_extractor('surf')
+        build_extractor("surf")
     with pytest.raises(ValueError, match="unknown matcher 'flann'"):
-        build_matcher('flann')
+        build_matcher("flann")
     with pytest.raises(ValueError, match="unknown preset 'akaze'"):
-        build_preset('akaze')
+        build_preset("akaze")
     with pytest.raises(ValueError, match=r"orb: unknown option\(s\) \['nfeatures'\]"):
-        build_extractor('orb', nfeatures=10)
-    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
-    assert resolve_device('auto').type == expected
-    assert resolve_device('cpu') == torch.device('cpu')
+        build_extractor("orb", nfeatures=10)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match='CUDA is not available'):
-            resolve_device('cuda')
-    assert set(PRESETS) == {'superglue', 'superpoint-mnn', 'sift', 'orb'}
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert set(PRESETS) == {"superglue", "superpoint-mnn", "sift", "orb"}
 
 
 def random_superglue(seed=0):
     from superglue_ros.models.superglue import SuperGlue
+
     torch.manual_seed(seed)
-    model = SuperGlue(dict(descriptor_dim=32, keypoint_encoder=[16], gnn_layers=['self',
-                           'cross'], num_heads=2, sinkhorn_iterations=50, match_threshold=0.0))
+    model = SuperGlue(
+        dict(
+            descriptor_dim=32,
+            keypoint_encoder=[16],
+            gnn_layers=["self", "cross"],
+            num_heads=2,
+            sinkhorn_iterations=50,
+            match_threshold=0.0,
+        )
+    )
     with torch.no_grad():
         model.final_proj.weight.mul_(10.0)  # confident random assignments
     return model
@@ -164,20 +188,28 @@ def random_superglue(seed=0):
 def random_features(n, seed, size=(640, 480)):
     rng = np.random.default_rng(seed)
     desc = rng.normal(size=(n, 32)).astype(np.float32)
-    return Features(rng.uniform(0, 400, (n, 2)), rng.uniform(0, 1, n),
-                    desc / np.linalg.norm(desc, axis=1, keepdims=True), size)
+    return Features(
+        rng.uniform(0, 400, (n, 2)),
+        rng.uniform(0, 1, n),
+        desc / np.linalg.norm(desc, axis=1, keepdims=True),
+        size,
+    )
 
 
-@pytest.mark.parametrize('cache_keyframes', [False, True])
+@pytest.mark.parametrize("cache_keyframes", [False, True])
 def test_superglue_match_many_equals_one_by_one(cache_keyframes):
     """Padding for unequal keypoint counts must not change any result (random weights), with
     and without the fast runtime's keypoint-encoding cache in Features.cache."""
     model = random_superglue()
-    model.conf['cache_keyframes'] = cache_keyframes
+    model.conf["cache_keyframes"] = cache_keyframes
     matcher = SuperGlueMatcher(model=model, match_threshold=0.0)
     query = random_features(40, 0)
-    refs = [random_features(n, i + 1, size) for i, (n, size) in
-            enumerate([(25, (640, 480)), (60, (320, 240)), (0, (640, 480)), (41, (500, 500))])]
+    refs = [
+        random_features(n, i + 1, size)
+        for i, (n, size) in enumerate(
+            [(25, (640, 480)), (60, (320, 240)), (0, (640, 480)), (41, (500, 500))]
+        )
+    ]
     batched = matcher.match_many(query, refs)
     assert len(batched) == 4
     assert batched[2].matches0.tolist() == [-1] * 40  # empty reference
@@ -188,9 +220,9 @@ def test_superglue_match_many_equals_one_by_one(cache_keyframes):
         assert result.matches0.max() < max(len(ref), 1)
     assert sum(len(r) for r in batched) > 20  # the comparison is not between empty results
     # reference tensors stay cached on the device, not re-uploaded on the next call
-    cached = refs[1].cache['torch']['descriptors']
+    cached = refs[1].cache["torch"]["descriptors"]
     matcher.match_many(query, refs)
-    assert refs[1].cache['torch']['descriptors'] is cached
+    assert refs[1].cache["torch"]["descriptors"] is cached
 
 
 # Accuracy with the shipped weights runs in fp32, so it is the same on every CPU (bf16 rounds
@@ -198,22 +230,23 @@ def test_superglue_match_many_equals_one_by_one(cache_keyframes):
 # to fp32. Bars keep a margin below the measured figures (fp32, this pair, with the reference NMS
 # and sub-pixel keypoints the shipped SuperPoint uses since session 3: SuperPoint+MNN 369 correct
 # at 0.913 precision, SuperPoint+SuperGlue 365 at 0.855).
-FP32 = dict(extractor=dict(precision='fp32'), matcher=dict(precision='fp32'))
+FP32 = dict(extractor=dict(precision="fp32"), matcher=dict(precision="fp32"))
 
 
 def test_superpoint_mnn_with_shipped_weights(warped_pair):
-    needs_weights('superpoint')
-    f0, f1, matches, result = run_preset('superpoint-mnn', warped_pair, max_keypoints=512,
-                                         extractor=dict(precision='fp32'))
+    needs_weights("superpoint")
+    f0, f1, matches, result = run_preset(
+        "superpoint-mnn", warped_pair, max_keypoints=512, extractor=dict(precision="fp32")
+    )
     assert 100 <= len(f0) <= 512
     np.testing.assert_allclose(np.linalg.norm(f0.descriptors, axis=1), 1, atol=1e-4)
-    assert result['num_correct'] >= 60 and result['precision'] >= 0.6
+    assert result["num_correct"] >= 60 and result["precision"] >= 0.6
 
 
 def test_superglue_with_shipped_weights(warped_pair):
-    needs_weights('superpoint', 'superglue')
-    f0, f1, matches, result = run_preset('superglue', warped_pair, max_keypoints=512, **FP32)
-    assert result['num_correct'] >= 80 and result['precision'] >= 0.80
+    needs_weights("superpoint", "superglue")
+    f0, f1, matches, result = run_preset("superglue", warped_pair, max_keypoints=512, **FP32)
+    assert result["num_correct"] >= 80 and result["precision"] >= 0.80
     assert np.all((matches.scores0 > 0) == (matches.matches0 >= 0))
 
 
@@ -234,22 +267,32 @@ def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):
     Measured (Intel AMX): 92-94 % keypoints, 85 % matches, precision 0.857 vs 0.855, 355 vs 365
     correct; with the earlier integer keypoints an AMD AVX512-BF16 machine gave precision
     within a point of this one's (issue 11)."""
-    needs_weights('superpoint', 'superglue')
-    pytest.importorskip('openvino')
+    needs_weights("superpoint", "superglue")
+    pytest.importorskip("openvino")
     from superglue_ros.models.backends import cpu_has_native_bf16
+
     if not cpu_has_native_bf16():
-        pytest.skip('this CPU has no native bf16: the fast runtime uses fp32 here')
+        pytest.skip("this CPU has no native bf16: the fast runtime uses fp32 here")
     out = {}
-    for precision in ('fp32', 'bf16'):
-        extractor, matcher = build_preset('superglue', max_keypoints=512,
-                                          extractor=dict(precision=precision),
-                                          matcher=dict(precision=precision))
+    for precision in ("fp32", "bf16"):
+        extractor, matcher = build_preset(
+            "superglue",
+            max_keypoints=512,
+            extractor=dict(precision=precision),
+            matcher=dict(precision=precision),
+        )
         f0, f1 = extractor.extract(warped_pair[0]), extractor.extract(warped_pair[1])
         assert extractor.model.dense_runner().precision == precision
         matches = matcher.match(f0, f1)
-        out[precision] = (f0, f1, matches, match_precision_recall(
-            f0.keypoints, f1.keypoints, matches.matches0, warped_pair[2], (512, 512), 3.0))
-    (a0, a1, a_matches, a_result), (b0, b1, b_matches, b_result) = out['fp32'], out['bf16']
+        out[precision] = (
+            f0,
+            f1,
+            matches,
+            match_precision_recall(
+                f0.keypoints, f1.keypoints, matches.matches0, warped_pair[2], (512, 512), 3.0
+            ),
+        )
+    (a0, a1, a_matches, a_result), (b0, b1, b_matches, b_result) = out["fp32"], out["bf16"]
     # the same keypoint: within 0.1 px (sub-pixel refinement reads the bf16 heatmap)
     same0, same1 = same_keypoints(a0, b0, 0.1), same_keypoints(a1, b1, 0.1)
     for same in (same0, same1):
@@ -260,8 +303,8 @@ def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):
     kept = (b_idx0 >= 0) & (b_idx1 >= 0)
     agree = kept & (b_matches.matches0[np.where(kept, b_idx0, 0)] == b_idx1)
     assert agree.sum() >= 0.75 * len(idx0), agree.mean()
-    assert abs(a_result['precision'] - b_result['precision']) <= 0.03
-    assert abs(a_result['num_correct'] - b_result['num_correct']) <= 0.1 * a_result['num_correct']
+    assert abs(a_result["precision"] - b_result["precision"]) <= 0.03
+    assert abs(a_result["num_correct"] - b_result["num_correct"]) <= 0.1 * a_result["num_correct"]
 
 
 def test_learned_wrappers_load_weight_files(tmp_path, warped_pair):
@@ -269,53 +312,55 @@ def test_learned_wrappers_load_weight_files(tmp_path, warped_pair):
     options given by name (random weights: this checks the plumbing, not quality)."""
     from superglue_ros.models.superpoint import SuperPoint
     from superglue_ros.models.weights import save_model
+
     torch.manual_seed(0)
-    save_model(SuperPoint(), tmp_path / 'sp.pth', meta=dict(note='random test weights'))
-    save_model(random_superglue(), tmp_path / 'sg.pth', meta=dict(note='random test weights'))
-    extractor = build_extractor('superpoint', weights=str(tmp_path / 'sp.pth'),
-                                max_keypoints=100, keypoint_threshold=0.0)
+    save_model(SuperPoint(), tmp_path / "sp.pth", meta=dict(note="random test weights"))
+    save_model(random_superglue(), tmp_path / "sg.pth", meta=dict(note="random test weights"))
+    extractor = build_extractor(
+        "superpoint", weights=str(tmp_path / "sp.pth"), max_keypoints=100, keypoint_threshold=0.0
+    )
     features = extractor.extract(warped_pair[0])
     assert len(features) == 100 and features.image_size == (512, 512)
     assert features.descriptors.shape == (100, 256)
     assert np.all((features.keypoints >= 0) & (features.keypoints <= 511))
-    assert features.cache['torch']['descriptors'].device.type == extractor.device.type
+    assert features.cache["torch"]["descriptors"].device.type == extractor.device.type
     again = extractor.extract(warped_pair[0])
     np.testing.assert_array_equal(again.keypoints, features.keypoints)
-    matcher = build_matcher('superglue', weights=str(tmp_path / 'sg.pth'), match_threshold=0.0)
+    matcher = build_matcher("superglue", weights=str(tmp_path / "sg.pth"), match_threshold=0.0)
     reference = SuperGlueMatcher(model=random_superglue(), match_threshold=0.0)
     f0, f1 = random_features(30, 1), random_features(35, 2)
-    np.testing.assert_array_equal(matcher.match(f0, f1).matches0,
-                                  reference.match(f0, f1).matches0)
+    np.testing.assert_array_equal(matcher.match(f0, f1).matches0, reference.match(f0, f1).matches0)
 
 
 def test_fast_runtime_fp32_equals_reference_runtime(warped_pair):
     """The wrappers' default 'fast' runtime (here in fp32) against 'reference' on a real photo
     pair with the shipped weights: same keypoints (>= 99 % within 1e-3 px), same matches
     (>= 98 %); the keyframe side's SuperGlue encoding is kept in its Features.cache."""
-    needs_weights('superpoint', 'superglue')
-    pytest.importorskip('openvino')
+    needs_weights("superpoint", "superglue")
+    pytest.importorskip("openvino")
     image0, image1, _ = warped_pair
     out = {}
-    for runtime in ('reference', 'fast'):
-        extractor = build_extractor('superpoint', runtime=runtime, precision='fp32')
-        matcher = build_matcher('superglue', runtime=runtime, precision='fp32')
+    for runtime in ("reference", "fast"):
+        extractor = build_extractor("superpoint", runtime=runtime, precision="fp32")
+        matcher = build_matcher("superglue", runtime=runtime, precision="fp32")
         f0, f1 = extractor.extract(image0), extractor.extract(image1)
         out[runtime] = (f0, f1, matcher.match(f1, f0), matcher)
-    (r0, _, r_matches, _), (f0, _, f_matches, fast_matcher) = out['reference'], out['fast']
-    assert fast_matcher.model.conf['backend'] == 'openvino'
-    assert fast_matcher.model.conf['cache_keyframes'] and 'superglue_encoding' in f0.cache
-    same_kpts = (same_keypoints(r0, f0, 1e-3) >= 0).mean()   # sub-pixel: float rounding only
+    (r0, _, r_matches, _), (f0, _, f_matches, fast_matcher) = out["reference"], out["fast"]
+    assert fast_matcher.model.conf["backend"] == "openvino"
+    assert fast_matcher.model.conf["cache_keyframes"] and "superglue_encoding" in f0.cache
+    same_kpts = (same_keypoints(r0, f0, 1e-3) >= 0).mean()  # sub-pixel: float rounding only
     assert same_kpts >= 0.99
     assert len(r_matches) >= 50
     agree = (r_matches.matches0 == f_matches.matches0) & (r_matches.matches0 >= 0)
     assert agree.sum() >= 0.98 * len(r_matches)
-    with pytest.raises(ValueError, match='unknown runtime'):
-        build_extractor('superpoint', runtime='turbo')
+    with pytest.raises(ValueError, match="unknown runtime"):
+        build_extractor("superpoint", runtime="turbo")
 
 
 def test_missing_weights_name_the_file(tmp_path):
     from superglue_ros.models.weights import WeightsError
-    with pytest.raises(WeightsError, match='absent.pth'):
-        build_extractor('superpoint', weights=str(tmp_path / 'absent.pth'))
-    with pytest.raises(WeightsError, match='absent_sg.pth'):
-        build_matcher('superglue', weights=str(tmp_path / 'absent_sg.pth'))
+
+    with pytest.raises(WeightsError, match="absent.pth"):
+        build_extractor("superpoint", weights=str(tmp_path / "absent.pth"))
+    with pytest.raises(WeightsError, match="absent_sg.pth"):
+        build_matcher("superglue", weights=str(tmp_path / "absent_sg.pth"))

@@ -14,40 +14,42 @@ from superglue_ros.homography import sample_homography, warp_image
 from superglue_ros.visualization import GAP_PX, GREEN, RED, draw_matches
 from quality_gap import BELOW_BAR
 
-WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / 'weights'
+WEIGHTS = pathlib.Path(superglue_ros.__file__).parent / "weights"
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory):
     """astronaut 512x512 and coffee 600x400 photos plus warped copies with known H."""
-    folder = tmp_path_factory.mktemp('pairs')
+    folder = tmp_path_factory.mktemp("pairs")
     homographies = {}
-    for index, (name, rgb) in enumerate([('astronaut', data.astronaut()),
-                                         ('coffee', data.coffee())]):
+    for index, (name, rgb) in enumerate(
+        [("astronaut", data.astronaut()), ("coffee", data.coffee())]
+    ):
         image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         h, w = image.shape[:2]
         H = sample_homography(np.random.default_rng(index), w, h, difficulty=0.4)
-        cv2.imwrite(str(folder / f'{name}.png'), image)
-        cv2.imwrite(str(folder / f'{name}_warped.png'), warp_image(image, H, (w, h)))
+        cv2.imwrite(str(folder / f"{name}.png"), image)
+        cv2.imwrite(str(folder / f"{name}_warped.png"), warp_image(image, H, (w, h)))
         homographies[name] = H
-    (folder / 'broken.png').write_bytes(b'not a png')
-    (folder / 'pairs.txt').write_text(
-        'astronaut.png astronaut_warped.png 0 0 extra columns are ignored\n'
-        'just_one_column.png\n'
-        '\n'
-        '# a comment\n'
-        'coffee.png missing.png\n'
-        'broken.png coffee.png\n'
-        'coffee.png coffee_warped.png\n')
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "pairs.txt").write_text(
+        "astronaut.png astronaut_warped.png 0 0 extra columns are ignored\n"
+        "just_one_column.png\n"
+        "\n"
+        "# a comment\n"
+        "coffee.png missing.png\n"
+        "broken.png coffee.png\n"
+        "coffee.png coffee_warped.png\n"
+    )
     return folder, homographies
 
 
 def check_npz(path, image_size, H):
     """npz contract + precision against the known homography in ORIGINAL pixels."""
     with np.load(path) as npz:
-        assert set(npz.files) == {'keypoints0', 'keypoints1', 'matches', 'match_confidence'}
-        kpts0, kpts1 = npz['keypoints0'], npz['keypoints1']
-        matches, confidence = npz['matches'], npz['match_confidence']
+        assert set(npz.files) == {"keypoints0", "keypoints1", "matches", "match_confidence"}
+        kpts0, kpts1 = npz["keypoints0"], npz["keypoints1"]
+        matches, confidence = npz["matches"], npz["match_confidence"]
     assert kpts0.ndim == 2 and kpts0.shape[1] == 2 and kpts1.shape[1] == 2
     assert matches.shape == (len(kpts0),) and confidence.shape == (len(kpts0),)
     assert np.issubdtype(matches.dtype, np.integer)
@@ -62,58 +64,92 @@ def check_npz(path, image_size, H):
 
 def test_match_cli_sift_with_resize(pair_dir, tmp_path, capsys):
     folder, homographies = pair_dir
-    out = tmp_path / 'out'
-    code = main(['--input_pairs', str(folder / 'pairs.txt'), '--input_dir', str(folder),
-                 '--output_dir', str(out), '--matcher', 'sift', '--resize', '320',
-                 '--max_keypoints', '400', '--viz', '--device', 'cpu'])
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--input_pairs",
+            str(folder / "pairs.txt"),
+            "--input_dir",
+            str(folder),
+            "--output_dir",
+            str(out),
+            "--matcher",
+            "sift",
+            "--resize",
+            "320",
+            "--max_keypoints",
+            "400",
+            "--viz",
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1  # some pairs were skipped, but the run finished
     # every problem is reported with its line and reason
-    assert 'pairs.txt:2' in captured.out and 'expected "name0 name1' in captured.out
-    assert 'pairs.txt:5' in captured.out and 'missing.png: file not found' in captured.out
-    assert 'pairs.txt:6' in captured.out and 'broken.png: not a readable image' in captured.out
-    assert 'matched 2 pair(s), skipped 3' in captured.out
+    assert "pairs.txt:2" in captured.out and 'expected "name0 name1' in captured.out
+    assert "pairs.txt:5" in captured.out and "missing.png: file not found" in captured.out
+    assert "pairs.txt:6" in captured.out and "broken.png: not a readable image" in captured.out
+    assert "matched 2 pair(s), skipped 3" in captured.out
     written = sorted(p.name for p in out.iterdir())
-    assert written == ['astronaut_astronaut_warped_matches.npz',
-                       'astronaut_astronaut_warped_matches.png',
-                       'coffee_coffee_warped_matches.npz', 'coffee_coffee_warped_matches.png']
-    for name, size in (('astronaut', (512, 512)), ('coffee', (600, 400))):
-        kpts0, result = check_npz(out / f'{name}_{name}_warped_matches.npz', size,
-                                  homographies[name])
+    assert written == [
+        "astronaut_astronaut_warped_matches.npz",
+        "astronaut_astronaut_warped_matches.png",
+        "coffee_coffee_warped_matches.npz",
+        "coffee_coffee_warped_matches.png",
+    ]
+    for name, size in (("astronaut", (512, 512)), ("coffee", (600, 400))):
+        kpts0, result = check_npz(
+            out / f"{name}_{name}_warped_matches.npz", size, homographies[name]
+        )
         # resized to max side 320 but coordinates span the original image
         assert kpts0[:, 0].max() > 330 or kpts0[:, 1].max() > 330
-        assert result['num_correct'] >= 30 and result['precision'] >= 0.85
-        viz = cv2.imread(str(out / f'{name}_{name}_warped_matches.png'))
+        assert result["num_correct"] >= 30 and result["precision"] >= 0.85
+        viz = cv2.imread(str(out / f"{name}_{name}_warped_matches.png"))
         assert viz.shape == (size[1], 2 * size[0] + GAP_PX, 3)
 
 
 def test_match_cli_orb_exact_size_and_config(pair_dir, tmp_path):
     folder, homographies = pair_dir
-    pairs = tmp_path / 'pairs.txt'
-    pairs.write_text('coffee.png coffee_warped.png\n')
-    config = tmp_path / 'orb.yaml'
-    config.write_text('preset: orb\nextractor: {max_keypoints: 300}\nmatcher: {ratio: 0.8}\n')
-    out = tmp_path / 'out'
-    code = main(['--input_pairs', str(pairs), '--input_dir', str(folder), '--output_dir',
-                 str(out), '--config', str(config), '--resize', '450', '300'])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("coffee.png coffee_warped.png\n")
+    config = tmp_path / "orb.yaml"
+    config.write_text("preset: orb\nextractor: {max_keypoints: 300}\nmatcher: {ratio: 0.8}\n")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--input_pairs",
+            str(pairs),
+            "--input_dir",
+            str(folder),
+            "--output_dir",
+            str(out),
+            "--config",
+            str(config),
+            "--resize",
+            "450",
+            "300",
+        ]
+    )
     assert code == 0
-    kpts0, result = check_npz(out / 'coffee_coffee_warped_matches.npz', (600, 400),
-                              homographies['coffee'])
+    kpts0, result = check_npz(
+        out / "coffee_coffee_warped_matches.npz", (600, 400), homographies["coffee"]
+    )
     assert 250 <= len(kpts0) <= 300  # the config wins over the --max_keypoints default (1024)
     assert result["num_correct"] >= 30 and result["precision"] >= 0.8
 
 
 def test_match_cli_setup_errors(pair_dir, tmp_path, capsys):
     folder, _ = pair_dir
-    config = tmp_path / 'bad.yaml'
-    config.write_text('extractor: {name: orb}\nmatchers: {}\n')
-    code = main(['--input_pairs', str(folder / 'pairs.txt'), '--config', str(config)])
+    config = tmp_path / "bad.yaml"
+    config.write_text("extractor: {name: orb}\nmatchers: {}\n")
+    code = main(["--input_pairs", str(folder / "pairs.txt"), "--config", str(config)])
     assert code == 2
     assert "unknown key(s) ['matchers']" in capsys.readouterr().err
-    code = main(['--input_pairs', str(tmp_path / 'nope.txt'), '--matcher', 'orb'])
-    assert code == 2 and 'nope.txt' in capsys.readouterr().err
+    code = main(["--input_pairs", str(tmp_path / "nope.txt"), "--matcher", "orb"])
+    assert code == 2 and "nope.txt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(['--input_pairs', 'x', '--resize', '1', '2', '3'])
+        main(["--input_pairs", "x", "--resize", "1", "2", "3"])
 
 
 def test_resized_shape():
@@ -133,29 +169,47 @@ def test_draw_matches_colours():
     assert tuple(canvas[10, 10]) == GREEN  # inlier endpoint in image0
     assert tuple(canvas[5, 50 + GAP_PX + 50]) == RED  # outlier endpoint in image1
     assert tuple(canvas[35, 55]) == (255, 255, 255)  # gap/background below image1
-    with pytest.raises(ValueError, match='2 points in image0 but 1 in image1'):
+    with pytest.raises(ValueError, match="2 points in image0 but 1 in image1"):
         draw_matches(image0, image1, kpts0, kpts1[:1])
 
 
 @BELOW_BAR
 def test_match_cli_superglue_with_shipped_weights(pair_dir, tmp_path):
-    missing = [k for k in ('superpoint', 'superglue') if not (WEIGHTS / f'{k}.pth').is_file()]
+    missing = [k for k in ("superpoint", "superglue") if not (WEIGHTS / f"{k}.pth").is_file()]
     if missing:
-        pytest.skip(f'trained weights not shipped yet: {missing} absent from {WEIGHTS}')
+        pytest.skip(f"trained weights not shipped yet: {missing} absent from {WEIGHTS}")
     folder, homographies = pair_dir
-    pairs = tmp_path / 'pairs.txt'
-    pairs.write_text('astronaut.png astronaut_warped.png\n')
-    out = tmp_path / 'out'
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("astronaut.png astronaut_warped.png\n")
+    out = tmp_path / "out"
     # fp32: the same matches on every CPU (bf16 differs slightly between AMX and AVX512-BF16,
     # and this bar has little margin)
-    config = tmp_path / 'fp32.yaml'
-    config.write_text('extractor: {precision: fp32}\nmatcher: {precision: fp32}\n')
-    assert main(['--input_pairs', str(pairs), '--input_dir', str(folder), '--output_dir',
-                 str(out), '--resize', '400', '--max_keypoints', '512', '--config', str(config)]) == 0
-    _, result = check_npz(out / 'astronaut_astronaut_warped_matches.npz', (512, 512),
-                          homographies['astronaut'])
-    print('superglue-match, shipped weights, fp32:', result)
+    config = tmp_path / "fp32.yaml"
+    config.write_text("extractor: {precision: fp32}\nmatcher: {precision: fp32}\n")
+    assert (
+        main(
+            [
+                "--input_pairs",
+                str(pairs),
+                "--input_dir",
+                str(folder),
+                "--output_dir",
+                str(out),
+                "--resize",
+                "400",
+                "--max_keypoints",
+                "512",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    _, result = check_npz(
+        out / "astronaut_astronaut_warped_matches.npz", (512, 512), homographies["astronaut"]
+    )
+    print("superglue-match, shipped weights, fp32:", result)
     # issue 4's bar. The session-4 SuperGlue is at its edge: fp32 318 correct of 376, precision
     # 0.846 (the same on every CPU); bf16 on an Intel AMX machine 0.853, which another CPU may
     # not give. So the bar is held in fp32 and marked as not yet reached.
-    assert result['num_correct'] >= 50 and result['precision'] >= 0.85
+    assert result["num_correct"] >= 50 and result["precision"] >= 0.85

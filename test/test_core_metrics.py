@@ -8,8 +8,13 @@ import pytest
 
 from superglue_ros.evaluation import metrics
 from superglue_ros.evaluation.pose_eval import (
-    epipolar_errors, make_middlebury_pairs, parse_pose_pair, read_pose_pairs,
-    relative_transform, write_pose_pairs)
+    epipolar_errors,
+    make_middlebury_pairs,
+    parse_pose_pair,
+    read_pose_pairs,
+    relative_transform,
+    write_pose_pairs,
+)
 
 # image0 -> image1: shift right by 10 px; both images 100x100
 H_SHIFT = np.array([[1, 0, 10], [0, 1, 0], [0, 0, 1]], np.float64)
@@ -30,17 +35,18 @@ def test_precision_recall():
     matches0 = np.array([0, 2, -1])
     result = metrics.match_precision_recall(KPTS0, KPTS1, matches0, H_SHIFT, SIZE, 3.0)
     # match 0->0 has error 1 px (correct); 1->2 has error |(60,50)-(30,30)| = 36 px (wrong)
-    assert result['precision'] == 0.5
-    assert result['num_matches'] == 2 and result['num_correct'] == 1
+    assert result["precision"] == 0.5
+    assert result["num_matches"] == 2 and result["num_correct"] == 1
     # GT: 0<->0 and 1<->1 (2 px); kpts0[2] is outside image1 -> 1 of 2 recalled
-    assert result['num_gt'] == 2
-    assert result['recall'] == 0.5
+    assert result["num_gt"] == 2
+    assert result["recall"] == 0.5
     perfect = metrics.match_precision_recall(KPTS0, KPTS1, [0, 1, -1], H_SHIFT, SIZE, 3.0)
-    assert perfect['precision'] == 1.0 and perfect['recall'] == 1.0
+    assert perfect["precision"] == 1.0 and perfect["recall"] == 1.0
     empty = metrics.match_precision_recall(KPTS0, KPTS1, [-1, -1, -1], H_SHIFT, SIZE, 3.0)
-    assert math.isnan(empty['precision']) and empty['recall'] == 0.0
+    assert math.isnan(empty["precision"]) and empty["recall"] == 0.0
     np.testing.assert_array_equal(
-        metrics.ground_truth_matches(KPTS0, KPTS1, H_SHIFT, SIZE, 3.0), [0, 1, -1])
+        metrics.ground_truth_matches(KPTS0, KPTS1, H_SHIFT, SIZE, 3.0), [0, 1, -1]
+    )
 
 
 def test_corner_error():
@@ -107,39 +113,43 @@ def write_par(path, names, angles_deg):
     for name, angle in zip(names, angles_deg):
         R = rotation([0, 1, 0], angle)
         t = np.array([0, 0, 0.6])
-        lines.append(' '.join([name] + [repr(float(v)) for v in np.r_[K.ravel(), R.ravel(), t]]))
-    path.write_text('\n'.join(lines) + '\n')
+        lines.append(" ".join([name] + [repr(float(v)) for v in np.r_[K.ravel(), R.ravel(), t]]))
+    path.write_text("\n".join(lines) + "\n")
     return K
 
 
 def test_middlebury_pairs_and_pairs_file(tmp_path):
-    names = [f'v{i}.png' for i in range(5)]
-    K = write_par(tmp_path / 'par.txt', names, [0, 8, 16, 40, 48])
+    names = [f"v{i}.png" for i in range(5)]
+    K = write_par(tmp_path / "par.txt", names, [0, 8, 16, 40, 48])
     for name in names[:4]:  # v4 missing on disk
-        (tmp_path / name).write_bytes(b'')
-    pairs = make_middlebury_pairs(tmp_path / 'par.txt', tmp_path, 5, 25)
+        (tmp_path / name).write_bytes(b"")
+    pairs = make_middlebury_pairs(tmp_path / "par.txt", tmp_path, 5, 25)
     # angles: (0,8)=8 (0,16)=16 (8,16)=8 (16,40)=24 (8,40)=32 (0,40)=40; v4 excluded
-    assert [(p.name0, p.name1) for p in pairs] == [('v0.png', 'v1.png'), ('v0.png', 'v2.png'),
-                                                   ('v1.png', 'v2.png'), ('v2.png', 'v3.png')]
+    assert [(p.name0, p.name1) for p in pairs] == [
+        ("v0.png", "v1.png"),
+        ("v0.png", "v2.png"),
+        ("v1.png", "v2.png"),
+        ("v2.png", "v3.png"),
+    ]
     np.testing.assert_allclose(pairs[0].K0, K)
     np.testing.assert_allclose(pairs[0].T_0to1[:3, :3], rotation([0, 1, 0], 8), atol=1e-12)
-    write_pose_pairs(tmp_path / 'pairs.txt', pairs)
-    again = read_pose_pairs(tmp_path / 'pairs.txt')
+    write_pose_pairs(tmp_path / "pairs.txt", pairs)
+    again = read_pose_pairs(tmp_path / "pairs.txt")
     assert [(p.name0, p.name1) for p in again] == [(p.name0, p.name1) for p in pairs]
     np.testing.assert_array_equal(again[3].T_0to1, pairs[3].T_0to1)
 
 
 def test_pose_pair_parse_errors(tmp_path):
-    with pytest.raises(ValueError, match='f.txt:3: expected 38 columns'):
-        parse_pose_pair('a b 0 0 1 2', 'f.txt:3')
-    good = 'a.png b.png 0 0 ' + ' '.join(['1'] * 34)
-    assert parse_pose_pair(good).name1 == 'b.png'
-    with pytest.raises(ValueError, match='EXIF rotations'):
-        parse_pose_pair(good.replace(' 0 0 ', ' 1 0 '), 'x')
-    with pytest.raises(ValueError, match='non-numeric'):
-        parse_pose_pair(good.replace(' 0 0 ', ' 0 zero '), 'x')
-    (tmp_path / 'p.txt').write_text(good + '\n\n# comment\n' + 'bad line\n')
-    with pytest.raises(ValueError, match=r'p.txt:4'):
-        read_pose_pairs(tmp_path / 'p.txt')
-    with pytest.raises(FileNotFoundError, match='pairs file not found'):
-        read_pose_pairs(tmp_path / 'none.txt')
+    with pytest.raises(ValueError, match="f.txt:3: expected 38 columns"):
+        parse_pose_pair("a b 0 0 1 2", "f.txt:3")
+    good = "a.png b.png 0 0 " + " ".join(["1"] * 34)
+    assert parse_pose_pair(good).name1 == "b.png"
+    with pytest.raises(ValueError, match="EXIF rotations"):
+        parse_pose_pair(good.replace(" 0 0 ", " 1 0 "), "x")
+    with pytest.raises(ValueError, match="non-numeric"):
+        parse_pose_pair(good.replace(" 0 0 ", " 0 zero "), "x")
+    (tmp_path / "p.txt").write_text(good + "\n\n# comment\n" + "bad line\n")
+    with pytest.raises(ValueError, match=r"p.txt:4"):
+        read_pose_pairs(tmp_path / "p.txt")
+    with pytest.raises(FileNotFoundError, match="pairs file not found"):
+        read_pose_pairs(tmp_path / "none.txt")

@@ -1,12 +1,12 @@
 """relative_pose: the query camera's pose in the reference frame, and a covariance that predicts
 the spread of real essential-matrix fits (Monte Carlo over noisy synthetic views)."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from superglue_ros.geometry import estimate_essential, normalize_points
-from superglue_ros.relative_pose import (UNKNOWN_SCALE_VARIANCE, relative_pose,
-                                         sampson_distances)
+from superglue_ros.relative_pose import UNKNOWN_SCALE_VARIANCE, relative_pose, sampson_distances
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 R_TRUE = Rotation.from_rotvec([0.02, -0.15, 0.03]).as_matrix()
@@ -30,13 +30,20 @@ def test_pose_is_the_query_camera_in_the_reference_frame():
     p0, p1 = views(np.random.default_rng(0))
     pose = relative_pose(R_TRUE, T_TRUE, normalize_points(p0, K), normalize_points(p1, K))
     np.testing.assert_allclose(pose.position, -R_TRUE.T @ T_TRUE, atol=1e-12)
-    np.testing.assert_allclose(Rotation.from_quat(pose.quaternion).as_matrix(), R_TRUE.T,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        Rotation.from_quat(pose.quaternion).as_matrix(), R_TRUE.T, atol=1e-12
+    )
     assert pose.sigma < 1e-9  # exact correspondences: no residual
-    E = np.array([[0, -T_TRUE[2], T_TRUE[1]], [T_TRUE[2], 0, -T_TRUE[0]],
-                  [-T_TRUE[1], T_TRUE[0], 0]]) @ R_TRUE
-    assert np.abs(sampson_distances(E, normalize_points(p0, K), normalize_points(p1, K))).max() < 1e-12
-    with pytest.raises(ValueError, match='at least 6 inliers'):
+    E = (
+        np.array(
+            [[0, -T_TRUE[2], T_TRUE[1]], [T_TRUE[2], 0, -T_TRUE[0]], [-T_TRUE[1], T_TRUE[0], 0]]
+        )
+        @ R_TRUE
+    )
+    assert (
+        np.abs(sampson_distances(E, normalize_points(p0, K), normalize_points(p1, K))).max() < 1e-12
+    )
+    with pytest.raises(ValueError, match="at least 6 inliers"):
         relative_pose(R_TRUE, T_TRUE, np.zeros((5, 2)), np.zeros((5, 2)))
 
 
@@ -73,5 +80,6 @@ def test_covariance_predicts_the_spread_of_fits():
     ratio = np.mean(predicted_across) / empirical_across
     assert 0.5 < ratio < 2.0, ratio
     assert pose.position @ pose.covariance[:3, :3] @ pose.position == pytest.approx(
-        UNKNOWN_SCALE_VARIANCE, rel=1e-3)
+        UNKNOWN_SCALE_VARIANCE, rel=1e-3
+    )
     assert np.all(np.linalg.eigvalsh(pose.covariance) > 0)

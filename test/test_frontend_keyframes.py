@@ -1,5 +1,6 @@
 """Keyframe cache bounds, eviction order, pinning and evicted-vs-unknown; keyframe policy;
 global descriptor retrieval on real photos."""
+
 import threading
 
 import numpy as np
@@ -14,11 +15,21 @@ from superglue_ros.frontend.synthetic import make_sequence
 
 def make_kf(kid, n=100, dim=256):
     rng = np.random.default_rng(kid)
-    feats = Features(rng.uniform(0, 600, (n, 2)), rng.uniform(0, 1, n),
-                     rng.standard_normal((n, dim)).astype(np.float32), (640, 480))
-    return Keyframe(id=kid, stamp_ns=kid * 100, frame_id="cam", image_size=(640, 480),
-                    features=feats, global_descriptor=np.ones(64, np.float32) / 8,
-                    thumbnail=np.zeros((12, 16), np.uint8))
+    feats = Features(
+        rng.uniform(0, 600, (n, 2)),
+        rng.uniform(0, 1, n),
+        rng.standard_normal((n, dim)).astype(np.float32),
+        (640, 480),
+    )
+    return Keyframe(
+        id=kid,
+        stamp_ns=kid * 100,
+        frame_id="cam",
+        image_size=(640, 480),
+        features=feats,
+        global_descriptor=np.ones(64, np.float32) / 8,
+        thumbnail=np.zeros((12, 16), np.uint8),
+    )
 
 
 def test_keyframe_nbytes_counts_features_descriptor_thumbnail():
@@ -57,11 +68,11 @@ def test_new_bounds_evict_at_once_but_not_pinned_or_newest():
     for i in range(5):
         cache.add(make_kf(i))
     cache.pin([1])
-    assert cache.set_bounds(2, 10**9) == [0, 2, 3]   # 1 pinned, 4 the newest
+    assert cache.set_bounds(2, 10**9) == [0, 2, 3]  # 1 pinned, 4 the newest
     assert cache.ids() == [1, 4] and cache.was_evicted(2)
-    assert cache.unpin([1]) == []                    # 2 keyframes: within the new bound
+    assert cache.unpin([1]) == []  # 2 keyframes: within the new bound
     assert cache.set_bounds(1, 10**9) == [1]
-    assert cache.set_bounds(1, 1) == [] and cache.ids() == [4]   # the newest always stays
+    assert cache.set_bounds(1, 1) == [] and cache.ids() == [4]  # the newest always stays
     with pytest.raises(ValueError):
         cache.set_bounds(0, 10)
 
@@ -141,15 +152,18 @@ def test_cache_concurrent_add_and_pin():
     assert len(cache) <= 6
 
 
-@pytest.mark.parametrize("args, expected", [
-    ((None, 0.0, 0, 0), (True, "first")),
-    ((1, 0.1, 0, 500), (False, "min_gap")),          # lost, but too soon after the last keyframe
-    ((2, 0.2, 10, 500), (True, "min_inliers")),
-    ((2, 0.2, 100, 500), (True, "inlier_ratio")),    # 100 < 0.25 * 500
-    ((2, 0.2, 200, 500), (False, "tracking")),
-    ((30, 0.2, 200, 500), (True, "max_frames")),
-    ((5, 2.5, 200, 500), (True, "max_interval")),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((None, 0.0, 0, 0), (True, "first")),
+        ((1, 0.1, 0, 500), (False, "min_gap")),  # lost, but too soon after the last keyframe
+        ((2, 0.2, 10, 500), (True, "min_inliers")),
+        ((2, 0.2, 100, 500), (True, "inlier_ratio")),  # 100 < 0.25 * 500
+        ((2, 0.2, 200, 500), (False, "tracking")),
+        ((30, 0.2, 200, 500), (True, "max_frames")),
+        ((5, 2.5, 200, 500), (True, "max_interval")),
+    ],
+)
 def test_policy_cases(args, expected):
     d = KeyframePolicy().decide(*args)
     assert (d.is_keyframe, d.reason) == expected
@@ -158,7 +172,12 @@ def test_policy_cases(args, expected):
 def test_policy_disabled_limits_and_validation():
     p = KeyframePolicy(dict(max_frames=0, max_interval_s=0, min_inliers=0, min_inlier_ratio=0))
     assert not p.decide(10_000, 1e6, 0, 500).is_keyframe
-    for bad in (dict(min_gap_frames=0), dict(min_inlier_ratio=1.5), dict(nope=1), dict(min_inliers=-1)):
+    for bad in (
+        dict(min_gap_frames=0),
+        dict(min_inlier_ratio=1.5),
+        dict(nope=1),
+        dict(min_inliers=-1),
+    ):
         with pytest.raises(ValueError):
             KeyframePolicy(bad)
 
@@ -166,6 +185,7 @@ def test_policy_disabled_limits_and_validation():
 def test_global_descriptor_ranks_the_same_place_first():
     """Real photos: the revisit of the start must rank the start keyframe above far-away views."""
     from superglue_ros.features import build_extractor
+
     seq = make_sequence(num_frames=80)
     gd = GlobalDescriptor()
     for name in ("orb", "sift"):
@@ -189,7 +209,9 @@ def test_global_descriptor_is_deterministic_across_instances():
     a, b = GlobalDescriptor()(f), GlobalDescriptor()(f)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, GlobalDescriptor(dict(seed=1))(f))
-    orb = Features(np.zeros((5, 2)), np.ones(5), rng.integers(0, 256, (5, 32), dtype=np.uint8), (10, 10))
+    orb = Features(
+        np.zeros((5, 2)), np.ones(5), rng.integers(0, 256, (5, 32), dtype=np.uint8), (10, 10)
+    )
     assert GlobalDescriptor()(orb).shape == (GlobalDescriptor().dim,)
     empty = Features.empty((10, 10))
     assert not np.any(GlobalDescriptor()(empty))

@@ -1,5 +1,6 @@
 """model_lock: one lock per model object, re-entrant, odometry (foreground) served before loop
 jobs (background)."""
+
 import threading
 import time
 
@@ -9,7 +10,7 @@ from superglue_ros.frontend.model_lock import ModelLock, lock_for
 def _wait_until(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, 'condition not reached'
+        assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.001)
 
 
@@ -29,15 +30,15 @@ def test_foreground_waiter_goes_before_a_background_waiter():
     threads = [threading.Thread(target=holder)]
     threads[0].start()
     held.wait()
-    threads.append(threading.Thread(target=take, args=('loop', True)))
+    threads.append(threading.Thread(target=take, args=("loop", True)))
     threads[-1].start()
-    threads.append(threading.Thread(target=take, args=('odometry', False)))
+    threads.append(threading.Thread(target=take, args=("odometry", False)))
     threads[-1].start()
-    _wait_until(lambda: lock._foreground_waiting == 1)   # odometry queued behind the holder
+    _wait_until(lambda: lock._foreground_waiting == 1)  # odometry queued behind the holder
     release.set()
     for t in threads:
         t.join(10)
-    assert order == ['odometry', 'loop']
+    assert order == ["odometry", "loop"]
 
 
 def test_reentrant_and_exclusive():
@@ -46,7 +47,7 @@ def test_reentrant_and_exclusive():
     def work():
         for _ in range(200):
             with lock.hold(background=True):
-                with lock.hold():   # re-entrant in the same thread
+                with lock.hold():  # re-entrant in the same thread
                     inside[0] += 1
                     peak[0] = max(peak[0], inside[0])
                     inside[0] -= 1

@@ -1,12 +1,19 @@
 """FrontEnd over the synthetic loop sequence (exact ground-truth homographies), with the real
 extractors/matchers: VO inliers agree with ground truth, keyframes follow the policy, the
 revisit closes the loop against the right keyframe, verify_loop statuses, rejected frames."""
+
 import numpy as np
 import pytest
 import torch
 
-from superglue_ros.frontend.pipeline import (BadFrameError, FeaturelessFrameError, Frame, FrontEnd,
-                                             FrameRejectedError, StaleFrameError)
+from superglue_ros.frontend.pipeline import (
+    BadFrameError,
+    FeaturelessFrameError,
+    Frame,
+    FrontEnd,
+    FrameRejectedError,
+    StaleFrameError,
+)
 from superglue_ros.frontend.policy import KeyframePolicy
 from superglue_ros.frontend.synthetic import make_sequence
 from quality_gap import inlier_bar
@@ -16,6 +23,7 @@ torch.set_num_threads(2)
 
 def _superglue_available():
     from superglue_ros.models.weights import default_weights_path
+
     return all(default_weights_path(k).is_file() for k in ("superpoint", "superglue"))
 
 
@@ -25,14 +33,21 @@ CASES = {
     "orb-H": ("orb", False, dict(geometric_model="homography", loop_geometric_model="homography")),
     "orb-K": ("orb", True, dict()),
     # half working resolution: keypoints must come back in original pixels (SIFT: sub-pixel)
-    "sift-K-halfres": ("sift", True, dict(working_width=320, working_height=240, loop_min_id_gap=3)),
+    "sift-K-halfres": (
+        "sift",
+        True,
+        dict(working_width=320, working_height=240, loop_min_id_gap=3),
+    ),
     # 480x360 working resolution: SuperPoint + SuperGlue on 80 CPU frames is the suite's
     # costliest fixture (and it checks the mapping back to 640x480 original pixels). A keyframe
     # at least every 12 frames: with the reference NMS SuperPoint tracks so long that the lap
     # kept only 5 keyframes, too few for a candidate loop_min_id_gap ids away that does not
     # overlap the last one (verify_loop's 'rejected' case)
-    "superglue": ("superglue", True, dict(loop_min_id_gap=3, working_width=480, working_height=360,
-                                          max_frames=12)),
+    "superglue": (
+        "superglue",
+        True,
+        dict(loop_min_id_gap=3, working_width=480, working_height=360, max_frames=12),
+    ),
 }
 # the learned models run in fp32 here, so the inliers are the same on every CPU (bf16 rounds
 # differently on AMX and AVX512-BF16; test_core_features checks bf16 against fp32)
@@ -50,8 +65,14 @@ def run(request, sequence):
     if preset == "superglue" and not _superglue_available():
         pytest.skip("shipped SuperPoint/SuperGlue weights not present yet (superglue_ros/weights)")
     fe = FrontEnd.from_preset(preset, "cpu", conf, **(FP32 if preset == "superglue" else {}))
-    results = [fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam",
-                                sequence.K if use_k else None)) for i in range(len(sequence))]
+    results = [
+        fe.process(
+            Frame(
+                sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K if use_k else None
+            )
+        )
+        for i in range(len(sequence))
+    ]
     return request.param, fe, results
 
 
@@ -93,9 +114,12 @@ def test_keyframes_follow_policy(run):
     last_kf = results[0]
     ids = []
     for r in results[1:]:
-        d = policy.decide(r.frame_index - last_kf.frame_index,
-                          (r.stamp_ns - last_kf.stamp_ns) * 1e-9, r.odometry.num_inliers,
-                          len(last_kf.query_features))
+        d = policy.decide(
+            r.frame_index - last_kf.frame_index,
+            (r.stamp_ns - last_kf.stamp_ns) * 1e-9,
+            r.odometry.num_inliers,
+            len(last_kf.query_features),
+        )
         assert (r.is_keyframe, r.keyframe_reason) == (d.is_keyframe, d.reason)
         assert r.reference_id == last_kf.keyframe.id
         if r.is_keyframe:
@@ -116,7 +140,9 @@ def test_revisit_closes_loop_on_right_keyframe(run, sequence):
     right, all_errors = [], []
     for r in results:
         for lc in r.loop_closures:
-            assert lc.kind == "loop_closure" and lc.query_id == r.keyframe.id and lc.query_is_keyframe
+            assert (
+                lc.kind == "loop_closure" and lc.query_id == r.keyframe.id and lc.query_is_keyframe
+            )
             assert lc.reference_id <= lc.query_id - fe.conf["loop_min_id_gap"]
             assert lc.num_inliers >= fe.conf["min_loop_inliers"]
             ref_frame = kf_frames[lc.reference_id]
@@ -133,16 +159,21 @@ def test_revisit_closes_loop_on_right_keyframe(run, sequence):
     # no loop closure between views that do not overlap. Bar 10 % of the view: the sub-pixel
     # SuperPoint finds true closures on 13 % overlap (41 inliers, 88 % within 3 px, checked
     # per closure above), while a false one has no overlap at all
-    assert all(sequence.overlap(kf_frames[lc.query_id], kf_frames[lc.reference_id]) > 0.1
-               for r in results for lc in r.loop_closures)
+    assert all(
+        sequence.overlap(kf_frames[lc.query_id], kf_frames[lc.reference_id]) > 0.1
+        for r in results
+        for lc in r.loop_closures
+    )
 
 
 def test_verify_loop_statuses(run, sequence):
     name, fe, results = run
     kf_frames = _kf_frames(results)
     last = max(kf_frames)
-    near_start = max(kf_frames, key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k])
-                     if kf_frames[k] < 20 else -1)
+    near_start = max(
+        kf_frames,
+        key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k]) if kf_frames[k] < 20 else -1,
+    )
     far = min(kf_frames, key=lambda k: sequence.overlap(kf_frames[last], kf_frames[k]))
     out = fe.verify_loop(last, [near_start, 9999, far, near_start])
     assert [o.candidate_id for o in out] == [near_start, 9999, far, near_start]
@@ -157,8 +188,13 @@ def test_verify_loop_statuses(run, sequence):
 
 
 def test_evicted_status_and_rejected_frames_leave_state_unchanged(sequence):
-    fe = FrontEnd.from_preset("orb", "cpu", dict(max_keyframes=2, min_gap_frames=1,
-                                                 max_frames=1, loop_closure=False, loop_min_id_gap=1))
+    fe = FrontEnd.from_preset(
+        "orb",
+        "cpu",
+        dict(
+            max_keyframes=2, min_gap_frames=1, max_frames=1, loop_closure=False, loop_min_id_gap=1
+        ),
+    )
     for i in range(4):
         assert fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam")).is_keyframe
     assert fe.cache.ids() == [2, 3]
@@ -167,8 +203,14 @@ def test_evicted_status_and_rejected_frames_leave_state_unchanged(sequence):
     assert {o.status for o in fe.verify_loop(1, [2, 3])} == {"evicted"}
 
     def snapshot():
-        return (fe.cache.ids(), fe.cache.nbytes(), fe._last_stamp_ns, fe._frame_index,
-                fe._next_keyframe_id, fe.stats["frames_accepted"])
+        return (
+            fe.cache.ids(),
+            fe.cache.nbytes(),
+            fe._last_stamp_ns,
+            fe._frame_index,
+            fe._next_keyframe_id,
+            fe.stats["frames_accepted"],
+        )
 
     before = snapshot()
     stamp = int(sequence.stamps_ns[4])
@@ -203,9 +245,15 @@ def test_evicted_status_and_rejected_frames_leave_state_unchanged(sequence):
 
 def test_conf_validation():
     from superglue_ros.features import build_preset
+
     ext, mat = build_preset("orb")
-    for bad in (dict(resize_mode="crop"), dict(geometric_model="affine"), dict(unknown=1),
-                dict(ransac_threshold_px=0), dict(min_gap_frames=0)):
+    for bad in (
+        dict(resize_mode="crop"),
+        dict(geometric_model="affine"),
+        dict(unknown=1),
+        dict(ransac_threshold_px=0),
+        dict(min_gap_frames=0),
+    ):
         with pytest.raises(ValueError):
             FrontEnd(ext, mat, bad)
     fe = FrontEnd(ext, mat, dict(working_width=640, working_height=480))
@@ -220,12 +268,20 @@ def test_process_and_verify_loop_concurrently(sequence):
     """process() on a worker thread while another thread keeps calling verify_loop: no error,
     every answer has a valid status, and the results equal a sequential run's."""
     import threading
-    conf = dict(max_keyframes=4, geometric_model="homography", loop_geometric_model="homography",
-                loop_closure=False, loop_min_id_gap=1)
+
+    conf = dict(
+        max_keyframes=4,
+        geometric_model="homography",
+        loop_geometric_model="homography",
+        loop_closure=False,
+        loop_min_id_gap=1,
+    )
     frames = [Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam") for i in range(0, 40, 2)]
     sequential = FrontEnd.from_preset("orb", "cpu", conf)
-    expected = [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0)
-                for r in map(sequential.process, frames)]
+    expected = [
+        (r.is_keyframe, r.odometry.num_inliers if r.odometry else 0)
+        for r in map(sequential.process, frames)
+    ]
     fe = FrontEnd.from_preset("orb", "cpu", conf)
     got, errors, answers = [], [], []
     done = threading.Event()
@@ -244,13 +300,18 @@ def test_process_and_verify_loop_concurrently(sequence):
     t.start()
     while not done.is_set():
         ids = fe.cache.ids()
-        if len(ids) >= 2:   # a keyframe against itself is a self loop, never matched
+        if len(ids) >= 2:  # a keyframe against itself is a self loop, never matched
             answers += [(ids[-1], a) for a in fe.verify_loop(ids[-1], [ids[0], 0, 1, 500])]
     t.join()
     assert not errors
     assert got == expected  # ORB/matching/verification are deterministic
-    assert answers and {a.status for _, a in answers} <= {"verified", "rejected", "evicted",
-                                                          "unknown_candidate", "self_loop"}
+    assert answers and {a.status for _, a in answers} <= {
+        "verified",
+        "rejected",
+        "evicted",
+        "unknown_candidate",
+        "self_loop",
+    }
     assert all((a.status == "self_loop") == (a.candidate_id == q) for q, a in answers)
     # unknown only for ids not created yet when asked; the oldest cached one was matched unless
     # the worker evicted it between ids() and verify_loop's pin
@@ -262,10 +323,19 @@ def test_process_and_verify_loop_concurrently(sequence):
 def test_verify_loop_refuses_self_loops_and_neighbours_and_keeps_the_best_scored(sequence):
     """Only candidates internal loop closure could pick are matched: never the query itself,
     never one within loop_min_id_gap ids; over max_verify_candidates, the highest scores win."""
-    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
-                                                 loop_min_id_gap=2, max_verify_candidates=2,
-                                                 geometric_model="homography",
-                                                 loop_geometric_model="homography"))
+    fe = FrontEnd.from_preset(
+        "orb",
+        "cpu",
+        dict(
+            min_gap_frames=1,
+            max_frames=1,
+            loop_closure=False,
+            loop_min_id_gap=2,
+            max_verify_candidates=2,
+            geometric_model="homography",
+            loop_geometric_model="homography",
+        ),
+    )
     for i in range(6):
         fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam"))
     assert fe.cache.ids() == [0, 1, 2, 3, 4, 5]
@@ -287,8 +357,11 @@ def test_verify_loop_refuses_self_loops_and_neighbours_and_keeps_the_best_scored
 def test_featureless_frames_never_become_keyframes(sequence):
     """A black frame first is skipped (nothing to match, nothing to keep); later it gets its
     odometry message but the previous keyframe stays the reference."""
-    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
-                                                 geometric_model="homography"))
+    fe = FrontEnd.from_preset(
+        "orb",
+        "cpu",
+        dict(min_gap_frames=1, max_frames=1, loop_closure=False, geometric_model="homography"),
+    )
     black = np.zeros((480, 640), np.uint8)
     with pytest.raises(FeaturelessFrameError, match="min_keyframe_keypoints 20"):
         fe.process(Frame(black, 1, "cam"))
@@ -301,12 +374,13 @@ def test_featureless_frames_never_become_keyframes(sequence):
     assert any("keyframe 0 stays the reference" in w for w in dark.warnings)
     after = fe.process(Frame(sequence.frame(2), int(sequence.stamps_ns[2]), "cam"))
     assert after.reference_id == 0 and after.odometry.num_inliers > 50
-    assert after.is_keyframe and after.keyframe.id == 1   # max_frames=1: the next good frame
+    assert after.is_keyframe and after.keyframe.id == 1  # max_frames=1: the next good frame
 
 
 def test_reset_forgets_keyframes_and_time_but_not_ids(sequence):
-    fe = FrontEnd.from_preset("orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False,
-                                                 loop_min_id_gap=1))
+    fe = FrontEnd.from_preset(
+        "orb", "cpu", dict(min_gap_frames=1, max_frames=1, loop_closure=False, loop_min_id_gap=1)
+    )
     for i in range(3):
         fe.process(Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam"))
     assert fe.reset() == 3 and len(fe.cache) == 0
@@ -326,9 +400,12 @@ def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
     every pin a job held is released."""
     import queue
     import threading
+
     conf = dict(loop_min_id_gap=3)
-    frames = [Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K)
-              for i in range(len(sequence))]
+    frames = [
+        Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K)
+        for i in range(len(sequence))
+    ]
     inline = FrontEnd.from_preset(preset, "cpu", conf)
     inline_results = [inline.process(f) for f in frames]
     expected = sorted(lc for r in inline_results for lc in _closures(r.loop_closures))
@@ -361,8 +438,9 @@ def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
     t.join()
     assert not errors
     # odometry identical to the inline run's (the deferred loop does not change VO)
-    assert [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in deferred_results] == \
-        [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in inline_results]
+    assert [
+        (r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in deferred_results
+    ] == [(r.is_keyframe, r.odometry.num_inliers if r.odometry else 0) for r in inline_results]
     assert sorted(lc for o in outcomes for lc in _closures(o.loop_closures)) == expected
     assert fe.stats["loop_closures"] == inline.stats["loop_closures"] == len(expected)
     assert not any(fe.cache.is_pinned(k) for k in fe.cache.ids())
@@ -372,8 +450,14 @@ def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
 def test_cancelled_loop_job_releases_its_pins(sequence):
     """A job dropped from a full queue is cancelled: pins released, the over-bound keyframes it
     protected are evicted, running it afterwards is refused with a warning, not an exception."""
-    conf = dict(max_keyframes=3, max_frames=1, min_gap_frames=1, loop_min_id_gap=1,
-                geometric_model="homography", loop_geometric_model="homography")
+    conf = dict(
+        max_keyframes=3,
+        max_frames=1,
+        min_gap_frames=1,
+        loop_min_id_gap=1,
+        geometric_model="homography",
+        loop_geometric_model="homography",
+    )
     fe = FrontEnd.from_preset("orb", "cpu", conf)
     held = []
     for i in range(0, 12, 2):
@@ -396,19 +480,35 @@ def test_update_conf_applies_between_frames_and_refuses_what_cannot_change():
     """Run-time options (the node's writable parameters): validated as a whole, applied to the
     next frame; options the cache depends on, and bad values, change nothing."""
     seq = make_sequence(num_frames=20, loop_frames=200)
-    fe = FrontEnd.from_preset('orb', conf=dict(max_frames=0, max_interval_s=0.0, min_inliers=0,
-                                               min_inlier_ratio=0.0, min_gap_frames=1,
-                                               geometric_model='homography', loop_closure=False))
+    fe = FrontEnd.from_preset(
+        "orb",
+        conf=dict(
+            max_frames=0,
+            max_interval_s=0.0,
+            min_inliers=0,
+            min_inlier_ratio=0.0,
+            min_gap_frames=1,
+            geometric_model="homography",
+            loop_closure=False,
+        ),
+    )
     kinds = [fe.process(Frame(seq.frame(i), int(seq.stamps_ns[i]))).is_keyframe for i in range(3)]
     assert kinds == [True, False, False]
     before = fe.conf
-    for bad in (dict(working_width=320), dict(global_descriptor='thumbnail'),
-                dict(min_inlier_ratio=1.5), dict(geometric_model='bogus'), dict(nonsense=1),
-                dict(max_frames=1, min_gap_frames=0)):
+    for bad in (
+        dict(working_width=320),
+        dict(global_descriptor="thumbnail"),
+        dict(min_inlier_ratio=1.5),
+        dict(geometric_model="bogus"),
+        dict(nonsense=1),
+        dict(max_frames=1, min_gap_frames=0),
+    ):
         with pytest.raises(ValueError):
             fe.update_conf(bad)
-        assert fe.conf is before and fe.policy.conf['max_frames'] == 0
+        assert fe.conf is before and fe.policy.conf["max_frames"] == 0
     fe.update_conf(dict(max_frames=1, max_keyframes=2))
-    kinds = [fe.process(Frame(seq.frame(i), int(seq.stamps_ns[i]))).is_keyframe for i in range(3, 6)]
+    kinds = [
+        fe.process(Frame(seq.frame(i), int(seq.stamps_ns[i]))).is_keyframe for i in range(3, 6)
+    ]
     assert kinds == [True, True, True] and fe.cache.ids() == [2, 3]
-    assert before['max_frames'] == 0   # the old dict is never mutated (snapshots stay valid)
+    assert before["max_frames"] == 0  # the old dict is never mutated (snapshots stay valid)

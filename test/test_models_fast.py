@@ -17,8 +17,14 @@ from superglue_ros.models.superglue import SuperGlue, pad_batch
 from superglue_ros.models.superpoint import SuperPoint
 
 torch.set_num_threads(2)
-SMALL_SG = dict(descriptor_dim=64, keypoint_encoder=[16, 32], gnn_layers=["self", "cross"] * 2,
-                num_heads=4, sinkhorn_iterations=50, match_threshold=0.05)
+SMALL_SG = dict(
+    descriptor_dim=64,
+    keypoint_encoder=[16, 32],
+    gnn_layers=["self", "cross"] * 2,
+    num_heads=4,
+    sinkhorn_iterations=50,
+    match_threshold=0.05,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -69,12 +75,26 @@ def related_pair(seed=0, m=120, n=100, dim=64):
     common = torch.randperm(m, generator=g)[: n // 2]
     k1 = torch.cat([k0[common] + 3.0, torch.rand(n - len(common), 2, generator=g) * 400])
     s1 = torch.cat([s0[common], torch.rand(n - len(common), generator=g)])
-    d1 = torch.nn.functional.normalize(torch.cat(
-        [d0[common] + 0.1 * torch.randn(len(common), dim, generator=g),
-         torch.randn(n - len(common), dim, generator=g)]), dim=1)
+    d1 = torch.nn.functional.normalize(
+        torch.cat(
+            [
+                d0[common] + 0.1 * torch.randn(len(common), dim, generator=g),
+                torch.randn(n - len(common), dim, generator=g),
+            ]
+        ),
+        dim=1,
+    )
     size = torch.tensor([[640, 480]])
-    return dict(keypoints0=k0[None], scores0=s0[None], descriptors0=d0[None], image_size0=size,
-                keypoints1=k1[None], scores1=s1[None], descriptors1=d1[None], image_size1=size)
+    return dict(
+        keypoints0=k0[None],
+        scores0=s0[None],
+        descriptors0=d0[None],
+        image_size0=size,
+        keypoints1=k1[None],
+        scores1=s1[None],
+        descriptors1=d1[None],
+        image_size1=size,
+    )
 
 
 def keypoint_agreement(ref, fast, tol=1.0):
@@ -126,9 +146,15 @@ def test_unknown_backend_is_rejected():
         SuperPoint(dict(backend="tensorrt")).eval()(photo())
 
 
-@pytest.mark.parametrize("backend,precision,static", [
-    ("openvino", "fp32", False), ("openvino", "fp32", True), ("onnxruntime", "fp32", False),
-    ("torch", "fp32", False)])
+@pytest.mark.parametrize(
+    "backend,precision,static",
+    [
+        ("openvino", "fp32", False),
+        ("openvino", "fp32", True),
+        ("onnxruntime", "fp32", False),
+        ("torch", "fp32", False),
+    ],
+)
 def test_superpoint_backends_fp32_match_reference(backend, precision, static):
     """fp32 backends: >= 99 % of the keypoints at the same pixel (float rounding may swap
     near-equal scores at the top-k cut), descriptors of those within 1e-4, scores within 1e-5.
@@ -136,8 +162,14 @@ def test_superpoint_backends_fp32_match_reference(backend, precision, static):
     pytest.importorskip(backend if backend != "torch" else "torch")
     state = peaked_superpoint_state()
     ref = superpoint(state)
-    fast = superpoint(state, backend=backend, precision=precision, nms="cv2",
-                      channels_last=backend == "torch", static_shapes=static)
+    fast = superpoint(
+        state,
+        backend=backend,
+        precision=precision,
+        nms="cv2",
+        channels_last=backend == "torch",
+        static_shapes=static,
+    )
     for image in (photo(), photo()[..., 8:, :296]):
         with torch.no_grad():
             a, b = ref(image), fast(image)
@@ -173,8 +205,9 @@ def test_superpoint_bf16_agrees_with_fp32(backend):
     assert cos.min() >= 0.99
 
 
-@pytest.mark.parametrize("backend,static", [("openvino", False), ("openvino", True),
-                                            ("onnxruntime", False)])
+@pytest.mark.parametrize(
+    "backend,static", [("openvino", False), ("openvino", True), ("onnxruntime", False)]
+)
 def test_superglue_backend_fp32_matches_reference(backend, static):
     """fp32 GNN backend: log assignment within 1e-3, identical matches (with and without
     padding masks; static shapes pad keypoints to buckets of 128 and mask them)."""
@@ -190,18 +223,31 @@ def test_superglue_backend_fp32_matches_reference(backend, static):
     assert torch.equal(a["matches0"], b["matches0"])
     # padded one-vs-many batch through the backend == reference singles
     refs = [related_pair(seed) for seed in (1, 2, 3)]
-    b1 = pad_batch([r["keypoints1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
-                   [r["scores1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
-                   [r["descriptors1"][0][: 60 + 10 * i] for i, r in enumerate(refs)])
-    batch = dict(pair, keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
-                 mask1=b1["mask"], image_size1=pair["image_size1"].expand(3, 2))
+    b1 = pad_batch(
+        [r["keypoints1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
+        [r["scores1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
+        [r["descriptors1"][0][: 60 + 10 * i] for i, r in enumerate(refs)],
+    )
+    batch = dict(
+        pair,
+        keypoints1=b1["keypoints"],
+        scores1=b1["scores"],
+        descriptors1=b1["descriptors"],
+        mask1=b1["mask"],
+        image_size1=pair["image_size1"].expand(3, 2),
+    )
     with torch.no_grad():
         got = fast(batch)
         for i in range(3):
             n = 60 + 10 * i
-            single = ref(dict(pair, keypoints1=b1["keypoints"][i:i + 1, :n],
-                              scores1=b1["scores"][i:i + 1, :n],
-                              descriptors1=b1["descriptors"][i:i + 1, :n]))
+            single = ref(
+                dict(
+                    pair,
+                    keypoints1=b1["keypoints"][i : i + 1, :n],
+                    scores1=b1["scores"][i : i + 1, :n],
+                    descriptors1=b1["descriptors"][i : i + 1, :n],
+                )
+            )
             assert torch.equal(got["matches0"][i], single["matches0"][0])
 
 
@@ -253,11 +299,19 @@ def test_cached_batch_of_candidates_equals_uncached():
     model = sharpened_superglue(cache_keyframes=True)
     pair = related_pair(seed=8)
     refs = [related_pair(seed) for seed in (11, 12)]
-    feats = [(r["keypoints1"][0][:n], r["scores1"][0][:n], r["descriptors1"][0][:n])
-             for r, n in zip(refs, (70, 90))]
+    feats = [
+        (r["keypoints1"][0][:n], r["scores1"][0][:n], r["descriptors1"][0][:n])
+        for r, n in zip(refs, (70, 90))
+    ]
     b1 = pad_batch(*[list(x) for x in zip(*feats)])
-    batch = dict(pair, keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
-                 mask1=b1["mask"], image_size1=pair["image_size1"].expand(2, 2))
+    batch = dict(
+        pair,
+        keypoints1=b1["keypoints"],
+        scores1=b1["scores"],
+        descriptors1=b1["descriptors"],
+        mask1=b1["mask"],
+        image_size1=pair["image_size1"].expand(2, 2),
+    )
     caches = [{}, {}]
     with torch.no_grad():
         plain = model(batch)
@@ -272,13 +326,23 @@ def test_gpu_path_uses_torch_fp16_autocast():
     """On CUDA the CPU backends are bypassed: torch runner under fp16 autocast (logic only;
     no GPU on this machine)."""
     module = torch.nn.Conv2d(1, 2, 3)
-    runner = backends.build_runner("openvino", module, "cuda", "auto", example_inputs=(),
-                                   input_names=[], output_names=[], dynamic_axes={})
+    runner = backends.build_runner(
+        "openvino",
+        module,
+        "cuda",
+        "auto",
+        example_inputs=(),
+        input_names=[],
+        output_names=[],
+        dynamic_axes={},
+    )
     assert isinstance(runner, backends.TorchRunner) and runner.precision == "fp16"
     ctx = runner.autocast("cuda")
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
-    assert isinstance(backends.TorchRunner(module, "fp32").autocast("cpu"),
-                      type(__import__("contextlib").nullcontext()))
+    assert isinstance(
+        backends.TorchRunner(module, "fp32").autocast("cpu"),
+        type(__import__("contextlib").nullcontext()),
+    )
 
 
 def test_limited_threads_restores_the_thread_count():
@@ -297,7 +361,7 @@ def test_limited_threads_restores_the_thread_count():
 def test_backend_cache_key_tracks_weights_and_architecture_only():
     a = sharpened_superglue()
     b = sharpened_superglue(precision="bf16", match_threshold=0.5)  # runtime settings only
-    c = sharpened_superglue(gnn_layers=["cross", "self"] * 2)        # same shapes, other graph
+    c = sharpened_superglue(gnn_layers=["cross", "self"] * 2)  # same shapes, other graph
     fp = [backends.model_fingerprint(m) for m in (a, b, c)]
     assert fp[0] == fp[1] and fp[0] != fp[2]
     with torch.no_grad():
@@ -322,17 +386,33 @@ def test_published_9x9_superglue_through_the_fast_runtime(tmp_path):
     torch.save(sd, tmp_path / "superglue_indoor.pth")
     probe = load_model("superglue", tmp_path / "superglue_indoor.pth")
     with torch.no_grad():
-        enc = [probe.encode(pair[f"keypoints{i}"], pair[f"scores{i}"], pair[f"descriptors{i}"],
-                            pair[f"image_size{i}"]) for i in (0, 1)]
+        enc = [
+            probe.encode(
+                pair[f"keypoints{i}"],
+                pair[f"scores{i}"],
+                pair[f"descriptors{i}"],
+                pair[f"image_size{i}"],
+            )
+            for i in (0, 1)
+        ]
         common = torch.cat(probe.gnn(*enc), dim=2).mean(dim=(0, 2))  # [D]
     weight = sd["final_proj.weight"] * 20
-    sd.update({"final_proj.weight": weight, "final_proj.bias": -weight[:, :, 0] @ common,
-               "bin_score": torch.tensor(10.0)})
+    sd.update(
+        {
+            "final_proj.weight": weight,
+            "final_proj.bias": -weight[:, :, 0] @ common,
+            "bin_score": torch.tensor(10.0),
+        }
+    )
     torch.save(sd, tmp_path / "superglue_indoor.pth")
-    ref = load_model("superglue", tmp_path / "superglue_indoor.pth",
-                     conf=backends.REFERENCE_SUPERGLUE)
-    fast = load_model("superglue", tmp_path / "superglue_indoor.pth",
-                      conf=dict(backends.FAST_SUPERGLUE, precision="fp32"))
+    ref = load_model(
+        "superglue", tmp_path / "superglue_indoor.pth", conf=backends.REFERENCE_SUPERGLUE
+    )
+    fast = load_model(
+        "superglue",
+        tmp_path / "superglue_indoor.pth",
+        conf=dict(backends.FAST_SUPERGLUE, precision="fp32"),
+    )
     assert len(fast.gnn.layers) == 18 and fast.conf["gnn_layers"] == ["self", "cross"] * 9
     with torch.no_grad():
         a, b = ref(pair), fast(dict(pair, cache1={}))

@@ -21,19 +21,29 @@ def test_timing_hook_times_the_shipped_forward_and_changes_nothing():
     keypoints, descriptors and matches as not recording, and every stage is seen."""
     torch.manual_seed(0)
     sp = SuperPoint(dict(max_keypoints=150, nms="cv2")).eval()
-    sg = SuperGlue(dict(descriptor_dim=256, gnn_layers=["self", "cross"], match_threshold=0.0,
-                        cache_keyframes=True, sinkhorn="scaling")).eval()
+    sg = SuperGlue(
+        dict(
+            descriptor_dim=256,
+            gnn_layers=["self", "cross"],
+            match_threshold=0.0,
+            cache_keyframes=True,
+            sinkhorn="scaling",
+        )
+    ).eval()
     extractor, matcher = SuperPointExtractor(model=sp), SuperGlueMatcher(model=sg)
-    frames = [benchmark.convert_image_array(benchmark.to_message_bytes(f))
-              for f in benchmark.camera_path_frames(4, size=(200, 152))]
+    frames = [
+        benchmark.convert_image_array(benchmark.to_message_bytes(f))
+        for f in benchmark.camera_path_frames(4, size=(200, 152))
+    ]
     K = np.array([[180.0, 0, 99.5], [0, 180.0, 75.5], [0, 0, 1]])
 
     def run():
         feats = [extractor.extract(frame) for frame in frames]
         matches = matcher.match_many(benchmark.uncached(feats[-1]), feats[:3])
         mnn = MutualNearestNeighborMatcher().match(feats[0], feats[1])
-        model = verify(feats[0].keypoints[mnn.indices()[0]], feats[1].keypoints[mnn.indices()[1]],
-                       K, K)
+        model = verify(
+            feats[0].keypoints[mnn.indices()[0]], feats[1].keypoints[mnn.indices()[1]], K, K
+        )
         return feats, matches, mnn, model
 
     assert timing.stage("a") is timing.stage("b")  # off: one shared no-op context
@@ -48,9 +58,16 @@ def test_timing_hook_times_the_shipped_forward_and_changes_nothing():
         np.testing.assert_array_equal(m_plain.matches0, m_timed.matches0)
     np.testing.assert_array_equal(plain[2].matches0, timed[2].matches0)
     np.testing.assert_array_equal(plain[3].inliers, timed[3].inliers)
-    assert set(times.ms) == {"conversion", "superpoint_backbone", "superpoint_decode",
-                             "superglue_encode", "superglue_gnn", "superglue_sinkhorn", "matcher",
-                             "geometry"}
+    assert set(times.ms) == {
+        "conversion",
+        "superpoint_backbone",
+        "superpoint_decode",
+        "superglue_encode",
+        "superglue_gnn",
+        "superglue_sinkhorn",
+        "matcher",
+        "geometry",
+    }
     assert all(ms > 0 for ms in times.ms.values())
 
 
@@ -75,15 +92,41 @@ def test_camera_path_frames_move_smoothly():
 
 def test_benchmark_command_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = benchmark.main(["--frames", "3", "--reference-frames", "3", "--loop-repeats", "1",
-                         "--reference-loop-repeats", "1", "--accuracy-pairs", "1",
-                         "--width", "160", "--height", "120", "--max-keypoints", "64",
-                         "--backend", "torch", "--random-weights", "--output", str(out)])
+    rc = benchmark.main(
+        [
+            "--frames",
+            "3",
+            "--reference-frames",
+            "3",
+            "--loop-repeats",
+            "1",
+            "--reference-loop-repeats",
+            "1",
+            "--accuracy-pairs",
+            "1",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--max-keypoints",
+            "64",
+            "--backend",
+            "torch",
+            "--random-weights",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     for mode in ("fast", "reference"):
         r = res["modes"][mode]
-        assert set(r["stages"]) >= {"conversion", "superpoint_backbone", "superglue_gnn", "geometry"}
+        assert set(r["stages"]) >= {
+            "conversion",
+            "superpoint_backbone",
+            "superglue_gnn",
+            "geometry",
+        }
         assert r["end_to_end"]["n"] == 3 and r["loop_verification_5"]["n"] == 1
         assert r["end_to_end"]["p90_ms"] >= r["end_to_end"]["median_ms"] > 0
         assert r["frontend_vo"]["n"] == 3 and r["frontend_vo"]["median_ms"] > 0

@@ -7,11 +7,21 @@ import pytest
 import torch
 
 from superglue_ros.models.superglue import (
-    SuperGlue, extract_matches, log_optimal_transport, pad_batch)
+    SuperGlue,
+    extract_matches,
+    log_optimal_transport,
+    pad_batch,
+)
 
 torch.set_num_threads(2)
-SMALL = dict(descriptor_dim=64, keypoint_encoder=[16, 32], gnn_layers=["self", "cross"] * 2,
-             num_heads=4, sinkhorn_iterations=100, match_threshold=0.02)
+SMALL = dict(
+    descriptor_dim=64,
+    keypoint_encoder=[16, 32],
+    gnn_layers=["self", "cross"] * 2,
+    num_heads=4,
+    sinkhorn_iterations=100,
+    match_threshold=0.02,
+)
 
 
 def random_model(conf=None, seed=0):
@@ -40,9 +50,16 @@ def random_features(n, dim, seed, w=640, h=480):
 
 def pair_data(f0, f1, size=(640, 480)):
     (k0, s0, d0), (k1, s1, d1) = f0, f1
-    return dict(keypoints0=k0[None], scores0=s0[None], descriptors0=d0[None],
-                keypoints1=k1[None], scores1=s1[None], descriptors1=d1[None],
-                image_size0=torch.tensor([size]), image_size1=torch.tensor([size]))
+    return dict(
+        keypoints0=k0[None],
+        scores0=s0[None],
+        descriptors0=d0[None],
+        keypoints1=k1[None],
+        scores1=s1[None],
+        descriptors1=d1[None],
+        image_size0=torch.tensor([size]),
+        image_size1=torch.tensor([size]),
+    )
 
 
 def run(model, data):
@@ -132,8 +149,8 @@ def test_marginals_are_met():
     assert p.shape == (m + 1, n + 1)
     assert torch.allclose(p[:m].sum(1), torch.ones(m), atol=1e-4)
     assert torch.allclose(p[:, :n].sum(0), torch.ones(n), atol=1e-4)
-    assert p[m].sum().item() == pytest.approx(n, abs=1e-3)      # dustbin row carries n
-    assert p[:, n].sum().item() == pytest.approx(m, abs=1e-3)   # dustbin column carries m
+    assert p[m].sum().item() == pytest.approx(n, abs=1e-3)  # dustbin row carries n
+    assert p[:, n].sum().item() == pytest.approx(m, abs=1e-3)  # dustbin column carries m
     assert p.sum().item() == pytest.approx(m + n, abs=1e-3)
 
 
@@ -185,7 +202,9 @@ def test_identical_sets_with_large_dustbin_score_match_nothing():
     f = random_features(20, 64, 9)
     data = pair_data(f, f)
     with torch.no_grad():
-        enc0 = model.encode(data["keypoints0"], data["scores0"], data["descriptors0"], data["image_size0"])
+        enc0 = model.encode(
+            data["keypoints0"], data["scores0"], data["descriptors0"], data["image_size0"]
+        )
         desc = model.final_proj(model.gnn(enc0, enc0.clone())[0])
         top = float((desc[0].t() @ desc[0]).max() / 8.0)
         model.bin_score.fill_(top + 30.0)
@@ -220,15 +239,29 @@ def test_very_negative_dustbin_score_forces_full_assignment():
 def test_batched_with_padding_equals_unbatched():
     model = random_model()
     sizes = [(31, 12), (8, 27), (20, 20)]
-    feats = [(random_features(m, 64, 20 + i), random_features(n, 64, 40 + i)) for i, (m, n) in enumerate(sizes)]
+    feats = [
+        (random_features(m, 64, 20 + i), random_features(n, 64, 40 + i))
+        for i, (m, n) in enumerate(sizes)
+    ]
     singles = [run(model, pair_data(f0, f1)) for f0, f1 in feats]
     b0 = pad_batch(*[list(x) for x in zip(*[f[0] for f in feats])])
     b1 = pad_batch(*[list(x) for x in zip(*[f[1] for f in feats])])
     size = torch.tensor([[640, 480]] * 3)
-    batch = run(model, dict(keypoints0=b0["keypoints"], scores0=b0["scores"], descriptors0=b0["descriptors"],
-                            mask0=b0["mask"], image_size0=size,
-                            keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
-                            mask1=b1["mask"], image_size1=size))
+    batch = run(
+        model,
+        dict(
+            keypoints0=b0["keypoints"],
+            scores0=b0["scores"],
+            descriptors0=b0["descriptors"],
+            mask0=b0["mask"],
+            image_size0=size,
+            keypoints1=b1["keypoints"],
+            scores1=b1["scores"],
+            descriptors1=b1["descriptors"],
+            mask1=b1["mask"],
+            image_size1=size,
+        ),
+    )
     M, N = batch["log_assignment"].shape[1] - 1, batch["log_assignment"].shape[2] - 1
     for i, (m, n) in enumerate(sizes):
         la, single = batch["log_assignment"][i], singles[i]["log_assignment"][0]
@@ -237,7 +270,9 @@ def test_batched_with_padding_equals_unbatched():
         assert torch.equal(batch["matches0"][i, :m], singles[i]["matches0"][0])
         assert torch.equal(batch["matches1"][i, :n], singles[i]["matches1"][0])
         assert (batch["matches0"][i, m:] == -1).all() and (batch["matches1"][i, n:] == -1).all()
-        assert torch.allclose(batch["matching_scores0"][i, :m], singles[i]["matching_scores0"][0], atol=1e-5)
+        assert torch.allclose(
+            batch["matching_scores0"][i, :m], singles[i]["matching_scores0"][0], atol=1e-5
+        )
     assert any((s["matches0"] >= 0).any() for s in singles)
 
 
@@ -247,10 +282,20 @@ def test_one_query_against_many_candidates():
     refs = [random_features(n, 64, 60 + n) for n in (18, 30, 25, 9, 40)]
     singles = [run(model, pair_data(q, r)) for r in refs]
     b1 = pad_batch(*[list(x) for x in zip(*refs)])
-    batch = run(model, dict(keypoints0=q[0][None], scores0=q[1][None], descriptors0=q[2][None],
-                            image_size0=torch.tensor([[640, 480]]),
-                            keypoints1=b1["keypoints"], scores1=b1["scores"], descriptors1=b1["descriptors"],
-                            mask1=b1["mask"], image_size1=torch.tensor([[640, 480]] * 5)))
+    batch = run(
+        model,
+        dict(
+            keypoints0=q[0][None],
+            scores0=q[1][None],
+            descriptors0=q[2][None],
+            image_size0=torch.tensor([[640, 480]]),
+            keypoints1=b1["keypoints"],
+            scores1=b1["scores"],
+            descriptors1=b1["descriptors"],
+            mask1=b1["mask"],
+            image_size1=torch.tensor([[640, 480]] * 5),
+        ),
+    )
     assert batch["matches0"].shape == (5, 30)
     for i, s in enumerate(singles):
         assert torch.equal(batch["matches0"][i], s["matches0"][0])
@@ -258,10 +303,10 @@ def test_one_query_against_many_candidates():
 
 def test_extract_matches_mutual_and_threshold():
     p = torch.full((1, 4, 4), 1e-4)
-    p[0, 0, 1] = 0.9   # mutual, confident -> match
+    p[0, 0, 1] = 0.9  # mutual, confident -> match
     p[0, 1, 0] = 0.15  # col 0's best, but row 1 prefers col 2: not mutual
-    p[0, 2, 2] = 0.5   # row 2 prefers col 2 ...
-    p[0, 1, 2] = 0.6   # ... but col 2 prefers row 1, and row 1 prefers col 2 -> (1, 2) mutual
+    p[0, 2, 2] = 0.5  # row 2 prefers col 2 ...
+    p[0, 1, 2] = 0.6  # ... but col 2 prefers row 1, and row 1 prefers col 2 -> (1, 2) mutual
     out = extract_matches(p.log(), 0.2)
     assert out["matches0"][0].tolist() == [1, 2, -1]
     assert out["matches1"][0].tolist() == [-1, 0, 1]
@@ -284,10 +329,20 @@ def test_padded_batch_has_finite_gradients():
     k1 = [random_features(n, 64, 80 + n) for n in (3, 12)]
     b0, b1 = pad_batch(*[list(x) for x in zip(*k0)]), pad_batch(*[list(x) for x in zip(*k1)])
     size = torch.tensor([[640, 480]] * 2)
-    out = model(dict(keypoints0=b0["keypoints"], scores0=b0["scores"], descriptors0=b0["descriptors"],
-                     mask0=b0["mask"], image_size0=size, keypoints1=b1["keypoints"],
-                     scores1=b1["scores"], descriptors1=b1["descriptors"], mask1=b1["mask"],
-                     image_size1=size))
+    out = model(
+        dict(
+            keypoints0=b0["keypoints"],
+            scores0=b0["scores"],
+            descriptors0=b0["descriptors"],
+            mask0=b0["mask"],
+            image_size0=size,
+            keypoints1=b1["keypoints"],
+            scores1=b1["scores"],
+            descriptors1=b1["descriptors"],
+            mask1=b1["mask"],
+            image_size1=size,
+        )
+    )
     loss = -out["log_assignment"][0, :10, 3].mean() - out["log_assignment"][1, 4, :12].mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -300,6 +355,7 @@ def test_scaling_sinkhorn_equals_log_domain(iters):
     """Same iterations in the scaling domain (fast path): equal within 1e-4 in log space on
     trained-like score ranges, with padding masks, and the same fixed point."""
     from superglue_ros.models.superglue import scaling_optimal_transport
+
     torch.manual_seed(12)
     scores = torch.randn(3, 40, 30) * 5 + 10
     mask0 = torch.arange(40)[None] < torch.tensor([[40], [25], [3]])
@@ -307,8 +363,10 @@ def test_scaling_sinkhorn_equals_log_domain(iters):
     alpha = torch.tensor(12.0)
     a = log_optimal_transport(scores, alpha, iters, mask0, mask1)
     b = scaling_optimal_transport(scores, alpha, iters, mask0, mask1)
-    pair = torch.cat([mask0, torch.ones(3, 1, dtype=torch.bool)], 1)[:, :, None] \
+    pair = (
+        torch.cat([mask0, torch.ones(3, 1, dtype=torch.bool)], 1)[:, :, None]
         & torch.cat([mask1, torch.ones(3, 1, dtype=torch.bool)], 1)[:, None, :]
+    )
     assert torch.allclose(a[pair], b[pair], atol=1e-4)
     assert torch.equal(a[~pair], b[~pair])
 
@@ -316,6 +374,7 @@ def test_scaling_sinkhorn_equals_log_domain(iters):
 def test_scaling_sinkhorn_survives_extreme_scores():
     """Scores spanning 1e4 (no trained model produces these): still finite, same assignment."""
     from superglue_ros.models.superglue import scaling_optimal_transport
+
     scores = torch.tensor([[[5000.0, -5000.0], [-5000.0, 5000.0], [0.0, 9000.0]]])
     alpha = torch.tensor(-9000.0)
     a = log_optimal_transport(scores, alpha, 50)
@@ -330,6 +389,7 @@ def test_scaling_sinkhorn_falls_back_when_a_coupling_would_underflow():
     dustbin's share and the rows of its plan sum to 0.8 instead of 1 (on a seeded random 9+9
     network: 'matching scores' of 6.5e10). Now the log-domain iterates, exactly."""
     from superglue_ros.models.superglue import scaling_optimal_transport
+
     torch.manual_seed(3)
     scores = 1500 + 500 * torch.rand(1, 60, 50)
     alpha = torch.tensor(2.3)

@@ -23,10 +23,20 @@ def image_tensor(img: np.ndarray) -> torch.Tensor:
 def test_state_dict_keys_match_published_layout():
     sd = SuperPoint().state_dict()
     expected = {}
-    chans = dict(conv1a=(64, 1, 3), conv1b=(64, 64, 3), conv2a=(64, 64, 3), conv2b=(64, 64, 3),
-                 conv3a=(128, 64, 3), conv3b=(128, 128, 3), conv4a=(128, 128, 3),
-                 conv4b=(128, 128, 3), convPa=(256, 128, 3), convPb=(65, 256, 1),
-                 convDa=(256, 128, 3), convDb=(256, 256, 1))
+    chans = dict(
+        conv1a=(64, 1, 3),
+        conv1b=(64, 64, 3),
+        conv2a=(64, 64, 3),
+        conv2b=(64, 64, 3),
+        conv3a=(128, 64, 3),
+        conv3b=(128, 128, 3),
+        conv4a=(128, 128, 3),
+        conv4b=(128, 128, 3),
+        convPa=(256, 128, 3),
+        convPb=(65, 256, 1),
+        convDa=(256, 128, 3),
+        convDb=(256, 256, 1),
+    )
     for name, (co, ci, k) in chans.items():
         expected[f"{name}.weight"] = (co, ci, k, k)
         expected[f"{name}.bias"] = (co,)
@@ -37,12 +47,12 @@ def test_state_dict_keys_match_published_layout():
 @pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
 def test_nms_keeps_only_local_maxima(nms, rounds):
     heat = torch.zeros(1, 20, 20)
-    heat[0, 5, 5] = 0.9     # global max: kept
-    heat[0, 7, 6] = 0.5     # within radius 4 of (5,5): suppressed
-    heat[0, 15, 15] = 0.3   # isolated: kept
-    heat[0, 5, 15] = 0.2    # 10 px from (5,5): kept
+    heat[0, 5, 5] = 0.9  # global max: kept
+    heat[0, 7, 6] = 0.5  # within radius 4 of (5,5): suppressed
+    heat[0, 15, 15] = 0.3  # isolated: kept
+    heat[0, 5, 15] = 0.2  # 10 px from (5,5): kept
     heat[0, 18, 12] = 0.25  # within 4 of (15,15) in both axes but smaller: suppressed
-    heat[0, 0, 0] = 0.1     # corner, isolated: kept
+    heat[0, 0, 0] = 0.1  # corner, isolated: kept
     out = nms(heat, 4, rounds)  # isolated peaks: the suppression rounds add nothing
     kept = {tuple(p) for p in torch.nonzero(out[0]).tolist()}
     assert kept == {(5, 5), (15, 15), (5, 15), (0, 0)}
@@ -55,6 +65,7 @@ def kept_pixels(out: torch.Tensor) -> set:
 
 # Reference NMS by hand, radius r: pass 0 keeps the window maxima; each suppression round zeroes
 # every pixel within r (Chebyshev) of a kept pixel and adds the window maxima of what is left.
+
 
 @pytest.mark.parametrize("radius", [2, 4])
 @pytest.mark.parametrize("nms", [nms_torch, nms_cv2])
@@ -128,14 +139,16 @@ def test_nms_torch_and_cv2_agree_on_real_heatmaps():
 
 
 def test_extract_keypoints_threshold_border_topk():
-    model = SuperPoint(dict(nms_radius=2, keypoint_threshold=0.1, remove_borders=3, max_keypoints=2))
+    model = SuperPoint(
+        dict(nms_radius=2, keypoint_threshold=0.1, remove_borders=3, max_keypoints=2)
+    )
     heat = torch.zeros(1, 16, 24)
     heat[0, 8, 10] = 0.9
     heat[0, 8, 18] = 0.5
-    heat[0, 2, 10] = 0.95   # inside the 3 px border: removed
-    heat[0, 12, 4] = 0.3    # third best: cut by top-k
+    heat[0, 2, 10] = 0.95  # inside the 3 px border: removed
+    heat[0, 12, 4] = 0.3  # third best: cut by top-k
     heat[0, 12, 14] = 0.05  # below threshold
-    heat[0, 8, 22] = 0.8    # x=22 >= width-border for width 24 -> removed
+    heat[0, 8, 22] = 0.8  # x=22 >= width-border for width 24 -> removed
     kpts, scores = model.extract_keypoints(heat, 16, 24)
     assert kpts[0].tolist() == [[10.0, 8.0], [18.0, 8.0]]
     assert scores[0].tolist() == pytest.approx([0.9, 0.5])
@@ -150,8 +163,9 @@ def test_pixel_centre_sampling_at_cell_centres_returns_cell_descriptor():
     want = torch.stack([dense[:, r, c] for r, c in cells])
     assert torch.allclose(got, want, atol=1e-6)
     # halfway between two horizontally adjacent cell centres -> normalised mean of both
-    mid = sample_descriptors(torch.tensor([[8 * 1 + 7.5, 8 * 2 + 3.5]]), dense,
-                             convention="pixel_centre")
+    mid = sample_descriptors(
+        torch.tensor([[8 * 1 + 7.5, 8 * 2 + 3.5]]), dense, convention="pixel_centre"
+    )
     want_mid = torch.nn.functional.normalize(dense[:, 2, 1] + dense[:, 2, 2], dim=0)
     assert torch.allclose(mid[0], want_mid, atol=1e-6)
 
@@ -175,25 +189,40 @@ def test_reference_sampling_at_known_positions():
     align_corners=True, i.e. cell column u = (x - 3.5) * 4 / 35.5; rows v = (y - 3.5) * 2 / 19.5."""
     hc, wc = 3, 5
     dense = one_hot_map(hc, wc)
-    kpts = torch.tensor([
-        [3.5, 3.5],      # top-left corner of the grid: exactly cell (0, 0)
-        [39.0, 23.0],    # x = W s - 1, y = H s - 1: exactly the last cell (2, 4)
-        [21.25, 13.25],  # 3.5 + 2 * 35.5 / 4, 3.5 + 19.5 / 2: exactly cell (1, 2)
-        [19.5, 11.5],    # pixel-centre convention's centre of cell (1, 2): u = 1.80282, v = 0.82051
-        [0.0, 3.5],      # left of the first column (u < 0): zeros outside, so only cell (0, 0)
-        [39.0, 0.0],     # above the top row at the last column: only cell (0, 4)
-    ])
+    kpts = torch.tensor(
+        [
+            [3.5, 3.5],  # top-left corner of the grid: exactly cell (0, 0)
+            [39.0, 23.0],  # x = W s - 1, y = H s - 1: exactly the last cell (2, 4)
+            [21.25, 13.25],  # 3.5 + 2 * 35.5 / 4, 3.5 + 19.5 / 2: exactly cell (1, 2)
+            [
+                19.5,
+                11.5,
+            ],  # pixel-centre convention's centre of cell (1, 2): u = 1.80282, v = 0.82051
+            [0.0, 3.5],  # left of the first column (u < 0): zeros outside, so only cell (0, 0)
+            [39.0, 0.0],  # above the top row at the last column: only cell (0, 4)
+        ]
+    )
     got = sample_descriptors(kpts, dense)
     u, v = 16 * 4 / 35.5, 8 * 2 / 19.5
-    want = torch.stack([
-        weights_vector(hc, wc, {(0, 0): 1.0}),
-        weights_vector(hc, wc, {(2, 4): 1.0}),
-        weights_vector(hc, wc, {(1, 2): 1.0}),
-        weights_vector(hc, wc, {(0, 1): (1 - v) * (2 - u), (0, 2): (1 - v) * (u - 1),
-                                (1, 1): v * (2 - u), (1, 2): v * (u - 1)}),
-        weights_vector(hc, wc, {(0, 0): 1.0}),
-        weights_vector(hc, wc, {(0, 4): 1.0}),
-    ])
+    want = torch.stack(
+        [
+            weights_vector(hc, wc, {(0, 0): 1.0}),
+            weights_vector(hc, wc, {(2, 4): 1.0}),
+            weights_vector(hc, wc, {(1, 2): 1.0}),
+            weights_vector(
+                hc,
+                wc,
+                {
+                    (0, 1): (1 - v) * (2 - u),
+                    (0, 2): (1 - v) * (u - 1),
+                    (1, 1): v * (2 - u),
+                    (1, 2): v * (u - 1),
+                },
+            ),
+            weights_vector(hc, wc, {(0, 0): 1.0}),
+            weights_vector(hc, wc, {(0, 4): 1.0}),
+        ]
+    )
     assert torch.allclose(got, want, atol=1e-6)
     # the two conventions differ away from the top-left corner (the reference grid is
     # stretched by (W - 1) / (W - 9/16) cells): same descriptor only at (3.5, 3.5)
@@ -252,21 +281,35 @@ def test_keypoints_follow_a_crop_by_whole_cells(sampling):
     width, so its descriptors move with the crop (the published behaviour, kept as it is)."""
     gray = data.astronaut()[..., 1]
     rounds = 2 if sampling == "reference" else 0
-    model = seeded_model(keypoint_threshold=0.0, nms_radius=4, descriptor_sampling=sampling,
-                         nms_suppression_rounds=rounds)
+    model = seeded_model(
+        keypoint_threshold=0.0,
+        nms_radius=4,
+        descriptor_sampling=sampling,
+        nms_suppression_rounds=rounds,
+    )
     dx, dy = 16, 24
     with torch.no_grad():
         full = model(image_tensor(gray[:320, :320]))
         crop = model(image_tensor(gray[dy:320, dx:320]))
     margin = 72  # beyond the conv receptive-field influence of the borders
+
     def interior(k, s, d, w, h, ox, oy):
-        keep = (k[:, 0] + ox >= margin + dx) & (k[:, 0] + ox < 320 - margin) \
-            & (k[:, 1] + oy >= margin + dy) & (k[:, 1] + oy < 320 - margin)
+        keep = (
+            (k[:, 0] + ox >= margin + dx)
+            & (k[:, 0] + ox < 320 - margin)
+            & (k[:, 1] + oy >= margin + dy)
+            & (k[:, 1] + oy < 320 - margin)
+        )
         kk = k[keep] + torch.tensor([ox, oy], dtype=k.dtype)
         order = torch.argsort(kk[:, 1] * 1000 + kk[:, 0])
         return kk[order], s[keep][order], d[keep][order]
-    k0, s0, d0 = interior(full["keypoints"][0], full["scores"][0], full["descriptors"][0], 320, 320, 0, 0)
-    k1, s1, d1 = interior(crop["keypoints"][0], crop["scores"][0], crop["descriptors"][0], 0, 0, dx, dy)
+
+    k0, s0, d0 = interior(
+        full["keypoints"][0], full["scores"][0], full["descriptors"][0], 320, 320, 0, 0
+    )
+    k1, s1, d1 = interior(
+        crop["keypoints"][0], crop["scores"][0], crop["descriptors"][0], 0, 0, dx, dy
+    )
     assert len(k0) > 20
     assert torch.equal(k0, k1)
     assert torch.allclose(s0, s1, atol=1e-5)
@@ -276,11 +319,12 @@ def test_keypoints_follow_a_crop_by_whole_cells(sampling):
 
 def test_batched_equals_single():
     model = seeded_model(max_keypoints=300)
-    imgs = torch.cat([image_tensor(data.camera()[:240, :320]),
-                      image_tensor(data.astronaut()[:240, :320, 0])])
+    imgs = torch.cat(
+        [image_tensor(data.camera()[:240, :320]), image_tensor(data.astronaut()[:240, :320, 0])]
+    )
     with torch.no_grad():
         batch = model(imgs)
-        singles = [model(imgs[i:i + 1]) for i in range(2)]
+        singles = [model(imgs[i : i + 1]) for i in range(2)]
     for i in range(2):
         assert torch.equal(batch["keypoints"][i], singles[i]["keypoints"][0])
         assert torch.allclose(batch["descriptors"][i], singles[i]["descriptors"][0], atol=1e-5)
@@ -288,7 +332,9 @@ def test_batched_equals_single():
 
 def test_rgb_input_is_converted_and_bad_channels_rejected():
     model = seeded_model(max_keypoints=50)
-    rgb = torch.from_numpy(data.astronaut()[:64, :64].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    rgb = torch.from_numpy(data.astronaut()[:64, :64].astype(np.float32) / 255).permute(2, 0, 1)[
+        None
+    ]
     with torch.no_grad():
         out = model(rgb)
     assert out["keypoints"][0].shape[1] == 2
@@ -300,17 +346,19 @@ def test_subpixel_refinement_finds_a_gaussian_peak_exactly():
     """subpixel 'quadratic': a Gaussian peak is a parabola in log, so its vertex is exact; the
     integer NMS maximum moves by the true offset, borders and flat axes stay put."""
     from superglue_ros.models.superpoint import refine_subpixel
+
     ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(60.0), indexing="ij")
     heat = torch.zeros(40, 60)
-    for cx, cy in ((20.3, 15.7), (41.55, 30.45)):   # offsets within +-0.5 of the integer maximum
-        heat += 0.8 * torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.2 ** 2))
-    heat[0, 10] = 0.9                                  # a maximum on the image border
+    for cx, cy in ((20.3, 15.7), (41.55, 30.45)):  # offsets within +-0.5 of the integer maximum
+        heat += 0.8 * torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.2**2))
+    heat[0, 10] = 0.9  # a maximum on the image border
     kpts = torch.tensor([[20.0, 16.0], [42.0, 30.0], [10.0, 0.0]])
     refined = refine_subpixel(kpts, heat)
-    torch.testing.assert_close(refined[:2], torch.tensor([[20.3, 15.7], [41.55, 30.45]]),
-                               atol=2e-3, rtol=0)
-    assert refined[2, 1] == 0.0                         # y at the border: unchanged
-    assert refined[2, 0] == 10.0                        # x: no strict maximum (zeros around)
+    torch.testing.assert_close(
+        refined[:2], torch.tensor([[20.3, 15.7], [41.55, 30.45]]), atol=2e-3, rtol=0
+    )
+    assert refined[2, 1] == 0.0  # y at the border: unchanged
+    assert refined[2, 0] == 10.0  # x: no strict maximum (zeros around)
     assert refine_subpixel(torch.zeros(0, 2), heat).shape == (0, 2)
 
 
@@ -322,7 +370,7 @@ def test_subpixel_option_moves_keypoints_only_within_half_a_pixel():
     image = torch.rand(1, 1, 96, 128)
     with torch.no_grad():
         a, b = plain(image), refined(image)
-    assert torch.equal(a["keypoints"][0], a["keypoints"][0].round())   # published: integer pixels
+    assert torch.equal(a["keypoints"][0], a["keypoints"][0].round())  # published: integer pixels
     offset = b["keypoints"][0] - a["keypoints"][0]
     assert offset.abs().max() <= 0.5 and (offset != 0).any()
     assert torch.equal(a["scores"][0], b["scores"][0])

@@ -9,8 +9,7 @@ import torch
 
 from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.models.superpoint import SuperPoint
-from superglue_ros.models.weights import (
-    WeightsError, default_weights_path, load_model, save_model)
+from superglue_ros.models.weights import WeightsError, default_weights_path, load_model, save_model
 
 torch.set_num_threads(2)
 
@@ -18,10 +17,20 @@ torch.set_num_threads(2)
 def published_superpoint_state_dict():
     """Built by hand from the published key names/shapes (not from our model)."""
     g = torch.Generator().manual_seed(0)
-    layers = [("conv1a", 1, 64, 3), ("conv1b", 64, 64, 3), ("conv2a", 64, 64, 3),
-              ("conv2b", 64, 64, 3), ("conv3a", 64, 128, 3), ("conv3b", 128, 128, 3),
-              ("conv4a", 128, 128, 3), ("conv4b", 128, 128, 3), ("convPa", 128, 256, 3),
-              ("convPb", 256, 65, 1), ("convDa", 128, 256, 3), ("convDb", 256, 256, 1)]
+    layers = [
+        ("conv1a", 1, 64, 3),
+        ("conv1b", 64, 64, 3),
+        ("conv2a", 64, 64, 3),
+        ("conv2b", 64, 64, 3),
+        ("conv3a", 64, 128, 3),
+        ("conv3b", 128, 128, 3),
+        ("conv4a", 128, 128, 3),
+        ("conv4b", 128, 128, 3),
+        ("convPa", 128, 256, 3),
+        ("convPb", 256, 65, 1),
+        ("convDa", 128, 256, 3),
+        ("convDb", 256, 256, 1),
+    ]
     sd = {}
     for name, cin, cout, k in layers:
         sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * 0.05
@@ -42,7 +51,9 @@ def published_superglue_state_dict(layers=18, dim=256, enc=(32, 64, 128, 256)):
         sd[f"{prefix}.num_batches_tracked"] = torch.tensor(1000)
 
     for i in range(len(chans) - 1):
-        sd[f"kenc.encoder.{3 * i}.weight"] = torch.randn(chans[i + 1], chans[i], 1, generator=g) * 0.1
+        sd[f"kenc.encoder.{3 * i}.weight"] = (
+            torch.randn(chans[i + 1], chans[i], 1, generator=g) * 0.1
+        )
         sd[f"kenc.encoder.{3 * i}.bias"] = torch.zeros(chans[i + 1])
         if i < len(chans) - 2:
             bn(f"kenc.encoder.{3 * i + 1}", chans[i + 1])
@@ -183,6 +194,7 @@ def test_pickled_code_is_refused(tmp_path):
 # files say which convention they were trained with (absent keys: the one of superglue_ros/1).
 # ---------------------------------------------------------------------------------------------
 
+
 def test_published_file_gets_reference_decoding_and_ours_keep_theirs(tmp_path):
     torch.save(published_superpoint_state_dict(), tmp_path / "superpoint_v1.pth")
     published = load_model("superpoint", tmp_path / "superpoint_v1.pth")
@@ -191,33 +203,47 @@ def test_published_file_gets_reference_decoding_and_ours_keep_theirs(tmp_path):
     # an older file of ours (config without the keys): the sampling it was trained with (and
     # measured better with), the reference NMS (measured as good)
     old = torch.load(default_weights_path("superpoint"), weights_only=True)
-    config = {k: v for k, v in old["config"].items()
-              if k not in ("nms_suppression_rounds", "descriptor_sampling")}
+    config = {
+        k: v
+        for k, v in old["config"].items()
+        if k not in ("nms_suppression_rounds", "descriptor_sampling")
+    }
     torch.save(dict(old, config=config), tmp_path / "ours_v1.pth")
     ours = load_model("superpoint", tmp_path / "ours_v1.pth")
     assert ours.conf["nms_suppression_rounds"] == 2
     assert ours.conf["descriptor_sampling"] == "pixel_centre"
     shipped = load_model("superpoint")
-    assert (shipped.conf["nms_suppression_rounds"], shipped.conf["descriptor_sampling"]) \
-        == (2, "pixel_centre")
+    assert (shipped.conf["nms_suppression_rounds"], shipped.conf["descriptor_sampling"]) == (
+        2,
+        "pixel_centre",
+    )
     # files saved now record the convention, and a recorded one wins
     save_model(SuperPoint(), tmp_path / "new.pth", meta={})
     raw = torch.load(tmp_path / "new.pth", weights_only=True)
     assert raw["config"]["nms_suppression_rounds"] == 2
     assert raw["config"]["descriptor_sampling"] == "reference"
     save_model(SuperPoint(dict(descriptor_sampling="pixel_centre")), tmp_path / "pc.pth", meta={})
-    assert load_model("superpoint", tmp_path / "pc.pth").conf["descriptor_sampling"] == "pixel_centre"
+    assert (
+        load_model("superpoint", tmp_path / "pc.pth").conf["descriptor_sampling"] == "pixel_centre"
+    )
     # a caller may still override it explicitly
-    forced = load_model("superpoint", tmp_path / "ours_v1.pth",
-                        conf=dict(descriptor_sampling="reference"))
+    forced = load_model(
+        "superpoint", tmp_path / "ours_v1.pth", conf=dict(descriptor_sampling="reference")
+    )
     assert forced.conf["descriptor_sampling"] == "reference"
     torch.save(dict(old, config=dict(config, descriptor_sampling="nearest")), tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="unknown descriptor_sampling 'nearest'"):
         load_model("superpoint", tmp_path / "bad.pth")
 
 
-def reference_decoding(logits: torch.Tensor, desc: torch.Tensor, nms_radius=4, threshold=0.005,
-                       border=4, max_keypoints=512):
+def reference_decoding(
+    logits: torch.Tensor,
+    desc: torch.Tensor,
+    nms_radius=4,
+    threshold=0.005,
+    border=4,
+    max_keypoints=512,
+):
     """The published SuperPoint decoding, written here independently of the package (numpy +
     scipy filters) from its description: logits [65,Hc,Wc], dense descriptors [D,Hc,Wc] ->
     keypoints [N,2] (x, y), scores [N] (decreasing), descriptors [N,D]."""
@@ -277,6 +303,7 @@ def peaked_random_state_dict():
 def vga_frame() -> np.ndarray:
     import cv2
     from skimage import data
+
     return cv2.resize(data.astronaut()[..., 1], (640, 480), interpolation=cv2.INTER_AREA)
 
 
@@ -304,16 +331,18 @@ def test_published_layout_round_trip_decodes_as_the_reference(tmp_path, monkeypa
     assert np.allclose(got.scores, want_s, atol=1e-6)
     assert np.abs(got.descriptors - want_d).max() <= 1e-4
     if source == "shipped":  # the suppression rounds change the result on trained heatmaps
-        single = load_model("superpoint", path, conf=dict(nms_suppression_rounds=0,
-                                                          max_keypoints=-1))
+        single = load_model(
+            "superpoint", path, conf=dict(nms_suppression_rounds=0, max_keypoints=-1)
+        )
         everything = load_model("superpoint", path, conf=dict(max_keypoints=-1))
         image = torch.from_numpy(frame).float()[None, None] / 255.0
         with torch.no_grad():
             n_single = len(single(image)["keypoints"][0])
             n_reference = len(everything(image)["keypoints"][0])
         assert n_reference > 1.2 * n_single
-    fast = SuperPointExtractor(weights=str(path), runtime="fast", precision="fp32",
-                               max_keypoints=512).extract(frame)
+    fast = SuperPointExtractor(
+        weights=str(path), runtime="fast", precision="fp32", max_keypoints=512
+    ).extract(frame)
     same = (got.keypoints[:, None, :] == fast.keypoints[None, :, :]).all(-1)  # [N_ref,N_fast]
     assert same.any(1).mean() >= 0.99
     i_ref, i_fast = np.nonzero(same)

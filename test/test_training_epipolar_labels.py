@@ -1,14 +1,20 @@
 """Labels of real pairs from the ground-truth pose (training/epipolar_labels.py), checked on
 constructed geometry: 3D points projected by a known camera pair, so every answer is exact."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from superglue_ros.training.epipolar_labels import (candidate_set_nll, depth_segments,
-                                                    epipolar_labels, fundamental_matrix,
-                                                    point_segment_distances, snap_matches)
+from superglue_ros.training.epipolar_labels import (
+    candidate_set_nll,
+    depth_segments,
+    epipolar_labels,
+    fundamental_matrix,
+    point_segment_distances,
+    snap_matches,
+)
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 R_FWD, T_FWD = np.eye(3), np.array([0.0, 0.0, -1.0])  # camera 1 is 1 m ahead: X1 = X0 - (0,0,1)
@@ -32,8 +38,7 @@ def test_depth_segment_of_forward_motion_runs_from_infinity_to_the_nearest_depth
     assert d[0, 0] < 1e-9
     # camera 1 3 m ahead: depths 2-3 m are behind it, so the near end is clipped at its
     # plane (far outside the image) while the far end stays at the same pixel
-    near, far, valid = depth_segments([[420.0, 290.0]], K, K, R_FWD, np.array([0, 0, -3.0]),
-                                      2.0)
+    near, far, valid = depth_segments([[420.0, 290.0]], K, K, R_FWD, np.array([0, 0, -3.0]), 2.0)
     assert valid.tolist() == [True]
     np.testing.assert_allclose(far, [[420.0, 290.0]], atol=1e-9)
     assert np.hypot(*(near[0] - [320.0, 240.0])) > 1e4
@@ -45,9 +50,13 @@ def test_depth_segment_of_forward_motion_runs_from_infinity_to_the_nearest_depth
 
 def test_point_segment_distances_exact():
     start, end = np.array([[420.0, 290.0]]), np.array([[520.0, 340.0]])
-    q = np.array([[430.0, 300.0],   # inside: projection (432, 296), residual (-2, 4)
-                  [540.0, 340.0],   # beyond the near end: distance to (520, 340)
-                  [410.0, 290.0]])  # before the far end (the infinite line would give 4.47)
+    q = np.array(
+        [
+            [430.0, 300.0],  # inside: projection (432, 296), residual (-2, 4)
+            [540.0, 340.0],  # beyond the near end: distance to (520, 340)
+            [410.0, 290.0],
+        ]
+    )  # before the far end (the infinite line would give 4.47)
     d = point_segment_distances(start, end, q)
     np.testing.assert_allclose(d[0], [math.sqrt(20.0), 20.0, 10.0], atol=1e-9)
 
@@ -103,8 +112,7 @@ def test_labels_reject_a_descriptor_match_off_the_epipolar_band():
     desc0 = np.eye(5)
     desc1 = np.empty_like(desc0)
     desc1[perm] = desc0
-    lab = epipolar_labels(kpts0, kpts1, K, K, R_FWD, T_FWD, desc0, desc1, source="mnn",
-                          band_px=3.0)
+    lab = epipolar_labels(kpts0, kpts1, K, K, R_FWD, T_FWD, desc0, desc1, source="mnn", band_px=3.0)
     np.testing.assert_array_equal(lab["matches0"], [-1, 0, 3, 1, -1])
     assert lab["unmatched0"].tolist() == [True, False, False, False, True]
     assert lab["unmatched1"][perm[0]]
@@ -130,8 +138,7 @@ def test_labels_sift_source_snaps_verified_matches():
     sift1 = np.array([kpts1[perm[0]] + [0.0, 0.0], kpts1[perm[2]] + [0.0, 0.0], kpts1[perm[3]]])
     # the SIFT points themselves must be exact; shift view 0's point back onto the geometry
     sift0[:2] = kpts0[[0, 2]]
-    lab = epipolar_labels(kpts0, kpts1, K, K, R_FWD, T_FWD, sift0=sift0, sift1=sift1,
-                          source="sift")
+    lab = epipolar_labels(kpts0, kpts1, K, K, R_FWD, T_FWD, sift0=sift0, sift1=sift1, source="sift")
     np.testing.assert_array_equal(lab["matches0"], [perm[0], -1, perm[2], -1, -1])
     assert lab["counts"]["positives_sift"] == 2
     i0, i1 = snap_matches(sift0 + [1.0, 1.0], sift1, kpts0, kpts1, snap_px=1.5)
@@ -146,8 +153,7 @@ def test_labels_of_the_reversed_pair_are_transposed():
     desc1 = np.empty_like(desc0)
     desc1[perm] = desc0
     a = epipolar_labels(kpts0, kpts1, K, K, R_FWD, T_FWD, desc0, desc1, source="mnn")
-    b = epipolar_labels(kpts1, kpts0, K, K, R_FWD.T, -R_FWD.T @ T_FWD, desc1, desc0,
-                        source="mnn")
+    b = epipolar_labels(kpts1, kpts0, K, K, R_FWD.T, -R_FWD.T @ T_FWD, desc1, desc0, source="mnn")
     np.testing.assert_array_equal(a["matches0"], b["matches1"])
     np.testing.assert_array_equal(a["candidates"], b["candidates"].T)
 
@@ -164,9 +170,7 @@ def test_unknown_source_and_missing_inputs_are_clear_errors():
 
 def test_candidate_set_nll_exact():
     # 2 x 2 keypoints + dustbins; probabilities chosen by hand
-    p = torch.tensor([[0.5, 0.2, 0.3],
-                      [0.1, 0.6, 0.3],
-                      [0.4, 0.2, 0.0]])
+    p = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3], [0.4, 0.2, 0.0]])
     la = p.clamp(min=1e-30).log()[None]
     cand = torch.tensor([[[True, False], [False, False]]])
     rows0 = torch.tensor([[True, True]])
@@ -175,6 +179,7 @@ def test_candidate_set_nll_exact():
     # row 0: P(0,0) + bin = 0.8; row 1: bin only = 0.3; column 1: bin only = 0.2
     expected = -(math.log(0.8) + math.log(0.3) + math.log(0.2)) / 3
     assert float(nll) == pytest.approx(expected, rel=1e-6)
-    none = candidate_set_nll(la, cand, torch.zeros(1, 2, dtype=torch.bool),
-                             torch.zeros(1, 2, dtype=torch.bool))
+    none = candidate_set_nll(
+        la, cand, torch.zeros(1, 2, dtype=torch.bool), torch.zeros(1, 2, dtype=torch.bool)
+    )
     assert float(none) == 0.0

@@ -1,4 +1,5 @@
 """Ground-truth assignment for SuperGlue training and its negative log-likelihood."""
+
 import math
 
 import numpy as np
@@ -12,11 +13,15 @@ H_SHIFT = np.array([[1.0, 0, 10], [0, 1.0, 5], [0, 0, 1]])  # image1 = image0 mo
 def test_known_translation_matches_dustbins_and_ignored():
     kpts0 = np.array([[10, 10], [50, 50], [100, 100], [30, 80]], float)
     # warped kpts0: (20,15) (60,55) (110,105) (40,85)
-    kpts1 = np.array([[20, 15],      # exact partner of 0 -> match
-                      [61, 55],      # 1 px from warped 1 -> match
-                      [114, 105],    # 4 px from warped 2 -> ambiguous (3 < d <= 5): ignored
-                      [200, 200]],   # far from everything -> dustbin
-                     float)
+    kpts1 = np.array(
+        [
+            [20, 15],  # exact partner of 0 -> match
+            [61, 55],  # 1 px from warped 1 -> match
+            [114, 105],  # 4 px from warped 2 -> ambiguous (3 < d <= 5): ignored
+            [200, 200],
+        ],  # far from everything -> dustbin
+        float,
+    )
     gt = ground_truth_assignment(kpts0, kpts1, H_SHIFT)
     np.testing.assert_array_equal(gt["matches0"], [0, 1, -1, -1])
     np.testing.assert_array_equal(gt["matches1"], [0, 1, -1, -1])
@@ -48,16 +53,18 @@ def test_outside_image_and_empty_sets():
 
 def test_assignment_nll_value():
     # 2x2 keypoints + dustbins; GT: 0<->1 match, keypoint0 #1 -> dustbin, keypoint1 #0 ignored
-    la = torch.log(torch.tensor([[[0.1, 0.6, 0.3],
-                                  [0.2, 0.1, 0.7],
-                                  [0.5, 0.4, 0.0001]]]))
-    loss = assignment_nll(la, torch.tensor([[1, -1]]), torch.tensor([[False, True]]),
-                          torch.tensor([[False, False]]))
+    la = torch.log(torch.tensor([[[0.1, 0.6, 0.3], [0.2, 0.1, 0.7], [0.5, 0.4, 0.0001]]]))
+    loss = assignment_nll(
+        la, torch.tensor([[1, -1]]), torch.tensor([[False, True]]), torch.tensor([[False, False]])
+    )
     expected = -(math.log(0.6) + math.log(0.7)) / 2
     assert abs(float(loss) - expected) < 1e-6
     # pairs without any supervision don't count (no nan)
     la2 = torch.cat([la, la])
-    loss2 = assignment_nll(la2, torch.tensor([[1, -1], [-1, -1]]),
-                           torch.tensor([[False, True], [False, False]]),
-                           torch.tensor([[False, False], [False, False]]))
+    loss2 = assignment_nll(
+        la2,
+        torch.tensor([[1, -1], [-1, -1]]),
+        torch.tensor([[False, True], [False, False]]),
+        torch.tensor([[False, False], [False, False]]),
+    )
     assert abs(float(loss2) - expected) < 1e-6

@@ -1,11 +1,18 @@
 """Random homographies, point/image warping and photometric augmentation (superglue_ros.homography)."""
+
 import cv2
 import numpy as np
 import pytest
 from skimage import data as skdata
 
-from superglue_ros.homography import (corner_bounds, photometric_augment, sample_homography,
-                                      valid_mask, warp_image, warp_points)
+from superglue_ros.homography import (
+    corner_bounds,
+    photometric_augment,
+    sample_homography,
+    valid_mask,
+    warp_image,
+    warp_points,
+)
 
 
 def test_warp_points_matches_opencv():
@@ -55,14 +62,21 @@ def test_sample_homography_seeded_difficulty_zero_is_identity():
     b = sample_homography(np.random.default_rng(7), 640, 480)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, np.eye(3))
-    np.testing.assert_allclose(sample_homography(np.random.default_rng(7), 640, 480, 0.0),
-                               np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(
+        sample_homography(np.random.default_rng(7), 640, 480, 0.0), np.eye(3), atol=1e-9
+    )
     # harder homographies move corners further on average
     corners = np.array([[0, 0], [639, 0], [639, 479], [0, 479]], float)
+
     def mean_shift(d):
         rng = np.random.default_rng(3)
-        return np.mean([np.abs(warp_points(sample_homography(rng, 640, 480, d), corners)
-                               - corners).mean() for _ in range(100)])
+        return np.mean(
+            [
+                np.abs(warp_points(sample_homography(rng, 640, 480, d), corners) - corners).mean()
+                for _ in range(100)
+            ]
+        )
+
     assert mean_shift(0.3) < mean_shift(1.0)
 
 

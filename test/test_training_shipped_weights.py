@@ -1,5 +1,6 @@
 """The shipped weight files load from the installed package, work on a shipped photo, and are
 exactly the files MODEL_CARD.md describes (SHA-256 and config)."""
+
 import hashlib
 import json
 import re
@@ -35,8 +36,9 @@ def test_checksum_and_config_match_model_card(kind):
     stored = torch.load(path, map_location="cpu", weights_only=True)
     assert stored["format"] == "superglue_ros/1" and stored["kind"] == kind
     assert stored["config"] == config
-    assert all(v.dtype == torch.float32 for v in stored["state_dict"].values()
-               if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float32 for v in stored["state_dict"].values() if v.is_floating_point()
+    )
     for key in ("steps", "wall_time_s", "data", "machine", "git_commit", "date"):
         assert key in stored["meta"], key
 
@@ -63,9 +65,18 @@ def test_shipped_superpoint_and_superglue_match_a_warped_photo(pair):
         k0, k1 = f0["keypoints"][0], f1["keypoints"][0]
         assert len(k0) == 512 and len(k1) > 300
         wh = torch.tensor([[640.0, 480.0]])
-        out = sg(dict(keypoints0=k0[None], keypoints1=k1[None], scores0=f0["scores"][0][None],
-                      scores1=f1["scores"][0][None], descriptors0=f0["descriptors"][0][None],
-                      descriptors1=f1["descriptors"][0][None], image_size0=wh, image_size1=wh))
+        out = sg(
+            dict(
+                keypoints0=k0[None],
+                keypoints1=k1[None],
+                scores0=f0["scores"][0][None],
+                scores1=f1["scores"][0][None],
+                descriptors0=f0["descriptors"][0][None],
+                descriptors1=f1["descriptors"][0][None],
+                image_size0=wh,
+                image_size1=wh,
+            )
+        )
     m0 = out["matches0"][0].numpy()
     valid = m0 >= 0
     err = np.linalg.norm(warp_points(H, k0[valid].numpy()) - k1[m0[valid]].numpy(), axis=1)

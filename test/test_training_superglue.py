@@ -1,5 +1,6 @@
 """SuperGlue trainer: identity initialisation, fixed-K keypoint sets with random extras, the NLL
 decreases on a fixed batch, and a resumed run continues bit-for-bit. Uses the shipped SuperPoint."""
+
 import csv
 
 import cv2
@@ -14,8 +15,10 @@ from superglue_ros.training import train_superglue as tsg
 from superglue_ros.training.common import PairSampler, list_images
 from training_helpers import one_thread, write_photos  # noqa: F401 (autouse fixture)
 
-pytestmark = pytest.mark.skipif(not default_weights_path("superpoint").is_file(),
-                                reason="shipped SuperPoint weights not written yet")
+pytestmark = pytest.mark.skipif(
+    not default_weights_path("superpoint").is_file(),
+    reason="shipped SuperPoint weights not written yet",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,16 @@ def test_identity_init_is_similarity_sinkhorn():
     g = torch.Generator().manual_seed(0)
     desc = torch.nn.functional.normalize(torch.randn(1, 50, 256, generator=g), dim=-1)
     kpts = torch.rand(1, 50, 2, generator=g) * 300
-    data = dict(keypoints0=kpts, keypoints1=kpts.flip(1), scores0=torch.ones(1, 50),
-                scores1=torch.ones(1, 50), descriptors0=desc, descriptors1=desc.flip(1),
-                image_size0=torch.tensor([[320.0, 240.0]]), image_size1=torch.tensor([[320.0, 240.0]]))
+    data = dict(
+        keypoints0=kpts,
+        keypoints1=kpts.flip(1),
+        scores0=torch.ones(1, 50),
+        scores1=torch.ones(1, 50),
+        descriptors0=desc,
+        descriptors1=desc.flip(1),
+        image_size0=torch.tensor([[320.0, 240.0]]),
+        image_size1=torch.tensor([[320.0, 240.0]]),
+    )
     with torch.no_grad():
         out = model(data)
     assert torch.equal(out["matches0"][0], torch.arange(49, -1, -1))
@@ -81,9 +91,28 @@ def read_log(path):
 
 
 def test_resume_is_bit_exact(photo_dir, tmp_path):
-    common = ["--images", str(photo_dir), "--size", "128", "96", "--batch-size", "1",
-              "--num-keypoints", "32", "--layers", "1", "--sinkhorn-iterations", "20",
-              "--seed", "5", "--no-progress", "--save-every", "100", "--threads", "1"]
+    common = [
+        "--images",
+        str(photo_dir),
+        "--size",
+        "128",
+        "96",
+        "--batch-size",
+        "1",
+        "--num-keypoints",
+        "32",
+        "--layers",
+        "1",
+        "--sinkhorn-iterations",
+        "20",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--save-every",
+        "100",
+        "--threads",
+        "1",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tsg.main(common + ["--out", str(straight), "--steps", "3"]) == 0
     assert tsg.main(common + ["--out", str(resumed), "--steps", "2"]) == 0

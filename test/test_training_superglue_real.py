@@ -2,6 +2,7 @@
 batch, validation by pose AUC picks best.pth, homographic batches mix in, and a resumed run
 is bit-exact. The cache is built here from constructed geometry (3D points seen by a
 forward-moving camera), in the format training/real_cache.py writes."""
+
 import csv
 
 import numpy as np
@@ -27,27 +28,58 @@ def make_cache(folder, seed=0):
     for f in range(3):
         Xc = X - [0, 0, f]
         x = Xc[:, :2] / Xc[:, 2:] @ np.diag([K[0, 0], K[1, 1]]) + K[:2, 2]
-        inside = np.flatnonzero((x[:, 0] > 4) & (x[:, 0] < SIZE[0] - 4) & (x[:, 1] > 4)
-                                & (x[:, 1] < SIZE[1] - 4))[:80]
+        inside = np.flatnonzero(
+            (x[:, 0] > 4) & (x[:, 0] < SIZE[0] - 4) & (x[:, 1] > 4) & (x[:, 1] < SIZE[1] - 4)
+        )[:80]
         noise = rng.uniform([4, 4], [SIZE[0] - 4, SIZE[1] - 4], (20, 2))
         kpts = np.vstack([x[inside], noise])
-        desc = np.vstack([point_desc[inside] + 0.3 * rng.normal(size=(len(inside), 256)),
-                          rng.normal(size=(20, 256))])
+        desc = np.vstack(
+            [
+                point_desc[inside] + 0.3 * rng.normal(size=(len(inside), 256)),
+                rng.normal(size=(20, 256)),
+            ]
+        )
         desc /= np.linalg.norm(desc, axis=1, keepdims=True)
-        frames[f"s/{f}"] = dict(keypoints=torch.tensor(kpts, dtype=torch.float32),
-                                scores=torch.rand(len(kpts)),
-                                descriptors=torch.tensor(desc, dtype=torch.float16),
-                                image_size=torch.tensor(SIZE))
+        frames[f"s/{f}"] = dict(
+            keypoints=torch.tensor(kpts, dtype=torch.float32),
+            scores=torch.rand(len(kpts)),
+            descriptors=torch.tensor(desc, dtype=torch.float16),
+            image_size=torch.tensor(SIZE),
+        )
     pairs, val = [], []
     for f0, f1 in ((0, 1), (1, 2), (0, 2)):
-        R, t = torch.eye(3, dtype=torch.float64), torch.tensor([0.0, 0.0, -(f1 - f0)],
-                                                               dtype=torch.float64)
+        R, t = (
+            torch.eye(3, dtype=torch.float64),
+            torch.tensor([0.0, 0.0, -(f1 - f0)], dtype=torch.float64),
+        )
         Kt = torch.from_numpy(K)
-        pairs.append(dict(name=f"s/{f0}-{f1}", frame0=f"s/{f0}", frame1=f"s/{f1}", K0=Kt,
-                          K1=Kt, R=R, t=t, sift0=torch.zeros(0, 2), sift1=torch.zeros(0, 2)))
-        val.append(dict(set="kitti07", name=f"s/{f0}-{f1}", feats0=frames[f"s/{f0}"],
-                        feats1=frames[f"s/{f1}"], K0=Kt, K1=Kt, dist0=torch.zeros(4),
-                        dist1=torch.zeros(4), R=R, t=t))
+        pairs.append(
+            dict(
+                name=f"s/{f0}-{f1}",
+                frame0=f"s/{f0}",
+                frame1=f"s/{f1}",
+                K0=Kt,
+                K1=Kt,
+                R=R,
+                t=t,
+                sift0=torch.zeros(0, 2),
+                sift1=torch.zeros(0, 2),
+            )
+        )
+        val.append(
+            dict(
+                set="kitti07",
+                name=f"s/{f0}-{f1}",
+                feats0=frames[f"s/{f0}"],
+                feats1=frames[f"s/{f1}"],
+                K0=Kt,
+                K1=Kt,
+                dist0=torch.zeros(4),
+                dist1=torch.zeros(4),
+                R=R,
+                t=t,
+            )
+        )
     torch.save(dict(frames=frames, pairs=pairs, meta={}), folder / "train.pt")
     torch.save(dict(pairs=val, meta={}), folder / "val.pt")
     return folder
@@ -113,15 +145,43 @@ def read_log(path):
         return [r for r in csv.DictReader(f)]
 
 
-@pytest.mark.skipif(not default_weights_path("superpoint").is_file(),
-                    reason="shipped SuperPoint weights not written yet")
+@pytest.mark.skipif(
+    not default_weights_path("superpoint").is_file(),
+    reason="shipped SuperPoint weights not written yet",
+)
 def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path):
     (tmp_path / "photos").mkdir()
     photos = write_photos(tmp_path / "photos", ("astronaut", "coffee"))
-    common = ["--real-cache", str(cache_dir), "--images", str(photos), "--homography-every", "2",
-              "--size", "128", "96", "--num-keypoints", "32", "--batch-size", "1", "--layers",
-              "1", "--sinkhorn-iterations", "20", "--seed", "3", "--no-progress",
-              "--save-every", "100", "--val-every", "2", "--threads", "1", "--log-every", "1"]
+    common = [
+        "--real-cache",
+        str(cache_dir),
+        "--images",
+        str(photos),
+        "--homography-every",
+        "2",
+        "--size",
+        "128",
+        "96",
+        "--num-keypoints",
+        "32",
+        "--batch-size",
+        "1",
+        "--layers",
+        "1",
+        "--sinkhorn-iterations",
+        "20",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--save-every",
+        "100",
+        "--val-every",
+        "2",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tsg.main(common + ["--out", str(straight), "--steps", "4"]) == 0
     assert tsg.main(common + ["--out", str(resumed), "--steps", "2"]) == 0

@@ -1,5 +1,6 @@
 """SuperPoint trainer: the losses decrease on a fixed batch, runs are seeded, and a resumed run
 continues bit-for-bit (checkpoint = model + optimizer + step + RNG states)."""
+
 import argparse
 import csv
 
@@ -71,8 +72,11 @@ def test_harris_labels_follow_the_homography():
     """View 1's labels are view 0's corners moved by H: a one-cell shift moves every label cell."""
     img = cv2.resize(skdata.camera(), (128, 96)).astype(np.float32) / 255
     H = np.array([[1.0, 0, 8], [0, 1, 8], [0, 0, 1]])
-    batch = dict(image0=torch.from_numpy(img)[None, None], H=torch.from_numpy(H)[None],
-                 valid1=torch.ones(1, 96, 128, dtype=torch.bool))
+    batch = dict(
+        image0=torch.from_numpy(img)[None, None],
+        H=torch.from_numpy(H)[None],
+        valid1=torch.ones(1, 96, 128, dtype=torch.bool),
+    )
     labels, kpts0 = tsp.harris_targets(batch, 30, 12, 16, border=12)
     l0, l1 = labels[0], labels[1]
     assert (l0 < 64).sum() >= 10
@@ -89,9 +93,24 @@ def read_log(path):
 
 
 def test_resume_is_bit_exact(photo_dir, tmp_path):
-    common = ["--images", str(photo_dir), "--size", "64", "64", "--batch-size", "1",
-              "--desc-points", "32", "--seed", "3", "--no-progress", "--save-every", "100",
-              "--threads", "1"]
+    common = [
+        "--images",
+        str(photo_dir),
+        "--size",
+        "64",
+        "64",
+        "--batch-size",
+        "1",
+        "--desc-points",
+        "32",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--save-every",
+        "100",
+        "--threads",
+        "1",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tsp.main(common + ["--out", str(straight), "--steps", "3"]) == 0
     assert tsp.main(common + ["--out", str(resumed), "--steps", "2"]) == 0
@@ -115,7 +134,20 @@ def test_resume_is_bit_exact(photo_dir, tmp_path):
 
 def test_missing_checkpoint_and_folder_errors(photo_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        tsp.main(["--images", str(photo_dir), "--out", str(tmp_path / "none"), "--resume",
-                  "--size", "64", "64", "--no-progress"])
+        tsp.main(
+            [
+                "--images",
+                str(photo_dir),
+                "--out",
+                str(tmp_path / "none"),
+                "--resume",
+                "--size",
+                "64",
+                "64",
+                "--no-progress",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="image folder not found"):
-        tsp.main(["--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"])
+        tsp.main(
+            ["--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]
+        )

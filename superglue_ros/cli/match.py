@@ -7,6 +7,7 @@ Writes out/{stem0}_{stem1}_matches.npz with keypoints0 [N0,2] and keypoints1 [N1
 image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N0]; --viz also
 writes {stem0}_{stem1}_matches.png. A malformed line or unreadable image is reported and skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from ..features import PRESETS, build_components, check_options, component_names
 
-DEFAULT_MATCHER = 'superglue'
+DEFAULT_MATCHER = "superglue"
 
 
 def resized_shape(width: int, height: int, resize: list[int]) -> tuple[int, int]:
@@ -44,24 +45,25 @@ def load_config(path, preset=DEFAULT_MATCHER) -> dict:
     if path is None:
         return components
     import yaml
+
     path = pathlib.Path(path)
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f'cannot read config {path}: {error}') from None
+        raise ValueError(f"cannot read config {path}: {error}") from None
     if not isinstance(config, dict):
-        raise ValueError(f'config {path}: expected a mapping at the top level')
-    check_options(f'config {path}', config, ('preset', 'extractor', 'matcher'), 'key')
-    if 'preset' in config:
-        components['preset'] = config['preset']
-    for key in ('extractor', 'matcher'):
+        raise ValueError(f"config {path}: expected a mapping at the top level")
+    check_options(f"config {path}", config, ("preset", "extractor", "matcher"), "key")
+    if "preset" in config:
+        components["preset"] = config["preset"]
+    for key in ("extractor", "matcher"):
         section = config.get(key) or {}
         if not isinstance(section, dict):
-            raise ValueError(f'config {path}: {key!r} must be a mapping')
+            raise ValueError(f"config {path}: {key!r} must be a mapping")
         section = dict(section)
-        if 'name' in section:
-            components[key] = section.pop('name')
-        components[f'{key}_options'] = section
+        if "name" in section:
+            components[key] = section.pop("name")
+        components[f"{key}_options"] = section
     component_names(components)  # an unknown preset is named with the file
     return components
 
@@ -70,7 +72,7 @@ def parse_pairs(path) -> list[tuple[int, str, list[str]]]:
     """(line number, raw line, fields) of each non-blank, non-comment line."""
     lines = []
     for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
-        if line.strip() and not line.lstrip().startswith('#'):
+        if line.strip() and not line.lstrip().startswith("#"):
             lines.append((number, line, line.split()))
     return lines
 
@@ -78,33 +80,48 @@ def parse_pairs(path) -> list[tuple[int, str, list[str]]]:
 def read_image(path: pathlib.Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        reason = 'file not found' if not path.exists() else 'not a readable image'
-        raise ValueError(f'cannot read image {path}: {reason}')
+        reason = "file not found" if not path.exists() else "not a readable image"
+        raise ValueError(f"cannot read image {path}: {reason}")
     return image
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog='superglue-match', description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--input_pairs', required=True,
-                        help='text file, one pair per line: name0 name1 [ignored columns]')
-    parser.add_argument('--input_dir', default='.', help='folder the image names refer to')
-    parser.add_argument('--output_dir', default='match_output')
-    parser.add_argument('--resize', type=int, nargs='+', default=[640],
-                        help='D: larger side to D; W H: exact size; -1: keep')
-    parser.add_argument('--max_keypoints', type=int, default=1024, help='-1 = no limit')
-    parser.add_argument('--matcher', default=DEFAULT_MATCHER, choices=sorted(PRESETS),
-                        help='preset (extractor + matcher)')
-    parser.add_argument('--config', help='YAML with extractor/matcher options (overrides '
-                        '--matcher)')
-    parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
-    parser.add_argument('--viz', action='store_true', help='also write match images')
+        prog="superglue-match",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--input_pairs",
+        required=True,
+        help="text file, one pair per line: name0 name1 [ignored columns]",
+    )
+    parser.add_argument("--input_dir", default=".", help="folder the image names refer to")
+    parser.add_argument("--output_dir", default="match_output")
+    parser.add_argument(
+        "--resize",
+        type=int,
+        nargs="+",
+        default=[640],
+        help="D: larger side to D; W H: exact size; -1: keep",
+    )
+    parser.add_argument("--max_keypoints", type=int, default=1024, help="-1 = no limit")
+    parser.add_argument(
+        "--matcher",
+        default=DEFAULT_MATCHER,
+        choices=sorted(PRESETS),
+        help="preset (extractor + matcher)",
+    )
+    parser.add_argument(
+        "--config", help="YAML with extractor/matcher options (overrides --matcher)"
+    )
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--viz", action="store_true", help="also write match images")
     args = parser.parse_args(argv)
     if len(args.resize) > 2:
-        parser.error('--resize takes one value (max dimension, -1 = keep) or two (W H)')
+        parser.error("--resize takes one value (max dimension, -1 = keep) or two (W H)")
     if len(args.resize) == 2 and min(args.resize) <= 0:
-        parser.error('--resize W H needs positive values')
+        parser.error("--resize W H needs positive values")
     return args
 
 
@@ -130,13 +147,17 @@ def match_pair(extractor, matcher, image0, image1, resize):
 def save_viz(path, image0, image1, feats0, feats1, matches):
     from ..geometry import verify
     from ..visualization import draw_matches
+
     idx0, idx1 = matches.indices()
     pts0, pts1 = feats0.keypoints[idx0], feats1.keypoints[idx1]
-    model = verify(pts0, pts1, model='fundamental')
-    inliers = model.inliers if model.kind != 'none' else None
-    text = [f'{len(feats0)}:{len(feats1)} keypoints, {len(idx0)} matches',
-            f'{model.num_inliers} fundamental inliers' if model.kind != 'none'
-            else 'too few matches for a fundamental matrix']
+    model = verify(pts0, pts1, model="fundamental")
+    inliers = model.inliers if model.kind != "none" else None
+    text = [
+        f"{len(feats0)}:{len(feats1)} keypoints, {len(idx0)} matches",
+        f"{model.num_inliers} fundamental inliers"
+        if model.kind != "none"
+        else "too few matches for a fundamental matrix",
+    ]
     cv2.imwrite(str(path), draw_matches(image0, image1, pts0, pts1, inliers, text))
 
 
@@ -145,22 +166,28 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         # a max_keypoints in the config's extractor section wins over --max_keypoints
-        components = dict(load_config(args.config, args.matcher),
-                          max_keypoints=args.max_keypoints, device=args.device)
+        components = dict(
+            load_config(args.config, args.matcher),
+            max_keypoints=args.max_keypoints,
+            device=args.device,
+        )
         extractor, matcher = build_components(components)
         pairs = parse_pairs(args.input_pairs)
     except (ValueError, OSError, RuntimeError) as error:
-        print(f'superglue-match: error: {error}', file=sys.stderr)
+        print(f"superglue-match: error: {error}", file=sys.stderr)
         return 2
     import torch
+
     torch.set_num_threads(min(2, torch.get_num_threads()))
     input_dir, output_dir = pathlib.Path(args.input_dir), pathlib.Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    print(f'{len(pairs)} pairs, extractor {extractor.name}, matcher {matcher.name}, '
-          f'output {output_dir}')
+    print(
+        f"{len(pairs)} pairs, extractor {extractor.name}, matcher {matcher.name}, "
+        f"output {output_dir}"
+    )
     skipped = 0
-    for number, line, fields in tqdm(pairs, desc='matching'):
-        where = f'{args.input_pairs}:{number}'
+    for number, line, fields in tqdm(pairs, desc="matching"):
+        where = f"{args.input_pairs}:{number}"
         if len(fields) < 2:
             tqdm.write(f'skipping {where}: expected "name0 name1 [...]", got {line.strip()!r}')
             skipped += 1
@@ -168,20 +195,23 @@ def main(argv=None) -> int:
         try:
             image0 = read_image(input_dir / fields[0])
             image1 = read_image(input_dir / fields[1])
-            feats0, feats1, matches = match_pair(extractor, matcher, image0, image1,
-                                                 args.resize)
-            stem = f'{pathlib.Path(fields[0]).stem}_{pathlib.Path(fields[1]).stem}_matches'
-            np.savez(output_dir / f'{stem}.npz', keypoints0=feats0.keypoints,
-                     keypoints1=feats1.keypoints, matches=matches.matches0,
-                     match_confidence=matches.scores0)
+            feats0, feats1, matches = match_pair(extractor, matcher, image0, image1, args.resize)
+            stem = f"{pathlib.Path(fields[0]).stem}_{pathlib.Path(fields[1]).stem}_matches"
+            np.savez(
+                output_dir / f"{stem}.npz",
+                keypoints0=feats0.keypoints,
+                keypoints1=feats1.keypoints,
+                matches=matches.matches0,
+                match_confidence=matches.scores0,
+            )
             if args.viz:
-                save_viz(output_dir / f'{stem}.png', image0, image1, feats0, feats1, matches)
+                save_viz(output_dir / f"{stem}.png", image0, image1, feats0, feats1, matches)
         except Exception as error:  # one bad pair must not abort a long batch
-            tqdm.write(f'skipping {where}: {type(error).__name__}: {error}')
+            tqdm.write(f"skipping {where}: {type(error).__name__}: {error}")
             skipped += 1
-    print(f'matched {len(pairs) - skipped} pair(s), skipped {skipped}; output in {output_dir}')
+    print(f"matched {len(pairs) - skipped} pair(s), skipped {skipped}; output in {output_dir}")
     return 1 if skipped else 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,7 @@ Library use (e.g. periodic validation during training):
     pairs = make_homography_pairs(image_dir, num_pairs=100, seed=0)
     summary = evaluate_homography(extractor, matcher, pairs)
 """
+
 from .homography_eval import evaluate_homography  # noqa: F401
 from .pose_eval import evaluate_pose, make_middlebury_pairs, read_pose_pairs  # noqa: F401
 from .real_eval import evaluate_real, load_real_set  # noqa: F401

@@ -10,6 +10,7 @@ score bin) and the dustbin mass. Run:
     python -m superglue_ros.evaluation.matcher_study --real ../shared/datasets/real \
         [--max_pairs 60 --resize 640 --max_keypoints 1024 --output runs/matcher_study]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,16 +34,21 @@ THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 ITERATIONS = (5, 10, 20, 50, 100, 200)
 BIN_OFFSETS = (-4.0, -2.0, -1.0, 1.0, 2.0, 4.0)
 MNN_DISTANCES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-IDENTITY_INIT_SCALE = 15.0 ** 2 / 16.0  # untrained SuperGlue: final_proj 15 I, / sqrt(256)
+IDENTITY_INIT_SCALE = 15.0**2 / 16.0  # untrained SuperGlue: final_proj 15 I, / sqrt(256)
 IDENTITY_INIT_BIN = 1.0
 
 
 def superglue_scores(model, feats0, feats1) -> torch.Tensor:
     """SuperGlue's score matrix [1,M,N] (before Sinkhorn) of two Features."""
+
     def side(f):
-        return (torch.from_numpy(f.keypoints)[None], torch.from_numpy(f.scores)[None],
-                torch.from_numpy(np.ascontiguousarray(f.descriptors, np.float32))[None],
-                torch.tensor([f.image_size], dtype=torch.float32))
+        return (
+            torch.from_numpy(f.keypoints)[None],
+            torch.from_numpy(f.scores)[None],
+            torch.from_numpy(np.ascontiguousarray(f.descriptors, np.float32))[None],
+            torch.tensor([f.image_size], dtype=torch.float32),
+        )
+
     with torch.inference_mode():
         enc0, enc1 = model.encode(*side(feats0)), model.encode(*side(feats1))
         return model.match_scores(enc0, enc1).float()
@@ -51,20 +57,25 @@ def superglue_scores(model, feats0, feats1) -> torch.Tensor:
 def assignment_matches(scores, alpha, iterations):
     """(idx0, idx1, confidence, dustbin mass per row [M]) of the mutual argmax, no threshold."""
     from ..models.superglue import extract_matches, scaling_optimal_transport
+
     with torch.inference_mode():
         log_p = scaling_optimal_transport(scores, torch.tensor(float(alpha)), iterations)
         out = extract_matches(log_p, 0.0)
-    matches0 = out['matches0'][0].numpy()
+    matches0 = out["matches0"][0].numpy()
     idx0 = np.flatnonzero(matches0 >= 0)
-    return (idx0, matches0[idx0], out['matching_scores0'][0].numpy()[idx0],
-            log_p[0, :-1, -1].exp().numpy())
+    return (
+        idx0,
+        matches0[idx0],
+        out["matching_scores0"][0].numpy()[idx0],
+        log_p[0, :-1, -1].exp().numpy(),
+    )
 
 
 def auc5_difference(rows, reference_rows, resamples=2000, seed=0) -> tuple[float, float]:
     """5-95% bootstrap interval of AUC@5(rows) - AUC@5(reference) over resampled pairs (the
     same pairs for both): tells a real difference from the pose noise of a few pairs."""
-    errors = np.array([r['error_pose'] for r in rows])
-    reference = np.array([r['error_pose'] for r in reference_rows])
+    errors = np.array([r["error_pose"] for r in rows])
+    reference = np.array([r["error_pose"] for r in reference_rows])
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(resamples):
@@ -86,19 +97,26 @@ def study(pairs, extractor, model, resize, threshold_px=1.0, progress=True, sift
     def record(name, pair, pts0, pts1):
         residual = epipolar_distances_px(pts0, pts1, pair.T_0to1, pair.K0, pair.K1)
         close = residual[residual < 4.0]  # roughly right matches: their localisation noise
-        rows.setdefault(name, []).append(dict(
-            name=pair.name, **pose_result(pts0, pts1, pair.K0, pair.K1, pair.T_0to1,
-                                          threshold_px),
-            within_1px=int((residual < 1.0).sum()),
-            median_px_close=float(np.median(close)) if len(close) else float('nan')))
+        rows.setdefault(name, []).append(
+            dict(
+                name=pair.name,
+                **pose_result(pts0, pts1, pair.K0, pair.K1, pair.T_0to1, threshold_px),
+                within_1px=int((residual < 1.0).sum()),
+                median_px_close=float(np.median(close)) if len(close) else float("nan"),
+            )
+        )
 
-    for pair in tqdm(pairs, desc='study', disable=not progress, leave=False):
+    for pair in tqdm(pairs, desc="study", disable=not progress, leave=False):
         images = (pair.image0, pair.image1)
         if sift is not None:  # the classical reference on the same pairs
             s0, s1 = (extract_at(sift[0], image, resize) for image in images)
             i0, i1 = sift[1].match(s0, s1).indices()
-            record('sift', pair, undistort_points(s0.keypoints[i0], pair.K0, pair.dist0),
-                   undistort_points(s1.keypoints[i1], pair.K1, pair.dist1))
+            record(
+                "sift",
+                pair,
+                undistort_points(s0.keypoints[i0], pair.K0, pair.dist0),
+                undistort_points(s1.keypoints[i1], pair.K1, pair.dist1),
+            )
         feats0, feats1 = (extract_at(extractor, image, resize) for image in images)
         kpts0 = undistort_points(feats0.keypoints, pair.K0, pair.dist0)
         kpts1 = undistort_points(feats1.keypoints, pair.K1, pair.dist1)
@@ -110,82 +128,99 @@ def study(pairs, extractor, model, resize, threshold_px=1.0, progress=True, sift
         sim = feats0.descriptors @ feats1.descriptors.T
         m0, m1 = mnn.match(feats0, feats1).indices()
         distance = np.sqrt(np.maximum(2 - 2 * sim[m0, m1], 0))
-        record('mnn', pair, kpts0[m0], kpts1[m1])
+        record("mnn", pair, kpts0[m0], kpts1[m1])
         for d in MNN_DISTANCES:
             keep = distance <= d
-            record(f'mnn dist<={d}', pair, kpts0[m0[keep]], kpts1[m1[keep]])
+            record(f"mnn dist<={d}", pair, kpts0[m0[keep]], kpts1[m1[keep]])
         keep = errors(m0, m1) < 1.0
-        record('mnn oracle<1px', pair, kpts0[m0[keep]], kpts1[m1[keep]])
+        record("mnn oracle<1px", pair, kpts0[m0[keep]], kpts1[m1[keep]])
 
         scores = superglue_scores(model, feats0, feats1)
         for iterations in ITERATIONS:
             i0, i1, conf, bin_mass = assignment_matches(scores, alpha, iterations)
-            for t in (THRESHOLDS if iterations == 100 else (0.2,)):
+            for t in THRESHOLDS if iterations == 100 else (0.2,):
                 keep = conf > t
-                record(f'sg t={t} it={iterations}', pair, kpts0[i0[keep]], kpts1[i1[keep]])
+                record(f"sg t={t} it={iterations}", pair, kpts0[i0[keep]], kpts1[i1[keep]])
             if iterations == 100:
                 correct = errors(i0, i1) < CORRECT_PX
                 calibration.extend(zip(conf.tolist(), correct.tolist()))
-                dustbin['correct'].extend(bin_mass[i0[correct]].tolist())
-                dustbin['wrong'].extend(bin_mass[i0[~correct]].tolist())
-                dustbin['rows'].append(float((bin_mass > 0.5).mean()))
+                dustbin["correct"].extend(bin_mass[i0[correct]].tolist())
+                dustbin["wrong"].extend(bin_mass[i0[~correct]].tolist())
+                dustbin["rows"].append(float((bin_mass > 0.5).mean()))
                 sg = set(zip(i0[conf > 0.2].tolist(), i1[conf > 0.2].tolist()))
                 overlap.append(len(sg & set(zip(m0.tolist(), m1.tolist()))) / max(len(sg), 1))
                 keep = (conf > 0.2) & (errors(i0, i1) < 1.0)
-                record('sg oracle<1px', pair, kpts0[i0[keep]], kpts1[i1[keep]])
+                record("sg oracle<1px", pair, kpts0[i0[keep]], kpts1[i1[keep]])
         for offset in BIN_OFFSETS:
             i0, i1, conf, _ = assignment_matches(scores, alpha + offset, 100)
             keep = conf > 0.2
-            record(f'sg bin{offset:+g}', pair, kpts0[i0[keep]], kpts1[i1[keep]])
+            record(f"sg bin{offset:+g}", pair, kpts0[i0[keep]], kpts1[i1[keep]])
         raw = torch.from_numpy(IDENTITY_INIT_SCALE * sim.astype(np.float32))[None]
         i0, i1, conf, _ = assignment_matches(raw, IDENTITY_INIT_BIN, 100)
         keep = conf > 0.2
-        record('sinkhorn raw desc', pair, kpts0[i0[keep]], kpts1[i1[keep]])
+        record("sinkhorn raw desc", pair, kpts0[i0[keep]], kpts1[i1[keep]])
 
     results = {name: summarize_pose(r) for name, r in rows.items()}
     for name, r in rows.items():
-        results[name]['within_1px'] = float(np.mean([x['within_1px'] for x in r]))
-        results[name]['median_px_close'] = float(np.nanmedian([x['median_px_close'] for x in r]))
-        results[name]['auc5_minus_mnn_90ci'] = auc5_difference(r, rows['mnn'])
+        results[name]["within_1px"] = float(np.mean([x["within_1px"] for x in r]))
+        results[name]["median_px_close"] = float(np.nanmedian([x["median_px_close"] for x in r]))
+        results[name]["auc5_minus_mnn_90ci"] = auc5_difference(r, rows["mnn"])
     confidence, correct = (np.array(x) for x in zip(*calibration))
     edges = np.linspace(0, 1, 11)
     bins = np.clip(np.digitize(confidence, edges) - 1, 0, 9)
-    reliability = [dict(low=float(edges[b]), high=float(edges[b + 1]),
-                        count=int((bins == b).sum()),
-                        correct=float(correct[bins == b].mean()) if (bins == b).any() else None)
-                   for b in range(10)]
-    return dict(variants=results, per_pair=rows, bin_score=alpha, reliability=reliability,
-                dustbin_mass_correct=float(np.mean(dustbin['correct'])),
-                dustbin_mass_wrong=float(np.mean(dustbin['wrong'])),
-                rows_to_dustbin=float(np.mean(dustbin['rows'])),
-                sg_matches_also_mnn=float(np.mean(overlap)), correct_px=CORRECT_PX)
+    reliability = [
+        dict(
+            low=float(edges[b]),
+            high=float(edges[b + 1]),
+            count=int((bins == b).sum()),
+            correct=float(correct[bins == b].mean()) if (bins == b).any() else None,
+        )
+        for b in range(10)
+    ]
+    return dict(
+        variants=results,
+        per_pair=rows,
+        bin_score=alpha,
+        reliability=reliability,
+        dustbin_mass_correct=float(np.mean(dustbin["correct"])),
+        dustbin_mass_wrong=float(np.mean(dustbin["wrong"])),
+        rows_to_dustbin=float(np.mean(dustbin["rows"])),
+        sg_matches_also_mnn=float(np.mean(overlap)),
+        correct_px=CORRECT_PX,
+    )
 
 
 def plot_study(report: dict, path) -> None:
     """Left: AUC@5 and matches vs match threshold; right: reliability diagram."""
     import matplotlib
-    matplotlib.use('Agg')
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    variants = report['variants']
+
+    variants = report["variants"]
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4))
-    aucs = [100 * variants[f'sg t={t} it=100']['pose_auc@5deg'] for t in THRESHOLDS]
-    ax0.plot(THRESHOLDS, aucs, 'o-', label='SuperGlue AUC@5')
-    ax0.axhline(100 * variants['mnn']['pose_auc@5deg'], color='g', ls='--', label='MNN AUC@5')
-    ax0.axhline(100 * variants['sg oracle<1px']['pose_auc@5deg'], color='k', ls=':',
-                label='SuperGlue oracle (<1 px)')
-    ax0.set_xlabel('match threshold')
-    ax0.set_ylabel('pose AUC@5 %')
+    aucs = [100 * variants[f"sg t={t} it=100"]["pose_auc@5deg"] for t in THRESHOLDS]
+    ax0.plot(THRESHOLDS, aucs, "o-", label="SuperGlue AUC@5")
+    ax0.axhline(100 * variants["mnn"]["pose_auc@5deg"], color="g", ls="--", label="MNN AUC@5")
+    ax0.axhline(
+        100 * variants["sg oracle<1px"]["pose_auc@5deg"],
+        color="k",
+        ls=":",
+        label="SuperGlue oracle (<1 px)",
+    )
+    ax0.set_xlabel("match threshold")
+    ax0.set_ylabel("pose AUC@5 %")
     ax0.legend(fontsize=8)
     ax0.grid(alpha=0.3)
-    bins = [b for b in report['reliability'] if b['count']]
-    centres = [(b['low'] + b['high']) / 2 for b in bins]
-    ax1.bar(centres, [b['correct'] for b in bins], width=0.09, label='fraction correct')
-    ax1.plot([0, 1], [0, 1], 'k--', label='calibrated')
-    ax1.set_xlabel('SuperGlue confidence')
+    bins = [b for b in report["reliability"] if b["count"]]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    ax1.bar(centres, [b["correct"] for b in bins], width=0.09, label="fraction correct")
+    ax1.plot([0, 1], [0, 1], "k--", label="calibrated")
+    ax1.set_xlabel("SuperGlue confidence")
     ax1.set_ylabel(f"correct (< {report['correct_px']} px epipolar)")
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
-    fig.suptitle(report['title'], fontsize=9)
+    fig.suptitle(report["title"], fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -193,49 +228,66 @@ def plot_study(report: dict, path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--real', required=True, help='the datasets/real folder')
-    parser.add_argument('--set', default='kitti07')
-    parser.add_argument('--max_pairs', type=int, default=0, help='0 = all')
-    parser.add_argument('--resize', type=int, nargs='+', default=[640])
-    parser.add_argument('--max_keypoints', type=int, default=1024)
-    parser.add_argument('--output', default='runs/matcher_study')
+    parser.add_argument("--real", required=True, help="the datasets/real folder")
+    parser.add_argument("--set", default="kitti07")
+    parser.add_argument("--max_pairs", type=int, default=0, help="0 = all")
+    parser.add_argument("--resize", type=int, nargs="+", default=[640])
+    parser.add_argument("--max_keypoints", type=int, default=1024)
+    parser.add_argument("--output", default="runs/matcher_study")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     pairs = load_real_set(args.set, args.real, args.max_pairs)
     extractor, matcher = build_preset(
-        'superglue', extractor=dict(max_keypoints=args.max_keypoints, precision='fp32'),
-        matcher=dict(runtime='reference'))
+        "superglue",
+        extractor=dict(max_keypoints=args.max_keypoints, precision="fp32"),
+        matcher=dict(runtime="reference"),
+    )
     resize = None if args.resize == [-1] else args.resize
-    report = study(pairs, extractor, matcher.model, resize,
-                   sift=build_preset('sift', max_keypoints=args.max_keypoints))
-    report['title'] = (f'{args.set}, {len(pairs)} pairs, resize {args.resize}, '
-                       f'{args.max_keypoints} keypoints, shipped weights, fp32')
-    print(report['title'])
-    print(f"{'variant':22s}{'AUC@5':>8s}{'AUC@10':>8s}{'AUC@20':>8s}{'matches':>9s}"
-          f"{'inliers':>9s}{'inl.%':>7s}{'<1px':>7s}{'med.px':>7s}  AUC@5 - MNN (90% CI)")
-    for name, r in report['variants'].items():
-        low, high = r['auc5_minus_mnn_90ci']
-        print(f"{name:22s}{100 * r['pose_auc@5deg']:8.1f}{100 * r['pose_auc@10deg']:8.1f}"
-              f"{100 * r['pose_auc@20deg']:8.1f}{r['num_matches']:9.1f}{r['num_inliers']:9.1f}"
-              f"{100 * r['inlier_ratio']:7.1f}{r['within_1px']:7.1f}{r['median_px_close']:7.2f}"
-              f"  [{100 * low:+.1f}, {100 * high:+.1f}]")
-    print(f"bin score {report['bin_score']:.3f}; rows sent to the dustbin (mass > 0.5) "
-          f"{100 * report['rows_to_dustbin']:.1f}%; dustbin mass of matched rows: correct "
-          f"{report['dustbin_mass_correct']:.3f}, wrong {report['dustbin_mass_wrong']:.3f}; "
-          f"SuperGlue matches (t=0.2) that MNN also makes: "
-          f"{100 * report['sg_matches_also_mnn']:.1f}%")
-    print('reliability (confidence bin: count, fraction within '
-          f"{report['correct_px']} px of the GT epipolar line):")
-    for b in report['reliability']:
-        if b['count']:
+    report = study(
+        pairs,
+        extractor,
+        matcher.model,
+        resize,
+        sift=build_preset("sift", max_keypoints=args.max_keypoints),
+    )
+    report["title"] = (
+        f"{args.set}, {len(pairs)} pairs, resize {args.resize}, "
+        f"{args.max_keypoints} keypoints, shipped weights, fp32"
+    )
+    print(report["title"])
+    print(
+        f"{'variant':22s}{'AUC@5':>8s}{'AUC@10':>8s}{'AUC@20':>8s}{'matches':>9s}"
+        f"{'inliers':>9s}{'inl.%':>7s}{'<1px':>7s}{'med.px':>7s}  AUC@5 - MNN (90% CI)"
+    )
+    for name, r in report["variants"].items():
+        low, high = r["auc5_minus_mnn_90ci"]
+        print(
+            f"{name:22s}{100 * r['pose_auc@5deg']:8.1f}{100 * r['pose_auc@10deg']:8.1f}"
+            f"{100 * r['pose_auc@20deg']:8.1f}{r['num_matches']:9.1f}{r['num_inliers']:9.1f}"
+            f"{100 * r['inlier_ratio']:7.1f}{r['within_1px']:7.1f}{r['median_px_close']:7.2f}"
+            f"  [{100 * low:+.1f}, {100 * high:+.1f}]"
+        )
+    print(
+        f"bin score {report['bin_score']:.3f}; rows sent to the dustbin (mass > 0.5) "
+        f"{100 * report['rows_to_dustbin']:.1f}%; dustbin mass of matched rows: correct "
+        f"{report['dustbin_mass_correct']:.3f}, wrong {report['dustbin_mass_wrong']:.3f}; "
+        f"SuperGlue matches (t=0.2) that MNN also makes: "
+        f"{100 * report['sg_matches_also_mnn']:.1f}%"
+    )
+    print(
+        "reliability (confidence bin: count, fraction within "
+        f"{report['correct_px']} px of the GT epipolar line):"
+    )
+    for b in report["reliability"]:
+        if b["count"]:
             print(f"  {b['low']:.1f}-{b['high']:.1f}: {b['count']:6d}  {b['correct']:.3f}")
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / 'study.json').write_text(json.dumps(report, indent=1, default=float))
-    plot_study(report, output / 'study.png')
-    print(f'wrote {output / "study.json"} and {output / "study.png"}')
+    (output / "study.json").write_text(json.dumps(report, indent=1, default=float))
+    plot_study(report, output / "study.png")
+    print(f"wrote {output / 'study.json'} and {output / 'study.png'}")
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,7 @@ Definitions follow the SuperPoint / SuperGlue papers: repeatability and match co
 pixel threshold in the region both images see, homography corner error, relative pose error
 max(angle(R), angle(t)) and the area under the cumulative error curve (AUC).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,16 +15,20 @@ from ..homography import warp_points
 def _inside(pts: np.ndarray, image_size) -> np.ndarray:
     """bool [N]: (x, y) within [0, w-1] x [0, h-1]."""
     w, h = image_size
-    return ((pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
-            & np.isfinite(pts).all(1))
+    return (
+        (pts[:, 0] >= 0)
+        & (pts[:, 0] <= w - 1)
+        & (pts[:, 1] >= 0)
+        & (pts[:, 1] <= h - 1)
+        & np.isfinite(pts).all(1)
+    )
 
 
 def _distances(pts0: np.ndarray, pts1: np.ndarray) -> np.ndarray:
     """Euclidean distances [N0,N1]."""
     if len(pts0) == 0 or len(pts1) == 0:
         return np.zeros((len(pts0), len(pts1)))
-    return np.linalg.norm(pts0[:, None].astype(np.float64) - pts1[None].astype(np.float64),
-                          axis=-1)
+    return np.linalg.norm(pts0[:, None].astype(np.float64) - pts1[None].astype(np.float64), axis=-1)
 
 
 def repeatability(kpts0, kpts1, H, image_size0, image_size1, threshold=3.0) -> float:
@@ -77,27 +82,34 @@ def match_precision_recall(kpts0, kpts1, matches0, H, image_size1, threshold=3.0
     matches0 = np.asarray(matches0, np.int64).reshape(-1)
     idx0 = np.flatnonzero(matches0 >= 0)
     idx1 = matches0[idx0]
-    errors = np.linalg.norm(warp_points(H, kpts0[idx0]) - kpts1[idx1], axis=1) \
-        if len(idx0) else np.zeros(0)
+    errors = (
+        np.linalg.norm(warp_points(H, kpts0[idx0]) - kpts1[idx1], axis=1)
+        if len(idx0)
+        else np.zeros(0)
+    )
     correct = errors <= threshold
     gt = ground_truth_matches(kpts0, kpts1, H, image_size1, threshold)
     num_gt = int((gt >= 0).sum())
     hits = int(((gt >= 0) & (gt == matches0)).sum())
-    return dict(precision=float(correct.mean()) if len(idx0) else float('nan'),
-                recall=hits / num_gt if num_gt else float('nan'),
-                num_matches=int(len(idx0)), num_correct=int(correct.sum()), num_gt=num_gt)
+    return dict(
+        precision=float(correct.mean()) if len(idx0) else float("nan"),
+        recall=hits / num_gt if num_gt else float("nan"),
+        num_matches=int(len(idx0)),
+        num_correct=int(correct.sum()),
+        num_gt=num_gt,
+    )
 
 
 def homography_corner_error(H_est, H_gt, image_size) -> float:
     """Mean distance (px) between the image0 corners warped by H_est and by H_gt; inf if
     H_est is None."""
     if H_est is None:
-        return float('inf')
+        return float("inf")
     w, h = image_size
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
     error = np.linalg.norm(warp_points(H_est, corners) - warp_points(H_gt, corners), axis=1)
     error = error.mean()
-    return float(error) if np.isfinite(error) else float('inf')
+    return float(error) if np.isfinite(error) else float("inf")
 
 
 def angle_error_mat(R_est, R_gt) -> float:
@@ -108,7 +120,10 @@ def angle_error_mat(R_est, R_gt) -> float:
 
 def angle_error_vec(v_est, v_gt) -> float:
     """Angle (degrees) between two vectors; 180 when one is zero."""
-    v_est, v_gt = np.asarray(v_est, np.float64).reshape(-1), np.asarray(v_gt, np.float64).reshape(-1)
+    v_est, v_gt = (
+        np.asarray(v_est, np.float64).reshape(-1),
+        np.asarray(v_gt, np.float64).reshape(-1),
+    )
     norm = np.linalg.norm(v_est) * np.linalg.norm(v_gt)
     if norm == 0:
         return 180.0
@@ -142,7 +157,7 @@ def error_auc(errors, thresholds) -> list[float]:
     recall = np.r_[0.0, recall]
     aucs = []
     for threshold in thresholds:
-        last = np.searchsorted(errors, threshold, side='right')
+        last = np.searchsorted(errors, threshold, side="right")
         x = np.r_[errors[:last], threshold]
         y = np.r_[recall[:last], recall[last - 1]]
         aucs.append(float(np.trapezoid(y, x) / threshold))

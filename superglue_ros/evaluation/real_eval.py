@@ -7,6 +7,7 @@ sees the same lens. Methods that share an extractor object (SuperPoint for MNN a
 share its features, which halves the cost of the learned rows and makes their comparison one of
 matchers only.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -17,36 +18,42 @@ from tqdm import tqdm
 
 from ..geometry import DEFAULT_ESTIMATOR
 from .pose_eval import extract_at, matched_points, pose_result, summarize_pose
-from .real_pairs import RealPair, euroc_stereo_pairs, kitti_pairs, photo_pairs, \
-    undistort_points
+from .real_pairs import RealPair, euroc_stereo_pairs, kitti_pairs, photo_pairs, undistort_points
 
-REAL_SETS = ('kitti07', 'euroc', 'statue')
+REAL_SETS = ("kitti07", "euroc", "statue")
 
 
-def load_real_set(name: str, root, max_pairs=0, photo_pairs_count=100, seed=0
-                  ) -> list[RealPair]:
+def load_real_set(name: str, root, max_pairs=0, photo_pairs_count=100, seed=0) -> list[RealPair]:
     """Pairs of one validation set under `root` (../shared/datasets/real). max_pairs > 0 keeps
     that many, evenly spread over the list (so a KITTI subset still has every gap)."""
     root = pathlib.Path(root)
-    if name == 'kitti07':
-        pairs = kitti_pairs(root / 'kitti' / '07')
-    elif name == 'euroc':
-        pairs = euroc_stereo_pairs(root / 'euroc_v101_micro')
-    elif name == 'statue':
-        pairs = photo_pairs(root / 'statue_of_liberty', photo_pairs_count, seed=seed)
+    if name == "kitti07":
+        pairs = kitti_pairs(root / "kitti" / "07")
+    elif name == "euroc":
+        pairs = euroc_stereo_pairs(root / "euroc_v101_micro")
+    elif name == "statue":
+        pairs = photo_pairs(root / "statue_of_liberty", photo_pairs_count, seed=seed)
     else:
-        raise ValueError(f'unknown real set {name!r}; choose from {REAL_SETS}')
+        raise ValueError(f"unknown real set {name!r}; choose from {REAL_SETS}")
     if not pairs:
-        raise ValueError(f'no pairs found for {name!r} under {root}')
+        raise ValueError(f"no pairs found for {name!r} under {root}")
     if 0 < max_pairs < len(pairs):
         keep = np.unique(np.linspace(0, len(pairs) - 1, max_pairs).round().astype(int))
         pairs = [pairs[i] for i in keep]
     return pairs
 
 
-def evaluate_real(methods: dict, pairs: list[RealPair], resize=None, threshold_px=1.0,
-                  estimator=DEFAULT_ESTIMATOR, epipolar_threshold=5e-4, progress=False,
-                  return_per_pair=False, desc='real') -> dict:
+def evaluate_real(
+    methods: dict,
+    pairs: list[RealPair],
+    resize=None,
+    threshold_px=1.0,
+    estimator=DEFAULT_ESTIMATOR,
+    epipolar_threshold=5e-4,
+    progress=False,
+    return_per_pair=False,
+    desc="real",
+) -> dict:
     """methods: {name: (extractor, matcher)} -> {name: summary (+ per_pair)}.
 
     Pose AUC@5/10/20 deg, matches, RANSAC inliers and their ratio, epipolar precision (as
@@ -69,14 +76,27 @@ def evaluate_real(methods: dict, pairs: list[RealPair], resize=None, threshold_p
             pts0, pts1 = matched_points(feats0, feats1, matches)
             pts0 = undistort_points(pts0, pair.K0, pair.dist0)
             pts1 = undistort_points(pts1, pair.K1, pair.dist1)
-            per_pair[name].append(dict(
-                name=pair.name, num_keypoints0=len(feats0),
-                **pose_result(pts0, pts1, pair.K0, pair.K1, pair.T_0to1, threshold_px,
-                              estimator, epipolar_threshold),
-                extract_ms=extract_ms[id(extractor)], match_ms=match_ms))
+            per_pair[name].append(
+                dict(
+                    name=pair.name,
+                    num_keypoints0=len(feats0),
+                    **pose_result(
+                        pts0,
+                        pts1,
+                        pair.K0,
+                        pair.K1,
+                        pair.T_0to1,
+                        threshold_px,
+                        estimator,
+                        epipolar_threshold,
+                    ),
+                    extract_ms=extract_ms[id(extractor)],
+                    match_ms=match_ms,
+                )
+            )
     results = {}
     for name, rows in per_pair.items():
         results[name] = summarize_pose(rows)
         if return_per_pair:
-            results[name]['per_pair'] = rows
+            results[name]["per_pair"] = rows
     return results

@@ -7,6 +7,7 @@ X1 = R X0 + t (camera 0 to camera 1, metres for KITTI/EuRoC, SfM units for photo
 image as stored, zeros when the images are undistorted already. Layouts are described in
 ``../shared/datasets/README.md``; nothing here is needed at run time.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -29,12 +30,12 @@ class RealPair:
     name: str
     path0: pathlib.Path
     path1: pathlib.Path
-    K0: np.ndarray      # 3x3
-    K1: np.ndarray      # 3x3
-    dist0: np.ndarray   # (k1, k2, p1, p2)
+    K0: np.ndarray  # 3x3
+    K1: np.ndarray  # 3x3
+    dist0: np.ndarray  # (k1, k2, p1, p2)
     dist1: np.ndarray
-    R: np.ndarray       # 3x3, camera 0 -> camera 1
-    t: np.ndarray       # (3,)
+    R: np.ndarray  # 3x3, camera 0 -> camera 1
+    t: np.ndarray  # (3,)
 
     @property
     def image0(self) -> np.ndarray:
@@ -53,14 +54,15 @@ class RealPair:
 
     def __iter__(self):
         """Unpacks as (image0, image1, K0, K1, dist0, dist1, R, t)."""
-        return iter((self.image0, self.image1, self.K0, self.K1, self.dist0, self.dist1,
-                     self.R, self.t))
+        return iter(
+            (self.image0, self.image1, self.K0, self.K1, self.dist0, self.dist1, self.R, self.t)
+        )
 
 
 def read_gray(path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise ValueError(f'cannot read image {path}')
+        raise ValueError(f"cannot read image {path}")
     return image
 
 
@@ -73,16 +75,17 @@ def undistort_points(pts, K, dist) -> np.ndarray:
     dist = np.asarray(dist, np.float64).reshape(-1)
     if not np.any(dist):
         return np.asarray(pts, np.float64).reshape(-1, 2).copy()
-    return CameraModel(K, dist, 'plumb_bob').undistort(pts)
+    return CameraModel(K, dist, "plumb_bob").undistort(pts)
 
 
 # ------------------------------------------------------------------------------- KITTI
+
 
 def read_kitti_poses(path) -> dict[int, np.ndarray]:
     """poses.txt (frame index + 12 values of the 3x4 camera-to-world [R t]) -> {frame: 4x4}."""
     poses = {}
     lines = pathlib.Path(path).read_text().splitlines()
-    for _, fields in numbered_rows(lines, 13, 'frame + 3x4', path):
+    for _, fields in numbered_rows(lines, 13, "frame + 3x4", path):
         T = np.eye(4)
         T[:3] = np.array(fields[1:], np.float64).reshape(3, 4)
         poses[int(fields[0])] = T
@@ -94,9 +97,9 @@ def kitti_pairs(sequence_dir, gaps=KITTI_GAPS, stride=KITTI_STRIDE) -> list[Real
     when both frames are stored (gap is in KITTI frame indices, so the train sequences, which
     keep every second frame, need even gaps)."""
     folder = pathlib.Path(sequence_dir)
-    K = np.loadtxt(folder / 'K.txt').reshape(3, 3)
-    poses = read_kitti_poses(folder / 'poses.txt')
-    images = {int(p.stem): p for p in (folder / 'image_0').glob('*.jpg')}
+    K = np.loadtxt(folder / "K.txt").reshape(3, 3)
+    poses = read_kitti_poses(folder / "poses.txt")
+    images = {int(p.stem): p for p in (folder / "image_0").glob("*.jpg")}
     frames = sorted(f for f in poses if f in images)
     stored = set(frames)
     pairs = []
@@ -106,40 +109,68 @@ def kitti_pairs(sequence_dir, gaps=KITTI_GAPS, stride=KITTI_STRIDE) -> list[Real
             if f1 not in stored:
                 continue
             T = np.linalg.inv(poses[f1]) @ poses[f0]  # camera 0 -> world -> camera 1
-            pairs.append(RealPair(f'{folder.name}/{f0:06d}-{f1:06d}', images[f0], images[f1],
-                                  K, K, NO_DISTORTION, NO_DISTORTION, T[:3, :3], T[:3, 3]))
+            pairs.append(
+                RealPair(
+                    f"{folder.name}/{f0:06d}-{f1:06d}",
+                    images[f0],
+                    images[f1],
+                    K,
+                    K,
+                    NO_DISTORTION,
+                    NO_DISTORTION,
+                    T[:3, :3],
+                    T[:3, 3],
+                )
+            )
     return pairs
 
 
 # ------------------------------------------------------------------------------- EuRoC
 
+
 def read_euroc_camera(sensor_yaml) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EuRoC cam*/sensor.yaml -> (K 3x3, distortion (k1, k2, p1, p2), T_BS 4x4 camera-to-body)."""
     import yaml
+
     text = pathlib.Path(sensor_yaml).read_text()
-    conf = yaml.safe_load(text.split('\n', 1)[1] if text.startswith('%YAML') else text)
-    if conf.get('distortion_model') != 'radial-tangential':
-        raise ValueError(f'{sensor_yaml}: unsupported distortion model '
-                         f'{conf.get("distortion_model")!r} (expected radial-tangential)')
-    fu, fv, cu, cv = conf['intrinsics']
+    conf = yaml.safe_load(text.split("\n", 1)[1] if text.startswith("%YAML") else text)
+    if conf.get("distortion_model") != "radial-tangential":
+        raise ValueError(
+            f"{sensor_yaml}: unsupported distortion model "
+            f"{conf.get('distortion_model')!r} (expected radial-tangential)"
+        )
+    fu, fv, cu, cv = conf["intrinsics"]
     K = np.array([[fu, 0, cu], [0, fv, cv], [0, 0, 1]], np.float64)
-    T_BS = np.array(conf['T_BS']['data'], np.float64).reshape(4, 4)
-    return K, np.array(conf['distortion_coefficients'], np.float64), T_BS
+    T_BS = np.array(conf["T_BS"]["data"], np.float64).reshape(4, 4)
+    return K, np.array(conf["distortion_coefficients"], np.float64), T_BS
 
 
 def euroc_stereo_pairs(folder, stride=1) -> list[RealPair]:
     """cam0/cam1 images with the same timestamp; pose cam1 <- cam0 = inv(T_BS1) T_BS0."""
     folder = pathlib.Path(folder)
-    K0, dist0, T_BS0 = read_euroc_camera(folder / 'cam0' / 'sensor.yaml')
-    K1, dist1, T_BS1 = read_euroc_camera(folder / 'cam1' / 'sensor.yaml')
+    K0, dist0, T_BS0 = read_euroc_camera(folder / "cam0" / "sensor.yaml")
+    K1, dist1, T_BS1 = read_euroc_camera(folder / "cam1" / "sensor.yaml")
     T = np.linalg.inv(T_BS1) @ T_BS0
-    stamps1 = {p.stem for p in (folder / 'cam1').glob('*.jpg')}
-    stamps = sorted(p.stem for p in (folder / 'cam0').glob('*.jpg') if p.stem in stamps1)
-    return [RealPair(f'euroc/{s}', folder / 'cam0' / f'{s}.jpg', folder / 'cam1' / f'{s}.jpg',
-                     K0, K1, dist0, dist1, T[:3, :3], T[:3, 3]) for s in stamps[::stride]]
+    stamps1 = {p.stem for p in (folder / "cam1").glob("*.jpg")}
+    stamps = sorted(p.stem for p in (folder / "cam0").glob("*.jpg") if p.stem in stamps1)
+    return [
+        RealPair(
+            f"euroc/{s}",
+            folder / "cam0" / f"{s}.jpg",
+            folder / "cam1" / f"{s}.jpg",
+            K0,
+            K1,
+            dist0,
+            dist1,
+            T[:3, :3],
+            T[:3, 3],
+        )
+        for s in stamps[::stride]
+    ]
 
 
 # ------------------------------------------------------------------- photo collection (SfM)
+
 
 def photo_pairs(folder, num_pairs=100, max_rotation_deg=30.0, seed=0) -> list[RealPair]:
     """A seeded choice of `num_pairs` view pairs whose relative rotation is under
@@ -147,22 +178,33 @@ def photo_pairs(folder, num_pairs=100, max_rotation_deg=30.0, seed=0) -> list[Re
     ground truth, no distortion). The choice depends on (seed, the candidate list) only; the
     chosen pairs are returned in candidate order. num_pairs <= 0 keeps every candidate."""
     folder = pathlib.Path(folder)
-    cameras = parse_cameras((folder / 'cameras.txt').read_text().splitlines(),
-                            folder / 'cameras.txt')
-    names = sorted(n for n in cameras if (folder / 'images' / n).is_file())
+    cameras = parse_cameras(
+        (folder / "cameras.txt").read_text().splitlines(), folder / "cameras.txt"
+    )
+    names = sorted(n for n in cameras if (folder / "images" / n).is_file())
     candidates = []
     for i, name0 in enumerate(names):
         K0, R0, t0 = cameras[name0]
-        for name1 in names[i + 1:]:
+        for name1 in names[i + 1 :]:
             K1, R1, t1 = cameras[name1]
             T = relative_transform(R0, t0, R1, t1)
             if angle_error_mat(T[:3, :3], np.eye(3)) < max_rotation_deg:
-                candidates.append(RealPair(
-                    f'{folder.name}/{name0} {name1}', folder / 'images' / name0,
-                    folder / 'images' / name1, K0, K1, NO_DISTORTION, NO_DISTORTION,
-                    T[:3, :3], T[:3, 3]))
+                candidates.append(
+                    RealPair(
+                        f"{folder.name}/{name0} {name1}",
+                        folder / "images" / name0,
+                        folder / "images" / name1,
+                        K0,
+                        K1,
+                        NO_DISTORTION,
+                        NO_DISTORTION,
+                        T[:3, :3],
+                        T[:3, 3],
+                    )
+                )
     if 0 < num_pairs < len(candidates):
-        keep = np.sort(np.random.default_rng(seed).choice(len(candidates), num_pairs,
-                                                          replace=False))
+        keep = np.sort(
+            np.random.default_rng(seed).choice(len(candidates), num_pairs, replace=False)
+        )
         candidates = [candidates[i] for i in keep]
     return candidates

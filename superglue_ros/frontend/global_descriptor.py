@@ -37,15 +37,18 @@ class GlobalDescriptor:
       thumbnail_size ((w, h), default (32, 24)).
     """
 
-    default_conf = dict(method="lsh-bow", num_tables=4, bits_per_table=8, seed=0,
-                        thumbnail_size=(32, 24))
+    default_conf = dict(
+        method="lsh-bow", num_tables=4, bits_per_table=8, seed=0, thumbnail_size=(32, 24)
+    )
 
     def __init__(self, conf: dict | None = None):
         check_options("global descriptor", conf or {}, self.default_conf)
         self.conf = {**self.default_conf, **(conf or {})}
         if self.conf["method"] not in ("lsh-bow", "thumbnail", "both"):
-            raise ValueError(f"global descriptor method must be 'lsh-bow', 'thumbnail' or 'both', "
-                             f"got {self.conf['method']!r}")
+            raise ValueError(
+                f"global descriptor method must be 'lsh-bow', 'thumbnail' or 'both', "
+                f"got {self.conf['method']!r}"
+            )
         if not 1 <= int(self.conf["bits_per_table"]) <= 16 or int(self.conf["num_tables"]) < 1:
             raise ValueError("bits_per_table must be in [1, 16] and num_tables >= 1")
         self._planes: dict[int, np.ndarray] = {}
@@ -64,8 +67,11 @@ class GlobalDescriptor:
     def dim(self) -> int:
         """G, the length of every descriptor this instance returns (fixed per method)."""
         m = self.conf["method"]
-        return {"lsh-bow": self.bow_dim, "thumbnail": self.thumbnail_dim,
-                "both": self.bow_dim + self.thumbnail_dim}[m]
+        return {
+            "lsh-bow": self.bow_dim,
+            "thumbnail": self.thumbnail_dim,
+            "both": self.bow_dim + self.thumbnail_dim,
+        }[m]
 
     def _hyperplanes(self, dim: int) -> np.ndarray:
         """[D, T*B] float32 Gaussian projections for descriptor dimension D (seeded)."""
@@ -93,7 +99,7 @@ class GlobalDescriptor:
         if len(descriptors):
             desc = self._as_float(descriptors)
             signs = (desc @ self._hyperplanes(desc.shape[1])) > 0  # [N, T*B]
-            weights = (1 << np.arange(b, dtype=np.int64))
+            weights = 1 << np.arange(b, dtype=np.int64)
             codes = signs.reshape(len(desc), t, b).astype(np.int64) @ weights  # [N, T]
             for ti in range(t):
                 hist[ti] = np.bincount(codes[:, ti], minlength=1 << b)
@@ -103,8 +109,15 @@ class GlobalDescriptor:
     def thumbnail(self, image: np.ndarray) -> np.ndarray:
         """image uint8 HxW or HxWx3 -> [w*h] float32 zero-mean, L2-normalised."""
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(gray, tuple(int(v) for v in self.conf["thumbnail_size"]),
-                           interpolation=cv2.INTER_AREA).astype(np.float32).reshape(-1)
+        small = (
+            cv2.resize(
+                gray,
+                tuple(int(v) for v in self.conf["thumbnail_size"]),
+                interpolation=cv2.INTER_AREA,
+            )
+            .astype(np.float32)
+            .reshape(-1)
+        )
         return _l2n(small - small.mean())
 
     def __call__(self, features, image: np.ndarray | None = None) -> np.ndarray:
@@ -135,7 +148,9 @@ def cosine_similarity(query: np.ndarray, refs: np.ndarray) -> np.ndarray:
     return refs @ query.astype(np.float32)
 
 
-def rank_by_similarity(query: np.ndarray, refs: list[np.ndarray], top_k: int) -> list[tuple[int, float]]:
+def rank_by_similarity(
+    query: np.ndarray, refs: list[np.ndarray], top_k: int
+) -> list[tuple[int, float]]:
     """Indices into ``refs`` of the ``top_k`` most similar descriptors, best first, with scores.
     Descriptors of a different length (e.g. another configuration) are skipped."""
     valid = [i for i, r in enumerate(refs) if r is not None and r.shape == query.shape]

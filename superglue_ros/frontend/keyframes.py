@@ -122,8 +122,9 @@ class KeyframeCache:
         """New bounds (a parameter changed at run time); evicts what they no longer allow,
         pinned keyframes and the newest excepted, as ``add`` does. Returns the evicted ids."""
         if max_keyframes < 1 or max_bytes < 1:
-            raise ValueError(f"need max_keyframes >= 1 and max_bytes >= 1, got {max_keyframes}, "
-                             f"{max_bytes}")
+            raise ValueError(
+                f"need max_keyframes >= 1 and max_bytes >= 1, got {max_keyframes}, {max_bytes}"
+            )
         with self._lock:
             self.max_keyframes, self.max_bytes = int(max_keyframes), int(max_bytes)
             latest = next(reversed(self._kfs)) if self._kfs else None

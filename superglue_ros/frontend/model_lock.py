@@ -7,6 +7,7 @@ by that model's lock; two different models may run at the same time (SuperPoint 
 while SuperGlue matches a loop candidate). A background caller waits while a foreground caller
 holds or waits for the same model, so a loop job never takes a model that odometry is queued for.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,7 +86,7 @@ class ForegroundActivity:
         return self._active
 
 
-FOREGROUND = ForegroundActivity()   # one per process: the CPU cores are shared by all cameras
+FOREGROUND = ForegroundActivity()  # one per process: the CPU cores are shared by all cameras
 
 
 _LOCKS: "weakref.WeakKeyDictionary[object, ModelLock]" = weakref.WeakKeyDictionary()

@@ -95,8 +95,12 @@ class Correspondence:
     num_keypoints_reference: int
     processing_time_s: float
     # extensions of the contract (all fields the message needs)
-    query_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [K] into query keypoints
-    reference_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [K] into reference keypoints
+    query_indices: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )  # [K] into query keypoints
+    reference_indices: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )  # [K] into reference keypoints
     query_is_keyframe: bool = False
     reference_frame_id: str = ""
     query_image_size: tuple[int, int] = (0, 0)  # (w, h) original
@@ -104,7 +108,9 @@ class Correspondence:
     extractor: str = ""
     matcher: str = ""
     similarity: float = float("nan")  # global-descriptor cosine similarity (loop closures)
-    pose: RelativePose | None = None  # query camera in the reference frame, with covariance (essential only)
+    pose: RelativePose | None = (
+        None  # query camera in the reference frame, with covariance (essential only)
+    )
 
     @property
     def num_inliers(self) -> int:
@@ -122,7 +128,9 @@ class FrameResult:
     is_keyframe: bool
     keyframe: Keyframe | None  # the new keyframe when is_keyframe
     odometry: Correspondence | None  # vs the previous keyframe; None for the first frame
-    loop_closures: list[Correspondence]  # verified (>= min_loop_inliers) loop closures of a new keyframe
+    loop_closures: list[
+        Correspondence
+    ]  # verified (>= min_loop_inliers) loop closures of a new keyframe
     timings_s: dict[str, float]  # per stage: preprocess, extract, match, verify, policy, keyframe,
     #                              loop_rank, loop (inline only: rank + match + verify), total
     query_features: Features  # the frame's features, keypoints in ORIGINAL pixels
@@ -135,8 +143,12 @@ class FrameResult:
     keyframe_reason: str = ""  # see policy.KeyframeDecision.reason; "too_few_keypoints" = refused
     reference_id: int | None = None  # keyframe matched against (None for the first frame)
     evicted_ids: list[int] = field(default_factory=list)  # keyframes evicted by adding this one
-    loop_candidates: list[tuple[int, float]] = field(default_factory=list)  # (id, similarity) matched
-    warnings: list[str] = field(default_factory=list)  # non-fatal problems (bad K ignored, loop failure)
+    loop_candidates: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (id, similarity) matched
+    warnings: list[str] = field(
+        default_factory=list
+    )  # non-fatal problems (bad K ignored, loop failure)
     loop_job: "LoopJob | None" = None  # defer_loop and candidates to match: run or cancel it
 
 
@@ -183,7 +195,9 @@ class LoopVerification:
     status: str
     correspondence: Correspondence | None
     message: str = ""
-    query_missing: bool = False  # the status is about the query (unknown or evicted), not the candidate
+    query_missing: bool = (
+        False  # the status is about the query (unknown or evicted), not the candidate
+    )
 
 
 def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
@@ -193,7 +207,7 @@ def _keyframe_camera(kf: Keyframe) -> CameraModel | None:
     return None if kf.K is None else CameraModel.pinhole(kf.K)
 
 
-MODELS = ("auto", "essential", "fundamental", "homography")   # geometric_model choices
+MODELS = ("auto", "essential", "fundamental", "homography")  # geometric_model choices
 
 
 class FrontEnd:
@@ -247,49 +261,129 @@ class FrontEnd:
     """
 
     options = (
-        Option("working_width", 640, "width of the resolution the extractor sees [px]; 0 = no "
-               "resize", range=(0, 8192, 1)),
-        Option("working_height", 480, "height of the resolution the extractor sees [px]; 0 = no "
-               "resize", range=(0, 8192, 1)),
-        Option("resize_mode", "fit", "'fit' keeps the aspect ratio inside working size (never "
-               "upscales), 'stretch' resizes to exactly that size", choices=("fit", "stretch")),
-        Option("max_image_pixels", 4096 * 4096, "larger images are rejected with a log line "
-               "(width*height)", range=(1, 1 << 30, 1)),
-        Option("min_image_side", 16, "images with a smaller side are rejected [px]",
-               range=(1, 4096, 1)),
-        Option("geometric_model", "auto", "VO verification: 'auto' (essential with camera_info K, "
-               "else fundamental), 'essential', 'fundamental', 'homography'", choices=MODELS),
-        Option("ransac_threshold_px", 2.0, "RANSAC inlier threshold in original pixels",
-               range=(0.01, 100.0)),
-        Option("essential_max_iterations", ESSENTIAL_MAX_ITERATIONS, "RANSAC iteration cap of the "
-               "essential matrix (PoseLib, matches tried best score first): bounds its cost on "
-               "real video", range=(100, 100000, 1)),
+        Option(
+            "working_width",
+            640,
+            "width of the resolution the extractor sees [px]; 0 = no resize",
+            range=(0, 8192, 1),
+        ),
+        Option(
+            "working_height",
+            480,
+            "height of the resolution the extractor sees [px]; 0 = no resize",
+            range=(0, 8192, 1),
+        ),
+        Option(
+            "resize_mode",
+            "fit",
+            "'fit' keeps the aspect ratio inside working size (never "
+            "upscales), 'stretch' resizes to exactly that size",
+            choices=("fit", "stretch"),
+        ),
+        Option(
+            "max_image_pixels",
+            4096 * 4096,
+            "larger images are rejected with a log line (width*height)",
+            range=(1, 1 << 30, 1),
+        ),
+        Option(
+            "min_image_side", 16, "images with a smaller side are rejected [px]", range=(1, 4096, 1)
+        ),
+        Option(
+            "geometric_model",
+            "auto",
+            "VO verification: 'auto' (essential with camera_info K, "
+            "else fundamental), 'essential', 'fundamental', 'homography'",
+            choices=MODELS,
+        ),
+        Option(
+            "ransac_threshold_px",
+            2.0,
+            "RANSAC inlier threshold in original pixels",
+            range=(0.01, 100.0),
+        ),
+        Option(
+            "essential_max_iterations",
+            ESSENTIAL_MAX_ITERATIONS,
+            "RANSAC iteration cap of the "
+            "essential matrix (PoseLib, matches tried best score first): bounds its cost on "
+            "real video",
+            range=(100, 100000, 1),
+        ),
         *KeyframePolicy.options,
-        Option("max_keyframes", 200, "keyframe cache bound: number of keyframes (oldest evicted "
-               "first)", range=(1, 1000000, 1)),
-        Option("max_cache_bytes", 256 * 1024 * 1024, "keyframe cache bound: bytes of features, "
-               "descriptors and thumbnails", range=(1, 1 << 40, 1)),
-        Option("loop_closure", True, "compare each new keyframe with older keyframes and publish "
-               "loop closures"),
-        Option("loop_min_id_gap", 5, "loop candidates must be at least this many keyframe ids "
-               "older", range=(1, 100000, 1)),
-        Option("loop_top_k", 3, "loop candidates (by global descriptor) matched per new keyframe",
-               range=(0, 64, 1)),
-        Option("loop_min_similarity", 0.0, "loop candidates below this global-descriptor cosine "
-               "similarity are not matched", range=(-1.0, 1.0)),
-        Option("min_loop_inliers", 40, "inliers needed for a loop closure (internal and "
-               "verify_loop)", range=(1, 100000, 1)),
-        Option("loop_geometric_model", "auto", "loop verification model: 'auto', 'essential', "
-               "'fundamental', 'homography'", choices=MODELS),
-        Option("max_verify_candidates", 16, "candidates matched per verify_loop request; the rest "
-               "get status TOO_MANY_CANDIDATES", range=(1, 1024, 1)),
-        Option("min_keyframe_keypoints", 20, "a frame with fewer keypoints never becomes a "
-               "keyframe (the last keyframe stays the reference; without one the frame is "
-               "skipped)", range=(0, 100000, 1)),
-        Option("global_descriptor", "lsh-bow", "place-recognition descriptor: 'lsh-bow', "
-               "'thumbnail' or 'both'", choices=("lsh-bow", "thumbnail", "both")),
-        Option("thumbnail_width", 160, "width of the gray thumbnail kept per keyframe for debug "
-               "drawing (0 = none)", range=(0, 4096, 1)),
+        Option(
+            "max_keyframes",
+            200,
+            "keyframe cache bound: number of keyframes (oldest evicted first)",
+            range=(1, 1000000, 1),
+        ),
+        Option(
+            "max_cache_bytes",
+            256 * 1024 * 1024,
+            "keyframe cache bound: bytes of features, descriptors and thumbnails",
+            range=(1, 1 << 40, 1),
+        ),
+        Option(
+            "loop_closure",
+            True,
+            "compare each new keyframe with older keyframes and publish loop closures",
+        ),
+        Option(
+            "loop_min_id_gap",
+            5,
+            "loop candidates must be at least this many keyframe ids older",
+            range=(1, 100000, 1),
+        ),
+        Option(
+            "loop_top_k",
+            3,
+            "loop candidates (by global descriptor) matched per new keyframe",
+            range=(0, 64, 1),
+        ),
+        Option(
+            "loop_min_similarity",
+            0.0,
+            "loop candidates below this global-descriptor cosine similarity are not matched",
+            range=(-1.0, 1.0),
+        ),
+        Option(
+            "min_loop_inliers",
+            40,
+            "inliers needed for a loop closure (internal and verify_loop)",
+            range=(1, 100000, 1),
+        ),
+        Option(
+            "loop_geometric_model",
+            "auto",
+            "loop verification model: 'auto', 'essential', 'fundamental', 'homography'",
+            choices=MODELS,
+        ),
+        Option(
+            "max_verify_candidates",
+            16,
+            "candidates matched per verify_loop request; the rest get status TOO_MANY_CANDIDATES",
+            range=(1, 1024, 1),
+        ),
+        Option(
+            "min_keyframe_keypoints",
+            20,
+            "a frame with fewer keypoints never becomes a "
+            "keyframe (the last keyframe stays the reference; without one the frame is "
+            "skipped)",
+            range=(0, 100000, 1),
+        ),
+        Option(
+            "global_descriptor",
+            "lsh-bow",
+            "place-recognition descriptor: 'lsh-bow', 'thumbnail' or 'both'",
+            choices=("lsh-bow", "thumbnail", "both"),
+        ),
+        Option(
+            "thumbnail_width",
+            160,
+            "width of the gray thumbnail kept per keyframe for debug drawing (0 = none)",
+            range=(0, 4096, 1),
+        ),
     )
     default_conf = defaults(options)
 
@@ -319,8 +413,14 @@ class FrontEnd:
         self._frame_index = 0  # index the next accepted frame gets
         self._next_keyframe_id = 0
         self._last_keyframe_frame_index: int | None = None
-        self.stats = dict(frames_accepted=0, frames_bad=0, frames_stale=0, keyframes=0,
-                          loop_closures=0, loop_failures=0)
+        self.stats = dict(
+            frames_accepted=0,
+            frames_bad=0,
+            frames_stale=0,
+            keyframes=0,
+            loop_closures=0,
+            loop_failures=0,
+        )
 
     @classmethod
     def checked_conf(cls, conf: dict, base: dict | None = None) -> dict:
@@ -355,14 +455,17 @@ class FrontEnd:
         preset, extractor, matcher, runtime, weights, max_keypoints, device, ...) and the
         FrontEnd options ``conf``."""
         from ..features import build_components
+
         return cls(*build_components(components), conf)
 
     @classmethod
-    def from_preset(cls, preset: str, device: str = "cpu", conf: dict | None = None,
-                    **model_conf) -> "FrontEnd":
+    def from_preset(
+        cls, preset: str, device: str = "cpu", conf: dict | None = None, **model_conf
+    ) -> "FrontEnd":
         """Short form of from_config: a preset ('superglue', 'superpoint-mnn', 'sift', 'orb');
         ``model_conf`` as in ``features.build_preset`` (e.g. max_keypoints=512)."""
         from ..features import build_preset
+
         return cls(*build_preset(preset, device, **model_conf), conf)
 
     # ------------------------------------------------------------------ input checks
@@ -385,7 +488,9 @@ class FrontEnd:
         return max(1, round(width * s)), max(1, round(height * s))
 
     # ------------------------------------------------------------------ helpers
-    def _to_original(self, feats: Features, sx: float, sy: float, size: tuple[int, int]) -> Features:
+    def _to_original(
+        self, feats: Features, sx: float, sy: float, size: tuple[int, int]
+    ) -> Features:
         """Working-resolution features -> ORIGINAL pixels (``Features.scaled``, pixel-centre
         aligned: x_orig = (x_work + 0.5) / sx - 0.5). At scale 1 the features (and the tensors the
         extractor left on the device) are used as they are; otherwise the device copy of scores
@@ -396,13 +501,23 @@ class FrontEnd:
         entry = feats.cache.get(CACHE_KEY)
         if isinstance(entry, dict) and isinstance(entry.get("keypoints"), torch.Tensor):
             kpts = entry["keypoints"]
-            out.cache[CACHE_KEY] = dict(entry, keypoints=torch.from_numpy(out.keypoints).to(
-                device=kpts.device, dtype=kpts.dtype))
+            out.cache[CACHE_KEY] = dict(
+                entry,
+                keypoints=torch.from_numpy(out.keypoints).to(device=kpts.device, dtype=kpts.dtype),
+            )
         return out
 
-    def _correspond(self, kind: str, query: Features, ref: Keyframe, matches: Matches,
-                    query_camera: CameraModel | None, model: str, query_meta: dict,
-                    conf: dict) -> tuple[Correspondence, float]:
+    def _correspond(
+        self,
+        kind: str,
+        query: Features,
+        ref: Keyframe,
+        matches: Matches,
+        query_camera: CameraModel | None,
+        model: str,
+        query_meta: dict,
+        conf: dict,
+    ) -> tuple[Correspondence, float]:
         """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds).
         The geometry sees undistorted pixels when a camera has distortion; the Correspondence
         keeps the observed ones. ``conf``: the caller's snapshot of ``self.conf``."""
@@ -413,37 +528,66 @@ class FrontEnd:
         ref_camera = _keyframe_camera(ref)
         use_model = model
         if model == "auto":
-            use_model = "essential" if query_camera is not None and ref_camera is not None \
+            use_model = (
+                "essential"
+                if query_camera is not None and ref_camera is not None
                 else "fundamental"
+            )
         if use_model == "essential" and (query_camera is None or ref_camera is None):
             use_model = "fundamental"  # asked for essential but intrinsics are missing
         geo_r = pts_r if ref_camera is None else ref_camera.undistort(pts_r)
         geo_q = pts_q if query_camera is None else query_camera.undistort(pts_q)
         scores = matches.scores0[idx_q]
-        budget = {} if use_model != "essential" else dict(
-            max_iters=int(conf["essential_max_iterations"]))
-        geo = verify(geo_r, geo_q, None if ref_camera is None else ref_camera.K,
-                     None if query_camera is None else query_camera.K, model=use_model,
-                     threshold_px=float(conf["ransac_threshold_px"]), scores=scores, **budget)
+        budget = (
+            {}
+            if use_model != "essential"
+            else dict(max_iters=int(conf["essential_max_iterations"]))
+        )
+        geo = verify(
+            geo_r,
+            geo_q,
+            None if ref_camera is None else ref_camera.K,
+            None if query_camera is None else query_camera.K,
+            model=use_model,
+            threshold_px=float(conf["ransac_threshold_px"]),
+            scores=scores,
+            **budget,
+        )
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
             inl = geo.inliers
-            pose = relative_pose(geo.R, geo.t, normalize_points(geo_r[inl], ref_camera.K),
-                                 normalize_points(geo_q[inl], query_camera.K))
+            pose = relative_pose(
+                geo.R,
+                geo.t,
+                normalize_points(geo_r[inl], ref_camera.K),
+                normalize_points(geo_q[inl], query_camera.K),
+            )
         dt = time.perf_counter() - t0
         corr = Correspondence(
-            kind=kind, query_id=query_meta["id"], reference_id=ref.id,
-            query_stamp_ns=query_meta["stamp_ns"], reference_stamp_ns=ref.stamp_ns,
-            frame_id=query_meta["frame_id"], query_points=pts_q.astype(np.float32),
+            kind=kind,
+            query_id=query_meta["id"],
+            reference_id=ref.id,
+            query_stamp_ns=query_meta["stamp_ns"],
+            reference_stamp_ns=ref.stamp_ns,
+            frame_id=query_meta["frame_id"],
+            query_points=pts_q.astype(np.float32),
             reference_points=pts_r.astype(np.float32),
-            scores=scores.astype(np.float32), inliers=np.asarray(geo.inliers, bool),
-            model=geo, num_keypoints_query=len(query.keypoints),
-            num_keypoints_reference=len(ref.features.keypoints), processing_time_s=0.0,
-            query_indices=idx_q.astype(np.int64), reference_indices=idx_r.astype(np.int64),
-            query_is_keyframe=query_meta["is_keyframe"], reference_frame_id=ref.frame_id,
-            query_image_size=tuple(query.image_size), reference_image_size=tuple(ref.image_size),
-            extractor=getattr(self.extractor, "name", ""), matcher=getattr(self.matcher, "name", ""),
-            pose=pose)
+            scores=scores.astype(np.float32),
+            inliers=np.asarray(geo.inliers, bool),
+            model=geo,
+            num_keypoints_query=len(query.keypoints),
+            num_keypoints_reference=len(ref.features.keypoints),
+            processing_time_s=0.0,
+            query_indices=idx_q.astype(np.int64),
+            reference_indices=idx_r.astype(np.int64),
+            query_is_keyframe=query_meta["is_keyframe"],
+            reference_frame_id=ref.frame_id,
+            query_image_size=tuple(query.image_size),
+            reference_image_size=tuple(ref.image_size),
+            extractor=getattr(self.extractor, "name", ""),
+            matcher=getattr(self.matcher, "name", ""),
+            pose=pose,
+        )
         return corr, dt
 
     def _thumbnail(self, gray: np.ndarray) -> np.ndarray | None:
@@ -485,7 +629,9 @@ class FrontEnd:
         if last_stamp is not None and stamp <= last_stamp:
             self.stats["frames_stale"] += 1
             what = "duplicate" if stamp == last_stamp else "out-of-order"
-            raise StaleFrameError(f"{what} stamp {stamp} ns (last accepted {last_stamp} ns); frame skipped")
+            raise StaleFrameError(
+                f"{what} stamp {stamp} ns (last accepted {last_stamp} ns); frame skipped"
+            )
         camera = frame.camera
         if camera is None and frame.K is not None:
             reason = validate_intrinsics(frame.K)
@@ -495,13 +641,17 @@ class FrontEnd:
                 camera = CameraModel.pinhole(frame.K)
         h, w = gray.shape
         if camera is not None and any(camera.image_size) and tuple(camera.image_size) != (w, h):
-            warnings.append(f"camera model ignored: calibrated for {camera.image_size[0]}x"
-                            f"{camera.image_size[1]}, image is {w}x{h}")
+            warnings.append(
+                f"camera model ignored: calibrated for {camera.image_size[0]}x"
+                f"{camera.image_size[1]}, image is {w}x{h}"
+            )
             camera = None
         K = None if camera is None else camera.K
         ww, wh = self.working_size(w, h)
         sx, sy = ww / w, wh / h
-        work = gray if (ww, wh) == (w, h) else cv2.resize(gray, (ww, wh), interpolation=cv2.INTER_AREA)
+        work = (
+            gray if (ww, wh) == (w, h) else cv2.resize(gray, (ww, wh), interpolation=cv2.INTER_AREA)
+        )
         timings["preprocess"] = time.perf_counter() - t_start
 
         with self._state_lock:
@@ -520,7 +670,8 @@ class FrontEnd:
             self.stats["frames_bad"] += 1
             raise FeaturelessFrameError(
                 f"{len(feats.keypoints)} keypoints < min_keyframe_keypoints {min_kf_kpts} and no "
-                "keyframe yet: frame skipped")
+                "keyframe yet: frame skipped"
+            )
 
         odometry = None
         num_inliers = 0
@@ -530,25 +681,39 @@ class FrontEnd:
                 with self._matcher_lock.hold():
                     matches = self.matcher.match(feats, last_kf.features)
                 timings["match"] = time.perf_counter() - t0
-                meta = dict(id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False)
+                meta = dict(
+                    id=frame_index, stamp_ns=stamp, frame_id=frame.frame_id, is_keyframe=False
+                )
                 odometry, timings["verify"] = self._correspond(
-                    "odometry", feats, last_kf, matches, camera, self.conf["geometric_model"], meta,
-                    self.conf)
+                    "odometry",
+                    feats,
+                    last_kf,
+                    matches,
+                    camera,
+                    self.conf["geometric_model"],
+                    meta,
+                    self.conf,
+                )
             num_inliers = odometry.num_inliers
-            odometry.processing_time_s = (timings["preprocess"] + timings["extract"]
-                                          + timings["match"] + timings["verify"])
+            odometry.processing_time_s = (
+                timings["preprocess"] + timings["extract"] + timings["match"] + timings["verify"]
+            )
 
         t0 = time.perf_counter()
         decision = self.policy.decide(
             None if last_kf is None else frame_index - last_kf_frame,
             0.0 if last_kf is None else (stamp - last_kf.stamp_ns) * 1e-9,
-            num_inliers, 0 if last_kf is None else len(last_kf.features.keypoints))
+            num_inliers,
+            0 if last_kf is None else len(last_kf.features.keypoints),
+        )
         timings["policy"] = time.perf_counter() - t0
         if decision.is_keyframe and len(feats.keypoints) < min_kf_kpts:
             decision = KeyframeDecision(False, "too_few_keypoints")
-            warnings.append(f"frame {frame_index}: {len(feats.keypoints)} keypoints < "
-                            f"min_keyframe_keypoints {min_kf_kpts}: not made a keyframe, keyframe "
-                            f"{last_kf.id} stays the reference")
+            warnings.append(
+                f"frame {frame_index}: {len(feats.keypoints)} keypoints < "
+                f"min_keyframe_keypoints {min_kf_kpts}: not made a keyframe, keyframe "
+                f"{last_kf.id} stays the reference"
+            )
 
         keyframe = None
         job: LoopJob | None = None
@@ -556,10 +721,18 @@ class FrontEnd:
         candidates: list[tuple[int, float]] = []
         if decision.is_keyframe:
             t0 = time.perf_counter()
-            keyframe = Keyframe(id=next_id, stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h),
-                                features=feats, global_descriptor=self.global_descriptor(feats, work),
-                                K=K, thumbnail=self._thumbnail(gray), frame_index=frame_index,
-                                camera=camera)
+            keyframe = Keyframe(
+                id=next_id,
+                stamp_ns=stamp,
+                frame_id=frame.frame_id,
+                image_size=(w, h),
+                features=feats,
+                global_descriptor=self.global_descriptor(feats, work),
+                K=K,
+                thumbnail=self._thumbnail(gray),
+                frame_index=frame_index,
+                camera=camera,
+            )
             if odometry is not None:
                 odometry.query_id = keyframe.id
                 odometry.query_is_keyframe = True
@@ -598,19 +771,39 @@ class FrontEnd:
             job = None
         timings["total"] = time.perf_counter() - t_start
         return FrameResult(
-            frame_index=frame_index, is_keyframe=keyframe is not None, keyframe=keyframe,
-            odometry=odometry, loop_closures=loops, timings_s=timings, query_features=feats,
-            stamp_ns=stamp, frame_id=frame.frame_id, image_size=(w, h), working_size=(ww, wh),
-            scale=(sx, sy), keyframe_reason=decision.reason,
-            reference_id=None if last_kf is None else last_kf.id, evicted_ids=evicted,
-            loop_candidates=candidates, warnings=warnings, loop_job=job)
+            frame_index=frame_index,
+            is_keyframe=keyframe is not None,
+            keyframe=keyframe,
+            odometry=odometry,
+            loop_closures=loops,
+            timings_s=timings,
+            query_features=feats,
+            stamp_ns=stamp,
+            frame_id=frame.frame_id,
+            image_size=(w, h),
+            working_size=(ww, wh),
+            scale=(sx, sy),
+            keyframe_reason=decision.reason,
+            reference_id=None if last_kf is None else last_kf.id,
+            evicted_ids=evicted,
+            loop_candidates=candidates,
+            warnings=warnings,
+            loop_job=job,
+        )
 
     def _rank_loop_candidates(self, kf: Keyframe) -> LoopJob:
         """Rank keyframes with id <= kf.id - loop_min_id_gap by global descriptor, keep the top-k
         above loop_min_similarity and pin them (cheap: no model call)."""
         pool = self.cache.older_than(int(self.conf["loop_min_id_gap"]), ref_id=kf.id)
-        ranked = rank_by_similarity(kf.global_descriptor, [k.global_descriptor for k in pool],
-                                    int(self.conf["loop_top_k"])) if pool else []
+        ranked = (
+            rank_by_similarity(
+                kf.global_descriptor,
+                [k.global_descriptor for k in pool],
+                int(self.conf["loop_top_k"]),
+            )
+            if pool
+            else []
+        )
         ranked = [(pool[i], s) for i, s in ranked if s >= self.conf["loop_min_similarity"]]
         pinned = self.cache.pin([k.id for k, _ in ranked])
         return LoopJob(kf, ranked, self.cache, pinned, created_s=time.monotonic())
@@ -637,13 +830,19 @@ class FrontEnd:
         loops: list[Correspondence] = []
         if job.done:
             timings["total"] = time.perf_counter() - t_start
-            return LoopOutcome(kf.id, [], [], timings,
-                               [f"loop job of keyframe {kf.id} already ran or was cancelled: skipped"])
+            return LoopOutcome(
+                kf.id,
+                [],
+                [],
+                timings,
+                [f"loop job of keyframe {kf.id} already ran or was cancelled: skipped"],
+            )
         try:
             if job.candidates:
                 try:
-                    corrs = self._match_and_verify(kf, [k for k, _ in job.candidates], conf,
-                                                   background, timings)
+                    corrs = self._match_and_verify(
+                        kf, [k for k, _ in job.candidates], conf, background, timings
+                    )
                 except Exception as err:  # a loop failure must not cost anything else
                     with self._state_lock:
                         self.stats["loop_failures"] += 1
@@ -660,8 +859,14 @@ class FrontEnd:
         timings["total"] = time.perf_counter() - t_start
         return LoopOutcome(kf.id, loops, [(k.id, s) for k, s in job.candidates], timings, warnings)
 
-    def _match_and_verify(self, query: Keyframe, refs: list[Keyframe], conf: dict,
-                          background: bool = False, timings: dict | None = None) -> list[Correspondence]:
+    def _match_and_verify(
+        self,
+        query: Keyframe,
+        refs: list[Keyframe],
+        conf: dict,
+        background: bool = False,
+        timings: dict | None = None,
+    ) -> list[Correspondence]:
         """One batched ``match_many`` of a keyframe against keyframes (background: one
         ``match`` per keyframe, the lock released in between), then verification."""
         with self.cache.pinned([r.id for r in refs]):
@@ -674,15 +879,26 @@ class FrontEnd:
                         all_matches.append(self.matcher.match(query.features, ref.features))
             else:
                 with self._matcher_lock.hold():
-                    all_matches = self.matcher.match_many(query.features, [r.features for r in refs])
+                    all_matches = self.matcher.match_many(
+                        query.features, [r.features for r in refs]
+                    )
             t_match = time.perf_counter() - t0
             out = []
-            meta = dict(id=query.id, stamp_ns=query.stamp_ns, frame_id=query.frame_id, is_keyframe=True)
+            meta = dict(
+                id=query.id, stamp_ns=query.stamp_ns, frame_id=query.frame_id, is_keyframe=True
+            )
             t_verify_all = 0.0
             for ref, matches in zip(refs, all_matches):
-                corr, t_verify = self._correspond("loop_closure", query.features, ref, matches,
-                                                  _keyframe_camera(query),
-                                                  conf["loop_geometric_model"], meta, conf)
+                corr, t_verify = self._correspond(
+                    "loop_closure",
+                    query.features,
+                    ref,
+                    matches,
+                    _keyframe_camera(query),
+                    conf["loop_geometric_model"],
+                    meta,
+                    conf,
+                )
                 corr.processing_time_s = t_match / len(refs) + t_verify
                 t_verify_all += t_verify
                 out.append(corr)
@@ -691,8 +907,9 @@ class FrontEnd:
             timings["verify"] += t_verify_all
         return out
 
-    def verify_loop(self, query_id: int, candidate_ids: list[int],
-                    candidate_scores: list[float] | None = None) -> list[LoopVerification]:
+    def verify_loop(
+        self, query_id: int, candidate_ids: list[int], candidate_scores: list[float] | None = None
+    ) -> list[LoopVerification]:
         """Match keyframe ``query_id`` against ``candidate_ids`` (one batched matcher call) and
         verify geometrically. One result per candidate, in request order; never raises.
 
@@ -704,8 +921,9 @@ class FrontEnd:
         query_id = int(query_id)
         candidate_ids = [int(c) for c in candidate_ids]
         if candidate_scores is not None and len(candidate_scores) != len(candidate_ids):
-            raise ValueError(f"{len(candidate_scores)} candidate_scores for "
-                             f"{len(candidate_ids)} candidate_ids")
+            raise ValueError(
+                f"{len(candidate_scores)} candidate_scores for {len(candidate_ids)} candidate_ids"
+            )
         conf = self.conf  # one snapshot: update_conf replaces the dict, never mutates it
         gap = int(conf["loop_min_id_gap"])
         limit = int(conf["max_verify_candidates"])
@@ -716,25 +934,38 @@ class FrontEnd:
                     status, msg = "evicted", f"query keyframe {query_id} was evicted from the cache"
                 else:
                     status, msg = "unknown_query", f"query keyframe {query_id} is unknown"
-                return [LoopVerification(c, status, None, msg, query_missing=True) for c in candidate_ids]
+                return [
+                    LoopVerification(c, status, None, msg, query_missing=True)
+                    for c in candidate_ids
+                ]
             results: list[LoopVerification | None] = [None] * len(candidate_ids)
             eligible: dict[int, Keyframe] = {}
             for i, cid in enumerate(candidate_ids):
                 cand = self.cache.get(cid)
                 if cid == query_id:
-                    results[i] = LoopVerification(cid, "self_loop", None,
-                                                  "candidate is the query keyframe itself")
+                    results[i] = LoopVerification(
+                        cid, "self_loop", None, "candidate is the query keyframe itself"
+                    )
                 elif abs(cid - query_id) < gap:
                     results[i] = LoopVerification(
-                        cid, "too_close", None, f"candidate is {abs(cid - query_id)} keyframe "
-                        f"id(s) from the query, fewer than loop_min_id_gap {gap}")
+                        cid,
+                        "too_close",
+                        None,
+                        f"candidate is {abs(cid - query_id)} keyframe "
+                        f"id(s) from the query, fewer than loop_min_id_gap {gap}",
+                    )
                 elif cand is None:
                     if self.cache.was_evicted(cid):
-                        results[i] = LoopVerification(cid, "evicted", None,
-                                                      f"candidate keyframe {cid} was evicted from the cache")
+                        results[i] = LoopVerification(
+                            cid,
+                            "evicted",
+                            None,
+                            f"candidate keyframe {cid} was evicted from the cache",
+                        )
                     else:
-                        results[i] = LoopVerification(cid, "unknown_candidate", None,
-                                                      f"candidate keyframe {cid} is unknown")
+                        results[i] = LoopVerification(
+                            cid, "unknown_candidate", None, f"candidate keyframe {cid} is unknown"
+                        )
                 else:
                     eligible[cid] = cand
             order = list(eligible)
@@ -747,25 +978,35 @@ class FrontEnd:
             for i, cid in enumerate(candidate_ids):
                 if results[i] is None and cid not in todo:
                     results[i] = LoopVerification(
-                        cid, "too_many_candidates", None, f"not matched: more than "
-                        f"max_verify_candidates={limit} eligible candidates in the request")
+                        cid,
+                        "too_many_candidates",
+                        None,
+                        f"not matched: more than "
+                        f"max_verify_candidates={limit} eligible candidates in the request",
+                    )
             if todo:
                 try:
-                    corrs = dict(zip(todo, self._match_and_verify(query, list(todo.values()), conf)))
+                    corrs = dict(
+                        zip(todo, self._match_and_verify(query, list(todo.values()), conf))
+                    )
                 except Exception as err:
                     corrs = {}
                     for i, cid in enumerate(candidate_ids):
                         if results[i] is None:
-                            results[i] = LoopVerification(cid, "failed", None,
-                                                          f"matching failed: {type(err).__name__}: {err}")
+                            results[i] = LoopVerification(
+                                cid, "failed", None, f"matching failed: {type(err).__name__}: {err}"
+                            )
                 min_inl = int(conf["min_loop_inliers"])
                 for i, cid in enumerate(candidate_ids):
                     if results[i] is None:
                         corr = corrs[cid]
                         ok = corr.num_inliers >= min_inl
                         results[i] = LoopVerification(
-                            cid, "verified" if ok else "rejected", corr,
-                            f"{corr.num_inliers} inliers {'>=' if ok else '<'} min_loop_inliers {min_inl}")
+                            cid,
+                            "verified" if ok else "rejected",
+                            corr,
+                            f"{corr.num_inliers} inliers {'>=' if ok else '<'} min_loop_inliers {min_inl}",
+                        )
             return results
 
     def reset(self) -> int:

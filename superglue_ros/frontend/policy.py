@@ -37,24 +37,53 @@ class KeyframePolicy:
     """
 
     options = (
-        Option('min_inliers', 50, 'keyframe policy: new keyframe when verified inliers vs the last '
-               'keyframe fall below this', range=(0, 100000, 1)),
-        Option('min_inlier_ratio', 0.25, 'keyframe policy: new keyframe when inliers fall below '
-               "this fraction of the last keyframe's keypoints", range=(0.0, 1.0)),
-        Option('max_frames', 30, 'keyframe policy: new keyframe after this many processed frames '
-               '(0 disables)', range=(0, 100000, 1)),
-        Option('max_interval_s', 2.0, 'keyframe policy: new keyframe this many seconds (by stamp) '
-               'after the last (0 disables)', range=(0.0, 3600.0)),
-        Option('min_gap_frames', 2, 'keyframe policy: never a new keyframe fewer than this many '
-               'processed frames after the last one', range=(1, 100000, 1)),
+        Option(
+            "min_inliers",
+            50,
+            "keyframe policy: new keyframe when verified inliers vs the last "
+            "keyframe fall below this",
+            range=(0, 100000, 1),
+        ),
+        Option(
+            "min_inlier_ratio",
+            0.25,
+            "keyframe policy: new keyframe when inliers fall below "
+            "this fraction of the last keyframe's keypoints",
+            range=(0.0, 1.0),
+        ),
+        Option(
+            "max_frames",
+            30,
+            "keyframe policy: new keyframe after this many processed frames (0 disables)",
+            range=(0, 100000, 1),
+        ),
+        Option(
+            "max_interval_s",
+            2.0,
+            "keyframe policy: new keyframe this many seconds (by stamp) "
+            "after the last (0 disables)",
+            range=(0.0, 3600.0),
+        ),
+        Option(
+            "min_gap_frames",
+            2,
+            "keyframe policy: never a new keyframe fewer than this many "
+            "processed frames after the last one",
+            range=(1, 100000, 1),
+        ),
     )
     default_conf = defaults(options)
 
     def __init__(self, conf: dict | None = None):
         self.conf = validate("keyframe policy", self.options, conf)
 
-    def decide(self, frames_since_keyframe: int | None, seconds_since_keyframe: float,
-               num_inliers: int, num_keyframe_keypoints: int) -> KeyframeDecision:
+    def decide(
+        self,
+        frames_since_keyframe: int | None,
+        seconds_since_keyframe: float,
+        num_inliers: int,
+        num_keyframe_keypoints: int,
+    ) -> KeyframeDecision:
         """Decide for one accepted frame.
 
         frames_since_keyframe: accepted frames between the last keyframe and this frame

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-MOSAIC_ROWS = (("astronaut.png", "coffee.png", "chelsea.png"),
-               ("rocket.jpg", "motorcycle_left.png", "camera.png"))
+MOSAIC_ROWS = (
+    ("astronaut.png", "coffee.png", "chelsea.png"),
+    ("rocket.jpg", "motorcycle_left.png", "camera.png"),
+)
 ROW_HEIGHT = 512
 
 
@@ -43,8 +45,11 @@ def load_mosaic() -> np.ndarray:
             if image is None:
                 raise RuntimeError(f"cannot read the scikit-image photo {path}")
             h, w = image.shape[:2]
-            tiles.append(cv2.resize(image, (round(w * ROW_HEIGHT / h), ROW_HEIGHT),
-                                    interpolation=cv2.INTER_AREA))
+            tiles.append(
+                cv2.resize(
+                    image, (round(w * ROW_HEIGHT / h), ROW_HEIGHT), interpolation=cv2.INTER_AREA
+                )
+            )
         rows.append(np.concatenate(tiles, axis=1))
     width = min(r.shape[1] for r in rows)
     return np.ascontiguousarray(np.concatenate([r[:, :width] for r in rows], axis=0))
@@ -92,8 +97,13 @@ class SyntheticSequence:
         brightness drift so revisits are not pixel-identical)."""
         if not 0 <= i < len(self):
             raise IndexError(f"frame {i} out of range (sequence has {len(self)} frames)")
-        image = cv2.warpPerspective(self.mosaic, self.mosaic_to_frame[i], (self.width, self.height),
-                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        image = cv2.warpPerspective(
+            self.mosaic,
+            self.mosaic_to_frame[i],
+            (self.width, self.height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         gain = 1.0 + 0.08 * np.sin(2 * np.pi * self.t[i] * 1.5)
         out = image.astype(np.float32) * gain
         if self.noise_sigma > 0:
@@ -117,19 +127,36 @@ class SyntheticSequence:
 
     def overlap(self, i: int, j: int, grid: int = 16) -> float:
         """Fraction of frame i (sampled on a grid) that is visible in frame j."""
-        xs, ys = np.meshgrid(np.linspace(0, self.width - 1, grid), np.linspace(0, self.height - 1, grid))
+        xs, ys = np.meshgrid(
+            np.linspace(0, self.width - 1, grid), np.linspace(0, self.height - 1, grid)
+        )
         q = self.warp_points(i, j, np.stack([xs.ravel(), ys.ravel()], 1))
         eps = 1e-6
-        inside = ((q[:, 0] >= -eps) & (q[:, 0] <= self.width - 1 + eps)
-                  & (q[:, 1] >= -eps) & (q[:, 1] <= self.height - 1 + eps))
+        inside = (
+            (q[:, 0] >= -eps)
+            & (q[:, 0] <= self.width - 1 + eps)
+            & (q[:, 1] >= -eps)
+            & (q[:, 1] <= self.height - 1 + eps)
+        )
         return float(inside.mean())
 
 
-def make_sequence(num_frames: int = 80, loop_frames: int | None = None, width: int = 640,
-                  height: int = 480, focal_px: float = 500.0, fps: float = 10.0,
-                  scale: float = 0.8, amplitude: tuple[float, float] | None = None,
-                  roll_deg: float = 5.0, tilt_deg: float = 2.0, zoom: float = 0.08,
-                  noise_sigma: float = 2.0, seed: int = 0, stamp0_ns: int = 1_000_000_000) -> SyntheticSequence:
+def make_sequence(
+    num_frames: int = 80,
+    loop_frames: int | None = None,
+    width: int = 640,
+    height: int = 480,
+    focal_px: float = 500.0,
+    fps: float = 10.0,
+    scale: float = 0.8,
+    amplitude: tuple[float, float] | None = None,
+    roll_deg: float = 5.0,
+    tilt_deg: float = 2.0,
+    zoom: float = 0.08,
+    noise_sigma: float = 2.0,
+    seed: int = 0,
+    stamp0_ns: int = 1_000_000_000,
+) -> SyntheticSequence:
     """Build the loop sequence.
 
     num_frames: frames in total; loop_frames (default round(num_frames / 1.15)): frames for one
@@ -171,12 +198,27 @@ def make_sequence(num_frames: int = 80, loop_frames: int | None = None, width: i
         G = G / G[2, 2]
         Rs.append(R), Cs.append(C), Gs.append(G)
     Gs = np.array(Gs)
-    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
+    corners = np.array(
+        [[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float
+    )
     for i, G in enumerate(Gs):
         m = corners @ np.linalg.inv(G).T
         m = m[:, :2] / m[:, 2:3]
         if m.min() < 0 or m[:, 0].max() > mw - 1 or m[:, 1].max() > mh - 1:
-            raise ValueError(f"frame {i} would see beyond the {mw}x{mh} mosaic; lower amplitude/scale")
+            raise ValueError(
+                f"frame {i} would see beyond the {mw}x{mh} mosaic; lower amplitude/scale"
+            )
     stamps = stamp0_ns + np.round(np.arange(num_frames) * 1e9 / fps).astype(np.int64)
-    return SyntheticSequence(mosaic, Gs, K, np.array(Rs), np.array(Cs), stamps, t, width, height,
-                             float(noise_sigma), int(seed))
+    return SyntheticSequence(
+        mosaic,
+        Gs,
+        K,
+        np.array(Rs),
+        np.array(Cs),
+        stamps,
+        t,
+        width,
+        height,
+        float(noise_sigma),
+        int(seed),
+    )

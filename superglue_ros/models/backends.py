@@ -35,21 +35,38 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Reference mode: what the papers' reference scripts do (eager fp32 torch, standard configs,
 # torch max-pool NMS, no caching). Fast mode: the measured real-time choices (see benchmark.py).
-REFERENCE_SUPERPOINT = dict(backend="torch", precision="fp32", nms="torch", channels_last=False,
-                            small_op_threads=None)
-REFERENCE_SUPERGLUE = dict(backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log",
-                           small_op_threads=None)
-FAST_SUPERPOINT = dict(backend="openvino", precision="auto", nms="cv2", channels_last=True,
-                       small_op_threads=1, backend_threads=None, static_shapes=True)
+REFERENCE_SUPERPOINT = dict(
+    backend="torch", precision="fp32", nms="torch", channels_last=False, small_op_threads=None
+)
+REFERENCE_SUPERGLUE = dict(
+    backend="torch", precision="fp32", cache_keyframes=False, sinkhorn="log", small_op_threads=None
+)
+FAST_SUPERPOINT = dict(
+    backend="openvino",
+    precision="auto",
+    nms="cv2",
+    channels_last=True,
+    small_op_threads=1,
+    backend_threads=None,
+    static_shapes=True,
+)
 # GNN on one backend thread: on a quiet machine 74 ms vs 84 ms with two (3+3 layers, 512 x 512
 # keypoints, bf16, static shapes); under load 142-232 ms vs ~400 ms (many mid-sized ops, each a
 # thread synchronisation). The backbone keeps both threads.
-FAST_SUPERGLUE = dict(backend="openvino", precision="auto", cache_keyframes=True,
-                      sinkhorn="scaling", small_op_threads=1, backend_threads=1,
-                      static_shapes=True)
+FAST_SUPERGLUE = dict(
+    backend="openvino",
+    precision="auto",
+    cache_keyframes=True,
+    sinkhorn="scaling",
+    small_op_threads=1,
+    backend_threads=1,
+    static_shapes=True,
+)
 # runtime name -> (SuperPoint options, SuperGlue options); features.py and the node select by name
-RUNTIMES = {"fast": (FAST_SUPERPOINT, FAST_SUPERGLUE),
-            "reference": (REFERENCE_SUPERPOINT, REFERENCE_SUPERGLUE)}
+RUNTIMES = {
+    "fast": (FAST_SUPERPOINT, FAST_SUPERGLUE),
+    "reference": (REFERENCE_SUPERPOINT, REFERENCE_SUPERGLUE),
+}
 
 
 @contextlib.contextmanager
@@ -140,8 +157,10 @@ class TorchRunner:
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.channels_last:
-            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-                           for x in inputs)
+            inputs = tuple(
+                x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                for x in inputs
+            )
         with torch.inference_mode(), self.autocast(inputs[0].device.type):
             out = self.module(*inputs)
         out = out if isinstance(out, tuple) else (out,)
@@ -150,7 +169,8 @@ class TorchRunner:
 
 def _cache_dir() -> pathlib.Path:
     root = os.environ.get("SUPERGLUE_ROS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superglue_ros")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superglue_ros"
+    )
     return pathlib.Path(root)
 
 
@@ -168,22 +188,36 @@ def model_fingerprint(module: nn.Module, extra: str = "") -> str:
         if cls.__module__.startswith("superglue_ros"):
             with contextlib.suppress(OSError, TypeError):
                 h.update(inspect.getsource(inspect.getmodule(cls)).encode())
-    conf = getattr(module, "conf", None) or getattr(getattr(module, "model", None), "conf", None) or {}
+    conf = (
+        getattr(module, "conf", None) or getattr(getattr(module, "model", None), "conf", None) or {}
+    )
     h.update(repr(sorted((k, repr(v)) for k, v in conf.items() if k in ARCHITECTURE_KEYS)).encode())
     h.update(extra.encode())
     return h.hexdigest()[:20]
 
 
-def export_onnx(module: nn.Module, example_inputs: tuple, input_names: list[str],
-                output_names: list[str], dynamic_axes: dict) -> bytes:
+def export_onnx(
+    module: nn.Module,
+    example_inputs: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict,
+) -> bytes:
     """ONNX bytes of ``module`` (TorchScript exporter: measured ~3x faster to convert than
     OpenVINO's own torch frontend here)."""
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), example_inputs, buf, input_names=input_names,
-                          output_names=output_names, dynamic_axes=dynamic_axes,
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module.eval(),
+            example_inputs,
+            buf,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=17,
+            dynamo=False,
+        )
     return buf.getvalue()
 
 
@@ -196,9 +230,18 @@ class OpenVINORunner:
     # 110 ms). A node sees few shapes (fixed working size, padded keypoint buckets).
     MAX_STATIC_SHAPES = 8
 
-    def __init__(self, module: nn.Module, example_inputs: tuple, input_names: list[str],
-                 output_names: list[str], dynamic_axes: dict, precision: str = "fp32",
-                 threads: int | None = None, tag: str = "model", static_shapes: bool = False):
+    def __init__(
+        self,
+        module: nn.Module,
+        example_inputs: tuple,
+        input_names: list[str],
+        output_names: list[str],
+        dynamic_axes: dict,
+        precision: str = "fp32",
+        threads: int | None = None,
+        tag: str = "model",
+        static_shapes: bool = False,
+    ):
         try:
             import openvino as ov
         except ImportError as exc:
@@ -212,8 +255,9 @@ class OpenVINORunner:
             if xml.is_file():
                 ov_model = core.read_model(str(xml))
             else:
-                onnx_bytes = export_onnx(module, example_inputs, input_names, output_names,
-                                         dynamic_axes)
+                onnx_bytes = export_onnx(
+                    module, example_inputs, input_names, output_names, dynamic_axes
+                )
                 ov_model = ov.convert_model(io.BytesIO(onnx_bytes))
                 with contextlib.suppress(OSError):
                     xml.parent.mkdir(parents=True, exist_ok=True)
@@ -221,8 +265,10 @@ class OpenVINORunner:
                     ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
                     os.replace(tmp, xml)
                     os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-            config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp16": "f16"}.get(precision, "f32"),
-                      "PERFORMANCE_HINT": "LATENCY"}
+            config = {
+                "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp16": "f16"}.get(precision, "f32"),
+                "PERFORMANCE_HINT": "LATENCY",
+            }
             threads = threads or torch.get_num_threads()
             config["INFERENCE_NUM_THREADS"] = int(threads)
             self._core, self._model, self._config, self._tag = core, ov_model, config, tag
@@ -239,7 +285,9 @@ class OpenVINORunner:
             model = self._model
             if self.static_shapes:
                 model = model.clone()
-                model.reshape({port.any_name: list(shape) for port, shape in zip(model.inputs, shapes)})
+                model.reshape(
+                    {port.any_name: list(shape) for port, shape in zip(model.inputs, shapes)}
+                )
                 if len(self._compiled) >= self.MAX_STATIC_SHAPES:  # forget the oldest shape
                     self._compiled.pop(next(iter(self._compiled)))
                 LOG.debug("%s: compiling for input shapes %s", self._tag, shapes)
@@ -251,8 +299,9 @@ class OpenVINORunner:
         arrays = [x.detach().cpu().numpy() for x in inputs]
         compiled, request = self._compile(tuple(a.shape for a in arrays))
         result = request.infer(arrays)
-        return tuple(torch.from_numpy(np.array(result[out], dtype=np.float32))
-                     for out in compiled.outputs)
+        return tuple(
+            torch.from_numpy(np.array(result[out], dtype=np.float32)) for out in compiled.outputs
+        )
 
 
 class ONNXRuntimeRunner:
@@ -260,19 +309,30 @@ class ONNXRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, module: nn.Module, example_inputs: tuple, input_names: list[str],
-                 dynamic_axes: dict, output_names: list[str], threads: int | None = None,
-                 tag: str = "model"):
+    def __init__(
+        self,
+        module: nn.Module,
+        example_inputs: tuple,
+        input_names: list[str],
+        dynamic_axes: dict,
+        output_names: list[str],
+        threads: int | None = None,
+        tag: str = "model",
+    ):
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
         try:
-            onnx_bytes = export_onnx(module, example_inputs, input_names, output_names, dynamic_axes)
+            onnx_bytes = export_onnx(
+                module, example_inputs, input_names, output_names, dynamic_axes
+            )
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = int(threads or torch.get_num_threads())
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                onnx_bytes, opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:
             raise BackendUnavailable(f"onnxruntime could not export/load {tag}: {exc}") from exc
         self.input_names = input_names
@@ -283,10 +343,20 @@ class ONNXRuntimeRunner:
         return tuple(torch.from_numpy(o) for o in self.session.run(None, feed))
 
 
-def build_runner(backend: str, module: nn.Module, device, precision: str,
-                 example_inputs: tuple, input_names: list[str],
-                 output_names: list[str], dynamic_axes: dict, channels_last: bool = False,
-                 tag: str = "model", threads: int | None = None, static_shapes: bool = False):
+def build_runner(
+    backend: str,
+    module: nn.Module,
+    device,
+    precision: str,
+    example_inputs: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict,
+    channels_last: bool = False,
+    tag: str = "model",
+    threads: int | None = None,
+    static_shapes: bool = False,
+):
     """The requested runner, or the torch runner (one log line) if that backend is unusable.
 
     OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used."""
@@ -298,17 +368,32 @@ def build_runner(backend: str, module: nn.Module, device, precision: str,
         backend = "torch"
     if backend == "openvino":
         try:
-            return OpenVINORunner(module, example_inputs, input_names, output_names,
-                                  dynamic_axes, precision, threads=threads, tag=tag,
-                                  static_shapes=static_shapes)
+            return OpenVINORunner(
+                module,
+                example_inputs,
+                input_names,
+                output_names,
+                dynamic_axes,
+                precision,
+                threads=threads,
+                tag=tag,
+                static_shapes=static_shapes,
+            )
         except BackendUnavailable as exc:
             LOG.warning("%s: %s; falling back to torch", tag, exc)
     elif backend == "onnxruntime":
         try:
             if precision != "fp32":
                 LOG.info("%s: onnxruntime runs fp32 (no bf16 CPU kernels)", tag)
-            return ONNXRuntimeRunner(module, example_inputs, input_names, dynamic_axes,
-                                     output_names, threads=threads, tag=tag)
+            return ONNXRuntimeRunner(
+                module,
+                example_inputs,
+                input_names,
+                dynamic_axes,
+                output_names,
+                threads=threads,
+                tag=tag,
+            )
         except BackendUnavailable as exc:
             LOG.warning("%s: %s; falling back to torch", tag, exc)
     return TorchRunner(module, precision, channels_last)
@@ -323,8 +408,12 @@ def machine_description() -> dict:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return dict(cpu=model or platform.processor(), logical_cpus=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                native_bf16=cpu_has_native_bf16(),
-                bf16_flags=sorted({"avx512_bf16", "amx_bf16", "amx_tile"} & flags),
-                torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return dict(
+        cpu=model or platform.processor(),
+        logical_cpus=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        native_bf16=cpu_has_native_bf16(),
+        bf16_flags=sorted({"avx512_bf16", "amx_bf16", "amx_tile"} & flags),
+        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    )

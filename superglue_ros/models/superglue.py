@@ -135,9 +135,13 @@ class AttentionalGNN(nn.Module):
         return desc0, desc1
 
 
-def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
-                          mask0: torch.Tensor | None = None,
-                          mask1: torch.Tensor | None = None) -> torch.Tensor:
+def log_optimal_transport(
+    scores: torch.Tensor,
+    alpha: torch.Tensor,
+    iters: int,
+    mask0: torch.Tensor | None = None,
+    mask1: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Log-domain Sinkhorn with one dustbin row and column, always computed in fp32.
 
     scores [B,M,N], alpha scalar dustbin score, masks [B,M]/[B,N] bool (True = real).
@@ -157,10 +161,13 @@ def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
     ns = mask1.sum(1).float()
     alpha = alpha.float().to(device)
 
-    couplings = torch.cat([
-        torch.cat([scores, alpha.expand(b, m, 1)], dim=2),
-        torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], dim=2),
-    ], dim=1)  # [B,M+1,N+1]
+    couplings = torch.cat(
+        [
+            torch.cat([scores, alpha.expand(b, m, 1)], dim=2),
+            torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], dim=2),
+        ],
+        dim=1,
+    )  # [B,M+1,N+1]
     row_real = torch.cat([mask0, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
     col_real = torch.cat([mask1, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
     pair_real = row_real[:, :, None] & col_real[:, None, :]
@@ -182,9 +189,13 @@ def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
     return log_p.masked_fill(~pair_real, LOG_ZERO)
 
 
-def scaling_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
-                              mask0: torch.Tensor | None = None,
-                              mask1: torch.Tensor | None = None) -> torch.Tensor:
+def scaling_optimal_transport(
+    scores: torch.Tensor,
+    alpha: torch.Tensor,
+    iters: int,
+    mask0: torch.Tensor | None = None,
+    mask1: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The same Sinkhorn iterations as ``log_optimal_transport``, run on scaling vectors.
 
     With K = exp(Z - rowmax(Z)), r = exp(u), c = exp(v), the log-domain updates become
@@ -203,10 +214,13 @@ def scaling_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: 
     mask1 = ones(n) if mask1 is None else mask1
     ms, ns = mask0.sum(1).float(), mask1.sum(1).float()
     alpha = alpha.float().to(device)
-    couplings = torch.cat([
-        torch.cat([scores, alpha.expand(b, m, 1)], dim=2),
-        torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], dim=2),
-    ], dim=1)
+    couplings = torch.cat(
+        [
+            torch.cat([scores, alpha.expand(b, m, 1)], dim=2),
+            torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], dim=2),
+        ],
+        dim=1,
+    )
     row_real = torch.cat([mask0, ones(1)], dim=1)
     col_real = torch.cat([mask1, ones(1)], dim=1)
     pair_real = row_real[:, :, None] & col_real[:, None, :]
@@ -225,8 +239,13 @@ def scaling_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: 
         c = nu / torch.bmm(kernel_t, r[:, :, None])[..., 0].clamp(min=tiny)
     if not (torch.isfinite(r).all() and torch.isfinite(c).all()):
         return log_optimal_transport(scores, alpha, iters, mask0, mask1)
-    log_p = (couplings - row_max + torch.log(r.clamp(min=tiny))[:, :, None]
-             + torch.log(c.clamp(min=tiny))[:, None, :] + torch.log(total)[:, None, None])
+    log_p = (
+        couplings
+        - row_max
+        + torch.log(r.clamp(min=tiny))[:, :, None]
+        + torch.log(c.clamp(min=tiny))[:, None, :]
+        + torch.log(total)[:, None, None]
+    )
     log_p = log_p.masked_fill(~pair_real, LOG_ZERO)
     # Couplings far below their row's maximum are 0 in the kernel; when the solution needs them
     # (e.g. a dustbin score far below every match score) the scalings cannot represent it and
@@ -243,8 +262,12 @@ def scaling_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: 
 SINKHORN = {"log": log_optimal_transport, "scaling": scaling_optimal_transport}
 
 
-def extract_matches(log_assignment: torch.Tensor, threshold: float,
-                    mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None) -> dict:
+def extract_matches(
+    log_assignment: torch.Tensor,
+    threshold: float,
+    mask0: torch.Tensor | None = None,
+    mask1: torch.Tensor | None = None,
+) -> dict:
     """Mutual argmax over the inner [M,N] block, confidence exp(log assignment) > threshold."""
     inner = log_assignment[:, :-1, :-1]
     b, m, n = inner.shape
@@ -277,8 +300,9 @@ def extract_matches(log_assignment: torch.Tensor, threshold: float,
     )
 
 
-def pad_batch(keypoints: list[torch.Tensor], scores: list[torch.Tensor],
-              descriptors: list[torch.Tensor]) -> dict:
+def pad_batch(
+    keypoints: list[torch.Tensor], scores: list[torch.Tensor], descriptors: list[torch.Tensor]
+) -> dict:
     """Stack variable-length keypoint sets into padded [B,Nmax,...] tensors + mask [B,Nmax].
 
     keypoints[i] [N_i,2], scores[i] [N_i], descriptors[i] [N_i,D]. Padding is zeros."""
@@ -324,7 +348,9 @@ class SuperGlue(nn.Module):
         super().__init__()
         self.conf = {**self.default_conf, **(conf or {})}
         if self.conf["sinkhorn"] not in SINKHORN:
-            raise ValueError(f"unknown sinkhorn {self.conf['sinkhorn']!r}; choose from {sorted(SINKHORN)}")
+            raise ValueError(
+                f"unknown sinkhorn {self.conf['sinkhorn']!r}; choose from {sorted(SINKHORN)}"
+            )
         dim = self.conf["descriptor_dim"]
         self.kenc = KeypointEncoder(dim, self.conf["keypoint_encoder"])
         self.gnn = AttentionalGNN(dim, self.conf["gnn_layers"], self.conf["num_heads"])
@@ -341,7 +367,9 @@ class SuperGlue(nn.Module):
         return super().load_state_dict(*args, **kwargs)
 
     def uses_reference_path(self) -> bool:
-        return self.training or (self.conf["backend"] == "torch" and self.conf["precision"] == "fp32")
+        return self.training or (
+            self.conf["backend"] == "torch" and self.conf["precision"] == "fp32"
+        )
 
     def encode(self, kpts, scores, desc, image_size) -> torch.Tensor:
         """Descriptor + keypoint encoding -> [B,D,N] GNN input."""
@@ -368,8 +396,12 @@ class SuperGlue(nn.Module):
             if entry is not None and entry[0] == key and entry[1].shape[-1] == n:
                 enc = entry[1]
             else:
-                enc = self.encode(kpts[i:i + 1, :n], scores[i:i + 1, :n], desc[i:i + 1, :n],
-                                  image_size[i:i + 1])[0]
+                enc = self.encode(
+                    kpts[i : i + 1, :n],
+                    scores[i : i + 1, :n],
+                    desc[i : i + 1, :n],
+                    image_size[i : i + 1],
+                )[0]
                 if cache is not None:
                     cache["superglue_encoding"] = (key, enc)
             out[i, :, :n] = enc
@@ -382,17 +414,30 @@ class SuperGlue(nn.Module):
 
             dim = self.conf["descriptor_dim"]
             device = self.final_proj.weight.device
-            example = (torch.randn(1, dim, 512, device=device), torch.randn(1, dim, 512, device=device),
-                       torch.ones(1, 512, dtype=torch.bool, device=device),
-                       torch.ones(1, 512, dtype=torch.bool, device=device))
+            example = (
+                torch.randn(1, dim, 512, device=device),
+                torch.randn(1, dim, 512, device=device),
+                torch.ones(1, 512, dtype=torch.bool, device=device),
+                torch.ones(1, 512, dtype=torch.bool, device=device),
+            )
             runner = build_runner(
-                self.conf["backend"], _ScoreGraph(self), device, self.conf["precision"],
-                example_inputs=example, input_names=["enc0", "enc1", "mask0", "mask1"],
+                self.conf["backend"],
+                _ScoreGraph(self),
+                device,
+                self.conf["precision"],
+                example_inputs=example,
+                input_names=["enc0", "enc1", "mask0", "mask1"],
                 output_names=["scores"],
-                dynamic_axes={"enc0": {0: "b", 2: "m"}, "enc1": {0: "b", 2: "n"},
-                              "mask0": {0: "b", 1: "m"}, "mask1": {0: "b", 1: "n"}},
-                tag="superglue", threads=self.conf["backend_threads"],
-                static_shapes=self.conf["static_shapes"])
+                dynamic_axes={
+                    "enc0": {0: "b", 2: "m"},
+                    "enc1": {0: "b", 2: "n"},
+                    "mask0": {0: "b", 1: "m"},
+                    "mask1": {0: "b", 1: "n"},
+                },
+                tag="superglue",
+                threads=self.conf["backend_threads"],
+                static_shapes=self.conf["static_shapes"],
+            )
             self.__dict__["_runner"] = runner
         return runner
 
@@ -401,7 +446,9 @@ class SuperGlue(nn.Module):
         if self.uses_reference_path():
             desc0, desc1 = self.gnn(enc0, enc1, mask0, mask1)
             mdesc0, mdesc1 = self.final_proj(desc0), self.final_proj(desc1)
-            return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(self.conf["descriptor_dim"])
+            return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(
+                self.conf["descriptor_dim"]
+            )
         b, m, n = enc0.shape[0], enc0.shape[-1], enc1.shape[-1]
         if mask0 is None:
             mask0 = torch.ones(b, m, dtype=torch.bool, device=enc0.device)
@@ -429,17 +476,31 @@ class SuperGlue(nn.Module):
         m, n = kpts0.shape[1], kpts1.shape[1]
         if m == 0 or n == 0:
             log_assignment = kpts0.new_full((b, m + 1, n + 1), LOG_ZERO)
-            return dict(log_assignment=log_assignment,
-                        **extract_matches(log_assignment, self.conf["match_threshold"]))
+            return dict(
+                log_assignment=log_assignment,
+                **extract_matches(log_assignment, self.conf["match_threshold"]),
+            )
 
         from .backends import limited_threads
 
         small = None if self.training else self.conf["small_op_threads"]
         with stage("superglue_encode"), limited_threads(small):
-            enc0 = self.encode_cached(kpts0, data["scores0"], data["descriptors0"],
-                                      data["image_size0"], data.get("cache0"), mask0)
-            enc1 = self.encode_cached(kpts1, data["scores1"], data["descriptors1"],
-                                      data["image_size1"], data.get("cache1"), mask1)
+            enc0 = self.encode_cached(
+                kpts0,
+                data["scores0"],
+                data["descriptors0"],
+                data["image_size0"],
+                data.get("cache0"),
+                mask0,
+            )
+            enc1 = self.encode_cached(
+                kpts1,
+                data["scores1"],
+                data["descriptors1"],
+                data["image_size1"],
+                data.get("cache1"),
+                mask1,
+            )
         if enc0.shape[0] == 1 and b > 1:  # one query against b candidates
             enc0 = enc0.expand(b, -1, -1)
             mask0 = None if mask0 is None else mask0.expand(b, -1)
@@ -448,7 +509,8 @@ class SuperGlue(nn.Module):
         with stage("superglue_sinkhorn"), limited_threads(small):
             transport = SINKHORN[self.conf["sinkhorn"]]
             log_assignment = transport(
-                scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1)
+                scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1
+            )
             out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
         return dict(log_assignment=log_assignment, **out)
 
@@ -464,4 +526,6 @@ class _ScoreGraph(nn.Module):
         model = self.model
         desc0, desc1 = model.gnn(enc0, enc1, mask0, mask1)
         mdesc0, mdesc1 = model.final_proj(desc0), model.final_proj(desc1)
-        return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(model.conf["descriptor_dim"])
+        return torch.einsum("bdm,bdn->bmn", mdesc0, mdesc1) / math.sqrt(
+            model.conf["descriptor_dim"]
+        )

@@ -53,8 +53,9 @@ def _window_max_cv2(values: np.ndarray, radius: int) -> np.ndarray:
 
     k = 2 * radius + 1
     border = -np.inf if values.dtype != np.uint8 else 0
-    return cv2.dilate(values, np.ones((k, k), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                      borderValue=border)
+    return cv2.dilate(
+        values, np.ones((k, k), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=border
+    )
 
 
 def nms_torch(heatmap: torch.Tensor, radius: int, suppression_rounds: int = 0) -> torch.Tensor:
@@ -116,14 +117,18 @@ def refine_subpixel(keypoints: torch.Tensor, heatmap: torch.Tensor) -> torch.Ten
             l_minus, l_zero, l_plus = log[lo, x], log[y, x], log[hi, x]
         curvature = l_minus - 2 * l_zero + l_plus
         ok = inside & (curvature < 0)
-        delta = torch.where(ok, (l_minus - l_plus) / (2 * torch.where(ok, curvature, -1.0)),
-                            torch.zeros_like(curvature))
+        delta = torch.where(
+            ok,
+            (l_minus - l_plus) / (2 * torch.where(ok, curvature, -1.0)),
+            torch.zeros_like(curvature),
+        )
         offsets.append(delta.clamp(-0.5, 0.5))
     return keypoints + torch.stack(offsets, dim=-1).to(keypoints.dtype)
 
 
-def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8,
-                       convention: str = "reference") -> torch.Tensor:
+def sample_descriptors(
+    keypoints: torch.Tensor, dense: torch.Tensor, cell: int = 8, convention: str = "reference"
+) -> torch.Tensor:
     """Bilinearly sample an L2-normalised descriptor at each keypoint.
 
     keypoints: [N,2] (x, y) pixels; dense: [D,Hc,Wc] 1/cell-resolution map. Returns [N,D].
@@ -139,9 +144,12 @@ def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int =
         grid = (keypoints + 0.5) / size * 2 - 1
         options = dict(padding_mode="border", align_corners=False)
     else:
-        raise ValueError(f"unknown descriptor_sampling {convention!r}; choose from {DESCRIPTOR_SAMPLING}")
-    sampled = F.grid_sample(dense[None].float(), grid[None, None].float(), mode="bilinear",
-                            **options)  # [1,D,1,N]
+        raise ValueError(
+            f"unknown descriptor_sampling {convention!r}; choose from {DESCRIPTOR_SAMPLING}"
+        )
+    sampled = F.grid_sample(
+        dense[None].float(), grid[None, None].float(), mode="bilinear", **options
+    )  # [1,D,1,N]
     return F.normalize(sampled[0, :, 0].t(), p=2, dim=1)
 
 
@@ -174,10 +182,14 @@ class SuperPoint(nn.Module):
         super().__init__()
         self.conf = {**self.default_conf, **(conf or {})}
         if self.conf["nms"] not in NMS_FUNCTIONS:
-            raise ValueError(f"unknown nms {self.conf['nms']!r}; choose from {sorted(NMS_FUNCTIONS)}")
+            raise ValueError(
+                f"unknown nms {self.conf['nms']!r}; choose from {sorted(NMS_FUNCTIONS)}"
+            )
         if self.conf["descriptor_sampling"] not in DESCRIPTOR_SAMPLING:
-            raise ValueError(f"unknown descriptor_sampling {self.conf['descriptor_sampling']!r}; "
-                             f"choose from {DESCRIPTOR_SAMPLING}")
+            raise ValueError(
+                f"unknown descriptor_sampling {self.conf['descriptor_sampling']!r}; "
+                f"choose from {DESCRIPTOR_SAMPLING}"
+            )
         if self.conf["subpixel"] not in SUBPIXEL:
             raise ValueError(f"unknown subpixel {self.conf['subpixel']!r}; choose from {SUBPIXEL}")
         rounds = self.conf["nms_suppression_rounds"]
@@ -210,8 +222,9 @@ class SuperPoint(nn.Module):
 
     def uses_reference_path(self) -> bool:
         c = self.conf
-        return self.training or (c["backend"] == "torch" and c["precision"] == "fp32"
-                                 and not c["channels_last"])
+        return self.training or (
+            c["backend"] == "torch" and c["precision"] == "fp32" and not c["channels_last"]
+        )
 
     def dense_runner(self):
         """The backend running forward_dense at inference (built once, on first use)."""
@@ -222,12 +235,19 @@ class SuperPoint(nn.Module):
             device = self.conv1a.weight.device
             example = (torch.zeros(1, 1, 480, 640, device=device),)
             runner = build_runner(
-                self.conf["backend"], _DenseGraph(self), device, self.conf["precision"],
-                example_inputs=example, input_names=["image"],
+                self.conf["backend"],
+                _DenseGraph(self),
+                device,
+                self.conf["precision"],
+                example_inputs=example,
+                input_names=["image"],
                 output_names=["logits", "descriptors"],
                 dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}},
-                channels_last=self.conf["channels_last"], tag="superpoint",
-                threads=self.conf["backend_threads"], static_shapes=self.conf["static_shapes"])
+                channels_last=self.conf["channels_last"],
+                tag="superpoint",
+                threads=self.conf["backend_threads"],
+                static_shapes=self.conf["static_shapes"],
+            )
             self.__dict__["_runner"] = runner
         return runner
 
@@ -270,7 +290,9 @@ class SuperPoint(nn.Module):
             w = image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             image = (image * w).sum(1, keepdim=True)
         if image.shape[1] != 1:
-            raise ValueError(f"SuperPoint expects [B,1,H,W] or [B,3,H,W] images, got {tuple(image.shape)}")
+            raise ValueError(
+                f"SuperPoint expects [B,1,H,W] or [B,3,H,W] images, got {tuple(image.shape)}"
+            )
         return image
 
     def pad_to_cell(self, image: torch.Tensor) -> torch.Tensor:
@@ -287,11 +309,12 @@ class SuperPoint(nn.Module):
         NMS, then drop the pad and a border of ``remove_borders`` px of the real image, keep
         scores > ``keypoint_threshold``, then the top ``max_keypoints`` by decreasing score."""
         conf = self.conf
-        heat = NMS_FUNCTIONS[conf["nms"]](heatmap, conf["nms_radius"],
-                                          conf["nms_suppression_rounds"])
+        heat = NMS_FUNCTIONS[conf["nms"]](
+            heatmap, conf["nms_radius"], conf["nms_suppression_rounds"]
+        )
         b = conf["remove_borders"]
         valid = torch.zeros_like(heat, dtype=torch.bool)
-        valid[:, b:height - b, b:width - b] = True
+        valid[:, b : height - b, b : width - b] = True
         heat = torch.where(valid, heat, torch.zeros_like(heat))
         keypoints, scores = [], []
         for i, hb in enumerate(heat):
@@ -318,8 +341,10 @@ class SuperPoint(nn.Module):
             dense = self.dense(self.pad_to_cell(image))
         from .backends import limited_threads
 
-        with stage("superpoint_decode"), \
-                limited_threads(None if self.training else self.conf["small_op_threads"]):
+        with (
+            stage("superpoint_decode"),
+            limited_threads(None if self.training else self.conf["small_op_threads"]),
+        ):
             heatmap = self.logits_to_heatmap(dense["logits"])
             keypoints, scores = self.extract_keypoints(heatmap, height, width)
             descriptors = [

@@ -42,7 +42,10 @@ FORMAT = "superglue_ros/1"
 # homographies MNN AUC@1/3px 47.2/79.4 vs 42.5/79.1, SuperGlue 43.1/78.1 vs 41.3/77.1.
 OUR_FORMAT_SUPERPOINT_DECODING = dict(descriptor_sampling="pixel_centre", subpixel="quadratic")
 MODEL_CLASSES = {"superpoint": SuperPoint, "superglue": SuperGlue}
-TRAIN_COMMANDS = {"superpoint": "superglue-train-superpoint", "superglue": "superglue-train-superglue"}
+TRAIN_COMMANDS = {
+    "superpoint": "superglue-train-superpoint",
+    "superglue": "superglue-train-superglue",
+}
 
 
 class WeightsError(RuntimeError):
@@ -78,16 +81,19 @@ def config_from_state_dict(kind: str, state_dict: dict) -> dict:
         else:
             conf["descriptor_dim"] = int(state_dict["final_proj.weight"].shape[0])
             convs = sorted(
-                (int(m.group(1)), v.shape[0]) for k, v in state_dict.items()
+                (int(m.group(1)), v.shape[0])
+                for k, v in state_dict.items()
                 if (m := re.fullmatch(r"kenc\.encoder\.(\d+)\.weight", k)) and v.dim() == 3
             )
             if convs:
                 conf["keypoint_encoder"] = [int(c) for _, c in convs[:-1]]
-            layers = {int(m.group(1)) for k in state_dict
-                      if (m := re.match(r"gnn\.layers\.(\d+)\.", k))}
+            layers = {
+                int(m.group(1)) for k in state_dict if (m := re.match(r"gnn\.layers\.(\d+)\.", k))
+            }
             if layers:
-                conf["gnn_layers"] = ["self", "cross"] * ((max(layers) + 1) // 2) \
-                    + (["self"] if (max(layers) + 1) % 2 else [])
+                conf["gnn_layers"] = ["self", "cross"] * ((max(layers) + 1) // 2) + (
+                    ["self"] if (max(layers) + 1) % 2 else []
+                )
     except (KeyError, AttributeError, IndexError):
         pass  # missing keys are reported precisely by the key check that follows
     return conf
@@ -107,7 +113,9 @@ def _describe_mismatch(path, model: nn.Module, state_dict: dict) -> str | None:
                 wrong.append(f"{k}: expected {tuple(v.shape)}, got {tuple(got.shape)}")
 
     def listing(title, items):
-        shown = ", ".join(items[:12]) + (f", ... ({len(items)} in total)" if len(items) > 12 else "")
+        shown = ", ".join(items[:12]) + (
+            f", ... ({len(items)} in total)" if len(items) > 12 else ""
+        )
         return f"{title} ({len(items)}): {shown}"
 
     parts = []
@@ -132,7 +140,8 @@ def read_weights_file(path) -> dict:
     except Exception as exc:  # truncated zip, pickle error, forbidden global, ...
         raise WeightsError(
             f"cannot read weights file {path} (truncated, corrupt or not a torch file?): "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"weights file {path} holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -152,12 +161,15 @@ def load_model(kind: str, path=None, conf: dict | None = None, device="cpu") -> 
         raise WeightsError(
             f"no trained {kind} weights at {path} yet: the shipped file is written by "
             f"`{TRAIN_COMMANDS[kind]}` (training may still be running). Pass a weights file "
-            f"explicitly (ours or the published {kind} .pth) or train first.")
+            f"explicitly (ours or the published {kind} .pth) or train first."
+        )
     obj = read_weights_file(path)
 
     if obj.get("format") is not None:
         if obj.get("format") != FORMAT:
-            raise WeightsError(f"weights file {path} has unknown format {obj.get('format')!r}, expected {FORMAT!r}")
+            raise WeightsError(
+                f"weights file {path} has unknown format {obj.get('format')!r}, expected {FORMAT!r}"
+            )
         file_kind = obj.get("kind")
         if file_kind != kind:
             raise WeightsError(f"weights file {path} holds a {file_kind!r} model, not {kind!r}")
@@ -173,7 +185,7 @@ def load_model(kind: str, path=None, conf: dict | None = None, device="cpu") -> 
         if isinstance(obj.get("state_dict"), dict):  # plain {'state_dict': ...} checkpoint
             state_dict = obj["state_dict"]
         if state_dict and all(k.startswith("module.") for k in state_dict):
-            state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+            state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
         file_kind = guess_kind(state_dict)
         if file_kind is not None and file_kind != kind:
             raise WeightsError(f"weights file {path} holds a {file_kind} state dict, not {kind}")
@@ -195,8 +207,13 @@ def load_model(kind: str, path=None, conf: dict | None = None, device="cpu") -> 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=pathlib.Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -214,12 +231,19 @@ def save_model(model: nn.Module, path, meta: dict) -> None:
     if kind is None:
         raise TypeError(f"save_model expects SuperPoint or SuperGlue, got {type(model).__name__}")
     meta = dict(meta or {})
-    meta.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault(
+        "date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
     meta.setdefault("git_commit", _git_commit())
     meta.setdefault("torch", torch.__version__)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    obj = {"format": FORMAT, "kind": kind, "config": _plain(model.conf),
-           "state_dict": state_dict, "meta": _plain(meta)}
+    obj = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": _plain(model.conf),
+        "state_dict": state_dict,
+        "meta": _plain(meta),
+    }
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -6,6 +6,7 @@ frame is processed, waiting briefly for one that has not arrived yet. A calibrat
 once (latched, transient-local) has a stamp no frame shares: mode 'latest' takes the newest
 one whatever its stamp. Plain Python (no ROS types), so it is tested without DDS.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,15 +14,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-SYNC_MODES = ('stamp', 'latest')
-BUFFER_SIZE = 64   # camera_info messages kept per camera: a few seconds at camera rates
+SYNC_MODES = ("stamp", "latest")
+BUFFER_SIZE = 64  # camera_info messages kept per camera: a few seconds at camera rates
 
 
 @dataclass
 class InfoMatch:
     """Outcome of a lookup: the message (None when none fits) and, then, why."""
+
     info: object | None
-    problem: str = ''
+    problem: str = ""
 
 
 class CameraInfoBuffer:
@@ -53,8 +55,15 @@ class CameraInfoBuffer:
         with self._changed:
             return len(self._by_stamp)
 
-    def find(self, stamp_ns: int, frame_id: str, mode: str = 'stamp', tolerance_ns: int = 0,
-             wait_s: float = 0.0, check_frame_id: bool = True) -> InfoMatch:
+    def find(
+        self,
+        stamp_ns: int,
+        frame_id: str,
+        mode: str = "stamp",
+        tolerance_ns: int = 0,
+        wait_s: float = 0.0,
+        check_frame_id: bool = True,
+    ) -> InfoMatch:
         """The camera_info for a frame (stamp_ns, frame_id).
 
         mode 'stamp': the one with the nearest stamp within tolerance_ns; when none is there yet
@@ -63,7 +72,7 @@ class CameraInfoBuffer:
         Never called before the first camera_info (the node then matches without intrinsics).
         """
         if mode not in SYNC_MODES:
-            raise ValueError(f'unknown camera_info sync mode {mode!r} (use one of {SYNC_MODES})')
+            raise ValueError(f"unknown camera_info sync mode {mode!r} (use one of {SYNC_MODES})")
         deadline = time.monotonic() + max(0.0, wait_s)
         with self._changed:
             while True:
@@ -71,21 +80,23 @@ class CameraInfoBuffer:
                 newest = max(self._by_stamp, default=None)
                 late = newest is None or newest < stamp_ns - tolerance_ns
                 remaining = deadline - time.monotonic()
-                if match is not None or mode == 'latest' or not late or remaining <= 0:
+                if match is not None or mode == "latest" or not late or remaining <= 0:
                     break
                 self._changed.wait(remaining)
             if match is None:
                 return InfoMatch(None, self._no_match(stamp_ns, tolerance_ns, newest, wait_s))
             _, (info_frame_id, info) = match
         if check_frame_id and info_frame_id and frame_id and info_frame_id != frame_id:
-            return InfoMatch(None, f"camera_info frame_id '{info_frame_id}' differs from the "
-                                   f"image's '{frame_id}'")
+            return InfoMatch(
+                None,
+                f"camera_info frame_id '{info_frame_id}' differs from the image's '{frame_id}'",
+            )
         return InfoMatch(info)
 
     def _find(self, stamp_ns: int, mode: str, tolerance_ns: int):
         if not self._by_stamp:
             return None
-        if mode == 'latest':
+        if mode == "latest":
             return next(reversed(self._by_stamp.items()))
         best = min(self._by_stamp, key=lambda s: abs(s - stamp_ns))
         if abs(best - stamp_ns) > tolerance_ns:
@@ -94,9 +105,11 @@ class CameraInfoBuffer:
 
     def _no_match(self, stamp_ns: int, tolerance_ns: int, newest: int | None, wait_s: float) -> str:
         if not self._by_stamp:
-            return 'no camera_info received'
+            return "no camera_info received"
         nearest = min(self._by_stamp, key=lambda s: abs(s - stamp_ns))
-        return (f'no camera_info with stamp {stamp_ns} ns (camera_info_tolerance_s='
-                f'{tolerance_ns * 1e-9:g}, waited up to {wait_s:g} s); nearest of '
-                f'{len(self._by_stamp)} kept is {nearest} ns ({(nearest - stamp_ns) * 1e-9:+.3f} s). '
-                "A calibration published once (latched) needs camera_info_sync: 'latest'")
+        return (
+            f"no camera_info with stamp {stamp_ns} ns (camera_info_tolerance_s="
+            f"{tolerance_ns * 1e-9:g}, waited up to {wait_s:g} s); nearest of "
+            f"{len(self._by_stamp)} kept is {nearest} ns ({(nearest - stamp_ns) * 1e-9:+.3f} s). "
+            "A calibration published once (latched) needs camera_info_sync: 'latest'"
+        )

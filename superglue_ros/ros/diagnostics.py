@@ -13,26 +13,28 @@ Rules, first match wins (``camera_level``):
   OK     otherwise (also while images arrive but no frame has finished yet).
 Failures leave the window after ``window_s`` seconds, so the level returns to OK on recovery.
 """
+
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 
-OK, WARN, ERROR, STALE = 0, 1, 2, 3   # as diagnostic_msgs/DiagnosticStatus (bytes there)
-LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
-COUNTERS = ('processed', 'dropped', 'rejected', 'failed')
+OK, WARN, ERROR, STALE = 0, 1, 2, 3  # as diagnostic_msgs/DiagnosticStatus (bytes there)
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
+COUNTERS = ("processed", "dropped", "rejected", "failed")
 
 
 @dataclass(frozen=True)
 class Counts:
     """Frames of one camera, by outcome: processed (published), dropped (replaced by a newer
     frame before the worker took it), rejected (bad input, skipped), failed (processing raised)."""
+
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
     failed: int = 0
 
-    def __sub__(self, other: 'Counts') -> 'Counts':
+    def __sub__(self, other: "Counts") -> "Counts":
         return Counts(*(getattr(self, k) - getattr(other, k) for k in COUNTERS))
 
     @property
@@ -69,22 +71,30 @@ class CountWindow:
         return totals - self._snapshots[0][1]
 
 
-def camera_level(recent: Counts, seconds_since_image: float,
-                 conf: DiagnosticsConf = DiagnosticsConf()) -> tuple[int, str]:
+def camera_level(
+    recent: Counts, seconds_since_image: float, conf: DiagnosticsConf = DiagnosticsConf()
+) -> tuple[int, str]:
     """(level, message) of one camera; see the module docstring for the rules."""
-    window = f'{conf.window_s:g} s'
+    window = f"{conf.window_s:g} s"
     if seconds_since_image >= conf.stale_timeout_s:
-        return STALE, (f'no image for {seconds_since_image:.1f} s '
-                       f'(stale_timeout_s {conf.stale_timeout_s:g})')
+        return STALE, (
+            f"no image for {seconds_since_image:.1f} s (stale_timeout_s {conf.stale_timeout_s:g})"
+        )
     bad = recent.failed + recent.rejected
-    summary = (f'last {window}: {recent.processed} processed, {recent.failed} failed, '
-               f'{recent.rejected} rejected, {recent.dropped} dropped')
+    summary = (
+        f"last {window}: {recent.processed} processed, {recent.failed} failed, "
+        f"{recent.rejected} rejected, {recent.dropped} dropped"
+    )
     if recent.finished and bad == recent.finished:
-        return ERROR, f'every frame failed or was rejected; {summary}'
+        return ERROR, f"every frame failed or was rejected; {summary}"
     if recent.finished and bad > conf.warn_failure_share * recent.finished:
-        return WARN, (f'{bad / recent.finished:.0%} of the frames failed or were rejected '
-                      f'(> {conf.warn_failure_share:.0%}); {summary}')
+        return WARN, (
+            f"{bad / recent.finished:.0%} of the frames failed or were rejected "
+            f"(> {conf.warn_failure_share:.0%}); {summary}"
+        )
     if recent.received and recent.dropped > conf.warn_drop_share * recent.received:
-        return WARN, (f'{recent.dropped / recent.received:.0%} of the frames dropped, the node '
-                      f'is slower than the camera (> {conf.warn_drop_share:.0%}); {summary}')
+        return WARN, (
+            f"{recent.dropped / recent.received:.0%} of the frames dropped, the node "
+            f"is slower than the camera (> {conf.warn_drop_share:.0%}); {summary}"
+        )
     return OK, summary

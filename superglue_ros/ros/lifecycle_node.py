@@ -15,6 +15,7 @@ node (``SuperGlueNode``), cut at its state boundaries:
   shutdown      from any state: what the above would release
 Keyframe ids and the session id survive deactivate/activate; cleanup forgets the keyframes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,7 +24,7 @@ from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallba
 
 from .node import NODE_NAME, StartupError, SuperGlueNode, main as node_main
 
-LIFECYCLE_NODE_NAME = NODE_NAME   # the params file's /**/superglue_node key applies to both
+LIFECYCLE_NODE_NAME = NODE_NAME  # the params file's /**/superglue_node key applies to both
 
 
 class SuperGlueLifecycleNode(LifecycleNodeMixin, SuperGlueNode):
@@ -44,14 +45,16 @@ class SuperGlueLifecycleNode(LifecycleNodeMixin, SuperGlueNode):
         try:
             self.configure_pipeline()
         except StartupError as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f'configured: {self.extractor.name}+{self.matcher.name} on '
-                               f'{self.device}, {len(self.cameras)} camera(s)')
+        self.get_logger().info(
+            f"configured: {self.extractor.name}+{self.matcher.name} on "
+            f"{self.device}, {len(self.cameras)} camera(s)"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(state)   # enables the lifecycle publishers first
+        result = super().on_activate(state)  # enables the lifecycle publishers first
         if result == TransitionCallbackReturn.SUCCESS:
             self.activate_pipeline()
             self._active = True
@@ -59,12 +62,12 @@ class SuperGlueLifecycleNode(LifecycleNodeMixin, SuperGlueNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
-        self.get_logger().info('deactivated: inputs and workers stopped')
+        self.get_logger().info("deactivated: inputs and workers stopped")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.cleanup_pipeline()
-        self.get_logger().info('cleaned up: models and keyframes released')
+        self.get_logger().info("cleaned up: models and keyframes released")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -75,7 +78,7 @@ class SuperGlueLifecycleNode(LifecycleNodeMixin, SuperGlueNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self.cleanup_pipeline()
-        self.get_logger().error(f'error in state {state.label}: released everything')
+        self.get_logger().error(f"error in state {state.label}: released everything")
         return TransitionCallbackReturn.SUCCESS
 
     def _deactivate(self) -> None:
@@ -87,8 +90,8 @@ class SuperGlueLifecycleNode(LifecycleNodeMixin, SuperGlueNode):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `superglue-lifecycle-node` / `ros2 run superglue_ros superglue_lifecycle_node`:
     starts unconfigured; drive it with `ros2 lifecycle set <node> configure` / `activate`."""
-    return node_main(argv, node_class=SuperGlueLifecycleNode, prog='superglue-lifecycle-node')
+    return node_main(argv, node_class=SuperGlueLifecycleNode, prog="superglue-lifecycle-node")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -27,6 +27,7 @@ Per camera namespace ``<cam>`` ('' = the node's namespace):
               (superglue_ros_msgs/GetKeyframe), <cam>/reset (superglue_ros_msgs/Reset)
 and /diagnostics (diagnostic_msgs/DiagnosticArray) for the node.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -64,17 +69,25 @@ from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .camera_info import CameraInfoBuffer
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
-from .messages import (array_to_image_msg, camera_info_to_model, compressed_msg_to_array,
-                       correspondence_to_msg, image_msg_to_array, keyframe_to_msg,
-                       loop_result_to_msg, relative_pose_msg, stamp_to_ns)
+from .messages import (
+    array_to_image_msg,
+    camera_info_to_model,
+    compressed_msg_to_array,
+    correspondence_to_msg,
+    image_msg_to_array,
+    keyframe_to_msg,
+    loop_result_to_msg,
+    relative_pose_msg,
+    stamp_to_ns,
+)
 from .parameters import ParameterSpec, all_parameters, check_value, descriptor_text
 from .stream_gate import StreamGate
 
-NODE_NAME = 'superglue_node'
+NODE_NAME = "superglue_node"
 LATENCY_WINDOW = 200
-CAMERA_INFO_QOS_CHECK_S = 1.0   # how often camera_info publishers are checked for latched ones
-REQUEST_QUEUE_DEPTH = 100   # verify_loop requests the middleware holds before dropping the oldest
-LOOP_WORKER_NICE = 10       # added to the loop worker thread's nice value (Linux, best effort)
+CAMERA_INFO_QOS_CHECK_S = 1.0  # how often camera_info publishers are checked for latched ones
+REQUEST_QUEUE_DEPTH = 100  # verify_loop requests the middleware holds before dropping the oldest
+LOOP_WORKER_NICE = 10  # added to the loop worker thread's nice value (Linux, best effort)
 
 
 class StartupError(RuntimeError):
@@ -84,6 +97,7 @@ class StartupError(RuntimeError):
 # ------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------
+
 
 class ThrottledLog:
     """Log each kind of warning at most once per `period_s`, then report how many were hidden.
@@ -97,58 +111,67 @@ class ThrottledLog:
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, text: str, level: str = 'warning') -> None:
-        key = re.sub(r'\d+(\.\d+)?', '#', text)
+    def __call__(self, text: str, level: str = "warning") -> None:
+        key = re.sub(r"\d+(\.\d+)?", "#", text)
         now = time.monotonic()
         with self._lock:
-            if len(self._last) > 1000:   # bounded even if senders vary the text endlessly
+            if len(self._last) > 1000:  # bounded even if senders vary the text endlessly
                 self._last.clear()
             last, hidden = self._last.get(key, (-1e18, 0))
             if now - last < self.period_s:
                 self._last[key] = (last, hidden + 1)
                 return
             self._last[key] = (now, 0)
-        suffix = f' ({hidden} similar messages suppressed)' if hidden else ''
+        suffix = f" ({hidden} similar messages suppressed)" if hidden else ""
         getattr(self.logger, level)(text + suffix)
 
 
 @dataclass
 class PendingFrame:
-    image: np.ndarray | None     # converted raw image, or None while `compressed` is undecoded
+    image: np.ndarray | None  # converted raw image, or None while `compressed` is undecoded
     stamp_ns: int
     frame_id: str
     received: float  # time.monotonic() when the message arrived
-    generation: int = 0          # StreamGate generation the frame was let through in
-    compressed: object = None    # CompressedImage whose header passed, decoded by the worker
+    generation: int = 0  # StreamGate generation the frame was let through in
+    compressed: object = None  # CompressedImage whose header passed, decoded by the worker
 
 
 @dataclass
 class CameraStream:
     """One camera: its FrontEnd, the newest unprocessed frame and counters for diagnostics."""
+
     name: str
     frontend: FrontEnd
     gate: StreamGate = field(default_factory=StreamGate)
     pending: PendingFrame | None = None
-    reset_pending: bool = False                   # the gate saw a time jump / new frame_id
+    reset_pending: bool = False  # the gate saw a time jump / new frame_id
     camera_infos: CameraInfoBuffer = field(default_factory=CameraInfoBuffer)
-    camera_cache: tuple = (None, None, None)      # (info msg, image size, CameraModel or None)
-    info_subscriptions: list = field(default_factory=list)   # volatile, then transient-local
-    first_info_waited: bool = False               # the first frame waited for a camera_info
+    camera_cache: tuple = (None, None, None)  # (info msg, image size, CameraModel or None)
+    info_subscriptions: list = field(default_factory=list)  # volatile, then transient-local
+    first_info_waited: bool = False  # the first frame waited for a camera_info
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
     failed: int = 0
     keyframes: int = 0
     loop_closures: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # receipt -> ODOMETRY out
-    vo_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))   # odometry worker per frame
-    loop_times_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # loop worker per job
-    loop_waits_s: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # keyframe -> job start
+    latencies_s: deque = field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
+    )  # receipt -> ODOMETRY out
+    vo_times_s: deque = field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
+    )  # odometry worker per frame
+    loop_times_s: deque = field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
+    )  # loop worker per job
+    loop_waits_s: deque = field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
+    )  # keyframe -> job start
     loop_jobs_done: int = 0
     loop_jobs_dropped: int = 0
-    last_diag: tuple = (0.0, 0, 0)                # (time, processed, dropped) at the last report
-    last_image_s: float = 0.0                     # time.monotonic() of the last image message
-    window: CountWindow | None = None             # counts of the recent diagnostics window
+    last_diag: tuple = (0.0, 0, 0)  # (time, processed, dropped) at the last report
+    last_image_s: float = 0.0  # time.monotonic() of the last image message
+    window: CountWindow | None = None  # counts of the recent diagnostics window
     debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
     publishers: dict = field(default_factory=dict)
 
@@ -158,12 +181,13 @@ class CameraStream:
 
 
 def _topic(camera: str, name: str) -> str:
-    return f'{camera.rstrip("/")}/{name}' if camera else name
+    return f"{camera.rstrip('/')}/{name}" if camera else name
 
 
 # ------------------------------------------------------------------------------------------
 # the node
 # ------------------------------------------------------------------------------------------
+
 
 class SuperGlueNode(Node):
     """See the module docstring. Raises StartupError when models or parameters are unusable."""
@@ -179,11 +203,11 @@ class SuperGlueNode(Node):
         self._loop_wake = threading.Condition()
         self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
         self._loop_busy = False
-        self._config_lock = threading.Lock()   # parameter changes vs configure / cleanup
+        self._config_lock = threading.Lock()  # parameter changes vs configure / cleanup
         self._counter_lock = threading.Lock()  # counters bumped by callbacks, workers and requests
         self.cameras: list[CameraStream] = []
         self.extractor = self.matcher = self.device = self.diagnostics_pub = None
-        self._inputs: list = []       # subscriptions, services and timers of the active state
+        self._inputs: list = []  # subscriptions, services and timers of the active state
         self._specs = {spec.name: spec for spec in all_parameters()}
         for spec in self._specs.values():
             try:
@@ -196,7 +220,7 @@ class SuperGlueNode(Node):
             if problem:
                 raise StartupError(problem)
         self.p = p
-        self.warn = ThrottledLog(self.get_logger(), p['warn_throttle_s'])
+        self.warn = ThrottledLog(self.get_logger(), p["warn_throttle_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # names this run: keyframe ids restart at 0 with every start, (session_id, id) does not
         self.session_id = uuid.uuid4().hex[:16]
@@ -211,27 +235,28 @@ class SuperGlueNode(Node):
         models or the front-end parameters are unusable (nothing is left half-built)."""
         with self._config_lock:
             p = self.p
-            self.device = resolve_device(p['device'])
+            self.device = resolve_device(p["device"])
             self.extractor, self.matcher = self._build_models(p)
             frontend_conf = {key: p[key] for key in FrontEnd.default_conf}
-            names = list(p['cameras']) or ['']
+            names = list(p["cameras"]) or [""]
             if len(set(names)) != len(names):
                 raise StartupError(f"parameter 'cameras' has duplicate namespaces: {names}")
-            self._request_slots = threading.BoundedSemaphore(p['max_pending_requests'])
+            self._request_slots = threading.BoundedSemaphore(p["max_pending_requests"])
             cameras = []
             try:
                 for name in names:
                     try:
                         frontend = FrontEnd(self.extractor, self.matcher, frontend_conf)
                     except (ValueError, TypeError) as error:
-                        raise StartupError(f'invalid front-end parameters: {error}') from error
+                        raise StartupError(f"invalid front-end parameters: {error}") from error
                     gate = StreamGate({key: p[key] for key in StreamGate.default_conf})
                     cam = CameraStream(name, frontend, gate)
                     try:
                         self._create_outputs(cam)
                     except NameValidationException as error:
-                        raise StartupError(f"invalid camera namespace {name!r} in 'cameras': "
-                                           f'{error}') from error
+                        raise StartupError(
+                            f"invalid camera namespace {name!r} in 'cameras': {error}"
+                        ) from error
                     cameras.append(cam)
             except StartupError:
                 for cam in cameras:
@@ -239,7 +264,7 @@ class SuperGlueNode(Node):
                 self.extractor = self.matcher = None
                 raise
             self.cameras = cameras
-            self.diagnostics_pub = self._make_publisher(DiagnosticArray, '/diagnostics', 10)
+            self.diagnostics_pub = self._make_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def activate_pipeline(self) -> None:
         """Subscribe, offer the services, start the timers and the two workers."""
@@ -247,34 +272,53 @@ class SuperGlueNode(Node):
         # depth 5 as SensorDataQoS: a depth-1 reader lost a quarter of KITTI frames at 5 Hz
         # while the executor was slow to take them (uncounted); the latest-frame slot below
         # still keeps only the newest, and counts what it replaces as dropped
-        qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
-                         durability=DurabilityPolicy.VOLATILE,
-                         reliability=(ReliabilityPolicy.BEST_EFFORT if p['reliability'] == 'best_effort'
-                                      else ReliabilityPolicy.RELIABLE))
+        qos = QoSProfile(
+            depth=5,
+            history=HistoryPolicy.KEEP_LAST,
+            durability=DurabilityPolicy.VOLATILE,
+            reliability=(
+                ReliabilityPolicy.BEST_EFFORT
+                if p["reliability"] == "best_effort"
+                else ReliabilityPolicy.RELIABLE
+            ),
+        )
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self.request_group = ReentrantCallbackGroup()
         now = time.monotonic()
         for cam in self.cameras:
             cam.last_diag = (now, cam.processed, cam.dropped)
-            cam.last_image_s = now   # STALE counts from here until the first image
+            cam.last_image_s = now  # STALE counts from here until the first image
             cam.window = CountWindow(now, _counts(cam))
             cam.first_info_waited = False
             self._create_inputs(cam, qos, self._sensor_group)
-        self._inputs.append(self.create_timer(CAMERA_INFO_QOS_CHECK_S, self._watch_camera_info_publishers,
-                                              callback_group=MutuallyExclusiveCallbackGroup()))
-        self._inputs.append(self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
-                                              callback_group=MutuallyExclusiveCallbackGroup()))
+        self._inputs.append(
+            self.create_timer(
+                CAMERA_INFO_QOS_CHECK_S,
+                self._watch_camera_info_publishers,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
+        )
+        self._inputs.append(
+            self.create_timer(
+                p["diagnostics_period"],
+                self._publish_diagnostics,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
+        )
         self._stop = False
         self._next_camera = 0
-        self._worker = threading.Thread(target=self._work, name='superglue_worker', daemon=True)
+        self._worker = threading.Thread(target=self._work, name="superglue_worker", daemon=True)
         self._worker.start()
-        self._loop_worker = threading.Thread(target=self._loop_work, name='superglue_loop', daemon=True)
+        self._loop_worker = threading.Thread(
+            target=self._loop_work, name="superglue_loop", daemon=True
+        )
         self._loop_worker.start()
         self.get_logger().info(
             f"ready: {self.extractor.name}+{self.matcher.name} on {self.device}, cameras "
             f"{[c.name or '.' for c in self.cameras]}, input "
             f"{'image/compressed' if p['use_compressed'] else 'image'} ({p['reliability']}), "
-            f"working size {p['working_width']}x{p['working_height']}")
+            f"working size {p['working_width']}x{p['working_height']}"
+        )
 
     def deactivate_pipeline(self) -> None:
         """Stop the workers (the frame in progress is finished and published), then drop the
@@ -293,14 +337,14 @@ class SuperGlueNode(Node):
                 cam.info_subscriptions = []
                 if cam.pending is not None:
                     cam.pending = None
-                    self._count(cam, 'dropped')
+                    self._count(cam, "dropped")
 
     def cleanup_pipeline(self) -> None:
         """Release the publishers, front-ends (their keyframes) and models."""
         with self._config_lock:
             for cam in self.cameras:
                 self._destroy_outputs(cam)
-            if getattr(self, 'diagnostics_pub', None) is not None:
+            if getattr(self, "diagnostics_pub", None) is not None:
                 self._drop_publisher(self.diagnostics_pub)
                 self.diagnostics_pub = None
             self.cameras = []
@@ -316,19 +360,29 @@ class SuperGlueNode(Node):
     # -- set-up ------------------------------------------------------------------------------
 
     def _declare(self, spec: ParameterSpec) -> None:
-        descriptor = ParameterDescriptor(description=descriptor_text(spec), read_only=spec.read_only)
+        descriptor = ParameterDescriptor(
+            description=descriptor_text(spec), read_only=spec.read_only
+        )
         if spec.choices:
-            descriptor.additional_constraints = f'one of {list(spec.choices)}'
+            descriptor.additional_constraints = f"one of {list(spec.choices)}"
         if spec.range is not None:
             lo, hi, *step = spec.range
             if isinstance(spec.default, bool):
                 pass
             elif isinstance(spec.default, int):
-                descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi),
-                                                         step=int(step[0]) if step else 1)]
+                descriptor.integer_range = [
+                    IntegerRange(
+                        from_value=int(lo), to_value=int(hi), step=int(step[0]) if step else 1
+                    )
+                ]
             else:
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(lo), to_value=float(hi), step=float(step[0]) if step else 0.0)]
+                descriptor.floating_point_range = [
+                    FloatingPointRange(
+                        from_value=float(lo),
+                        to_value=float(hi),
+                        step=float(step[0]) if step else 0.0,
+                    )
+                ]
         default = spec.default
         if isinstance(default, list):
             default = Parameter(spec.name, Parameter.Type.STRING_ARRAY, list(default)).value
@@ -343,23 +397,28 @@ class SuperGlueNode(Node):
             problem = check_value(spec, param.value) if spec else None
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-        frontend = {param.name: param.value for param in params if param.name in FrontEnd.default_conf}
+        frontend = {
+            param.name: param.value for param in params if param.name in FrontEnd.default_conf
+        }
         with self._config_lock:
             if frontend:
                 try:
-                    FrontEnd.checked_conf(frontend, base={k: self.p[k] for k in FrontEnd.default_conf})
-                    for cam in self.cameras:   # all share one conf, so none can fail after this
+                    FrontEnd.checked_conf(
+                        frontend, base={k: self.p[k] for k in FrontEnd.default_conf}
+                    )
+                    for cam in self.cameras:  # all share one conf, so none can fail after this
                         cam.frontend.update_conf(frontend)
                 except ValueError as error:
                     return SetParametersResult(successful=False, reason=str(error))
             for param in params:
                 if param.name in self.p:
                     self.p[param.name] = param.value
-                if param.name == 'warn_throttle_s':
+                if param.name == "warn_throttle_s":
                     self.warn.period_s = param.value
         if frontend and self.cameras:
-            self.get_logger().info(f'front-end parameters applied to {len(self.cameras)} '
-                                   f'camera(s): {frontend}')
+            self.get_logger().info(
+                f"front-end parameters applied to {len(self.cameras)} camera(s): {frontend}"
+            )
         return SetParametersResult(successful=True)
 
     def _build_models(self, p: dict):
@@ -371,22 +430,26 @@ class SuperGlueNode(Node):
             return build_components(conf)
         except (OSError, RuntimeError, ValueError, KeyError) as error:
             try:
-                names = '+'.join(component_names(conf))
+                names = "+".join(component_names(conf))
             except ValueError:
                 names = f"preset {conf['preset']!r}"
-            raise StartupError(f'cannot build {names}: {type(error).__name__}: {error}') from error
+            raise StartupError(f"cannot build {names}: {type(error).__name__}: {error}") from error
 
     def _create_outputs(self, cam: CameraStream) -> None:
         # late subscribers (a back-end started after the node) still get the recent keyframes
-        keyframe_qos = QoSProfile(depth=self.p['keyframe_history'], history=HistoryPolicy.KEEP_LAST,
-                                  durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                  reliability=ReliabilityPolicy.RELIABLE)
+        keyframe_qos = QoSProfile(
+            depth=self.p["keyframe_history"],
+            history=HistoryPolicy.KEEP_LAST,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
         make = self._make_publisher
         cam.publishers = dict(
-            correspondences=make(Correspondences, _topic(cam.name, 'correspondences'), 10),
-            relative_pose=make(PoseWithCovarianceStamped, _topic(cam.name, 'relative_pose'), 10),
-            keyframes=make(KeyframeFeatures, _topic(cam.name, 'keyframes'), keyframe_qos),
-            debug_image=make(Image, _topic(cam.name, 'debug_image'), 1))
+            correspondences=make(Correspondences, _topic(cam.name, "correspondences"), 10),
+            relative_pose=make(PoseWithCovarianceStamped, _topic(cam.name, "relative_pose"), 10),
+            keyframes=make(KeyframeFeatures, _topic(cam.name, "keyframes"), keyframe_qos),
+            debug_image=make(Image, _topic(cam.name, "debug_image"), 1),
+        )
 
     def _destroy_outputs(self, cam: CameraStream) -> None:
         for publisher in cam.publishers.values():
@@ -396,36 +459,79 @@ class SuperGlueNode(Node):
     def _create_inputs(self, cam: CameraStream, qos: QoSProfile, sensor_group) -> None:
         """Subscriptions and services of one camera (kept in self._inputs)."""
         keep = self._inputs.append
-        if self.p['use_compressed']:
-            keep(self.create_subscription(CompressedImage, _topic(cam.name, 'image/compressed'),
-                                          lambda msg, c=cam: self._on_image(c, msg, True), qos,
-                                          callback_group=sensor_group))
+        if self.p["use_compressed"]:
+            keep(
+                self.create_subscription(
+                    CompressedImage,
+                    _topic(cam.name, "image/compressed"),
+                    lambda msg, c=cam: self._on_image(c, msg, True),
+                    qos,
+                    callback_group=sensor_group,
+                )
+            )
         else:
-            keep(self.create_subscription(Image, _topic(cam.name, 'image'),
-                                          lambda msg, c=cam: self._on_image(c, msg, False), qos,
-                                          callback_group=sensor_group))
+            keep(
+                self.create_subscription(
+                    Image,
+                    _topic(cam.name, "image"),
+                    lambda msg, c=cam: self._on_image(c, msg, False),
+                    qos,
+                    callback_group=sensor_group,
+                )
+            )
         # Volatile here; a second, transient-local subscription is added when a latched
         # publisher shows up (_watch_camera_info_publishers).
-        info_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
-                              durability=DurabilityPolicy.VOLATILE, reliability=qos.reliability)
-        cam.info_subscriptions = [self.create_subscription(
-            CameraInfo, _topic(cam.name, 'camera_info'),
-            lambda msg, c=cam: self._on_camera_info(c, msg), info_qos, callback_group=sensor_group)]
+        info_qos = QoSProfile(
+            depth=10,
+            history=HistoryPolicy.KEEP_LAST,
+            durability=DurabilityPolicy.VOLATILE,
+            reliability=qos.reliability,
+        )
+        cam.info_subscriptions = [
+            self.create_subscription(
+                CameraInfo,
+                _topic(cam.name, "camera_info"),
+                lambda msg, c=cam: self._on_camera_info(c, msg),
+                info_qos,
+                callback_group=sensor_group,
+            )
+        ]
         keep(cam.info_subscriptions[0])
-        keep(self.create_subscription(LoopCandidates, _topic(cam.name, 'loop_candidates'),
-                                      lambda msg, c=cam: self._on_loop_candidates(c, msg), 10,
-                                      callback_group=self.request_group))
-        keep(self.create_service(VerifyLoop, _topic(cam.name, 'verify_loop'),
-                                 lambda req, res, c=cam: self._on_verify_loop(c, req, res),
-                                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
-                                 callback_group=self.request_group))
-        keep(self.create_service(GetKeyframe, _topic(cam.name, 'get_keyframe'),
-                                 lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
-                                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
-                                 callback_group=self.request_group))
-        keep(self.create_service(Reset, _topic(cam.name, 'reset'),
-                                 lambda req, res, c=cam: self._on_reset(c, res),
-                                 callback_group=self.request_group))
+        keep(
+            self.create_subscription(
+                LoopCandidates,
+                _topic(cam.name, "loop_candidates"),
+                lambda msg, c=cam: self._on_loop_candidates(c, msg),
+                10,
+                callback_group=self.request_group,
+            )
+        )
+        keep(
+            self.create_service(
+                VerifyLoop,
+                _topic(cam.name, "verify_loop"),
+                lambda req, res, c=cam: self._on_verify_loop(c, req, res),
+                qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
+                callback_group=self.request_group,
+            )
+        )
+        keep(
+            self.create_service(
+                GetKeyframe,
+                _topic(cam.name, "get_keyframe"),
+                lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
+                qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
+                callback_group=self.request_group,
+            )
+        )
+        keep(
+            self.create_service(
+                Reset,
+                _topic(cam.name, "reset"),
+                lambda req, res, c=cam: self._on_reset(c, res),
+                callback_group=self.request_group,
+            )
+        )
 
     def _count(self, cam: CameraStream, counter: str) -> None:
         """+1 on a counter that several threads bump (``x += 1`` is not atomic)."""
@@ -438,34 +544,37 @@ class SuperGlueNode(Node):
         received = cam.last_image_s = time.monotonic()
         where = f"camera '{cam.name or '.'}'"
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        decision = cam.gate.check(stamp_ns, msg.header.frame_id,
-                                  self.get_clock().now().nanoseconds)
-        if decision.action == 'skip':
-            self._count(cam, 'rejected')
-            self.warn(f'{where}: {decision.message}')
+        decision = cam.gate.check(stamp_ns, msg.header.frame_id, self.get_clock().now().nanoseconds)
+        if decision.action == "skip":
+            self._count(cam, "rejected")
+            self.warn(f"{where}: {decision.message}")
             return
-        if decision.action == 'reset':
-            self.get_logger().warning(f'{where}: {decision.message}')
+        if decision.action == "reset":
+            self.get_logger().warning(f"{where}: {decision.message}")
             with self._wake:
-                cam.reset_pending = True   # the worker resets the FrontEnd before the next frame
+                cam.reset_pending = True  # the worker resets the FrontEnd before the next frame
         image, payload = None, None
         try:
-            if compressed:   # header only: decoding waits for the worker, after the drop policy
-                check_compressed(msg.format, msg.data, self.p['max_image_pixels'])
+            if compressed:  # header only: decoding waits for the worker, after the drop policy
+                check_compressed(msg.format, msg.data, self.p["max_image_pixels"])
                 payload = msg
             else:
-                image = image_msg_to_array(msg, max_pixels=self.p['max_image_pixels'],
-                                           mono16_scaling=self.p['mono16_scaling'],
-                                           warn=lambda text: self.warn(f'{where}: {text}'))
+                image = image_msg_to_array(
+                    msg,
+                    max_pixels=self.p["max_image_pixels"],
+                    mono16_scaling=self.p["mono16_scaling"],
+                    warn=lambda text: self.warn(f"{where}: {text}"),
+                )
         except ImageConversionError as error:
-            self._count(cam, 'rejected')
-            self.warn(f'{where}: image rejected: {error}')
+            self._count(cam, "rejected")
+            self.warn(f"{where}: image rejected: {error}")
             return
         with self._wake:
             if cam.pending is not None:
-                self._count(cam, 'dropped')
-            cam.pending = PendingFrame(image, stamp_ns, msg.header.frame_id, received,
-                                       decision.generation, payload)
+                self._count(cam, "dropped")
+            cam.pending = PendingFrame(
+                image, stamp_ns, msg.header.frame_id, received, decision.generation, payload
+            )
             self._wake.notify()
 
     def _watch_camera_info_publishers(self) -> None:
@@ -480,19 +589,33 @@ class SuperGlueNode(Node):
             if len(cam.info_subscriptions) != 1:
                 continue
             topic = cam.info_subscriptions[0].topic_name
-            latched = [i for i in self.get_publishers_info_by_topic(topic)
-                       if i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL]
+            latched = [
+                i
+                for i in self.get_publishers_info_by_topic(topic)
+                if i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+            ]
             if not latched:
                 continue
-            qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=latched[0].qos_profile.reliability)
-            cam.info_subscriptions.append(self.create_subscription(
-                CameraInfo, topic, lambda msg, c=cam: self._on_camera_info(c, msg), qos,
-                callback_group=self._sensor_group))
+            qos = QoSProfile(
+                depth=1,
+                history=HistoryPolicy.KEEP_LAST,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                reliability=latched[0].qos_profile.reliability,
+            )
+            cam.info_subscriptions.append(
+                self.create_subscription(
+                    CameraInfo,
+                    topic,
+                    lambda msg, c=cam: self._on_camera_info(c, msg),
+                    qos,
+                    callback_group=self._sensor_group,
+                )
+            )
             self._inputs.append(cam.info_subscriptions[-1])
-            self.get_logger().info(f"camera '{cam.name or '.'}': {topic} has a transient-local "
-                                   '(latched) publisher: subscribed transient-local too')
+            self.get_logger().info(
+                f"camera '{cam.name or '.'}': {topic} has a transient-local "
+                "(latched) publisher: subscribed transient-local too"
+            )
 
     def _on_camera_info(self, cam: CameraStream, msg: CameraInfo) -> None:
         cam.camera_infos.add(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg)
@@ -507,24 +630,32 @@ class SuperGlueNode(Node):
             # essential model off until the next keyframe. Without publisher, or afterwards, a
             # camera without camera_info is matched without intrinsics.
             if cam.first_info_waited or cam.info_subscriptions[0].get_publisher_count() == 0:
-                return None, ''
+                return None, ""
             cam.first_info_waited = True
-            if not cam.camera_infos.wait_for_first(self.p['camera_info_wait_s']):
-                return None, ''
+            if not cam.camera_infos.wait_for_first(self.p["camera_info_wait_s"]):
+                return None, ""
         match = cam.camera_infos.find(
-            item.stamp_ns, item.frame_id, self.p['camera_info_sync'],
-            round(self.p['camera_info_tolerance_s'] * 1e9), self.p['camera_info_wait_s'],
-            check_frame_id=self.p['frame_id_check'])
+            item.stamp_ns,
+            item.frame_id,
+            self.p["camera_info_sync"],
+            round(self.p["camera_info_tolerance_s"] * 1e9),
+            self.p["camera_info_wait_s"],
+            check_frame_id=self.p["frame_id_check"],
+        )
         if match.info is None:
             return None, match.problem
         height, width = item.image.shape[:2]
         cached_info, cached_size, camera = cam.camera_cache
         if cached_info is not match.info or cached_size != (width, height):
             where = f"camera '{cam.name or '.'}'"
-            camera = camera_info_to_model(match.info, (width, height), self.p['rectified_input'],
-                                          warn=lambda text: self.warn(f'{where}: {text}'))
+            camera = camera_info_to_model(
+                match.info,
+                (width, height),
+                self.p["rectified_input"],
+                warn=lambda text: self.warn(f"{where}: {text}"),
+            )
             cam.camera_cache = (match.info, (width, height), camera)
-        return camera, ''
+        return camera, ""
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -551,10 +682,13 @@ class SuperGlueNode(Node):
                 self._process(cam, item)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
                 if not self.context.ok():
-                    return   # shut down from outside while publishing: nothing to report
-                self._count(cam, 'failed')
-                self.warn(f"camera '{cam.name or '.'}': processing failed: "
-                          f'{type(error).__name__}: {error}', level='error')
+                    return  # shut down from outside while publishing: nothing to report
+                self._count(cam, "failed")
+                self.warn(
+                    f"camera '{cam.name or '.'}': processing failed: "
+                    f"{type(error).__name__}: {error}",
+                    level="error",
+                )
 
     def _apply_pending_reset(self, cam: CameraStream) -> None:
         with self._wake:
@@ -568,30 +702,33 @@ class SuperGlueNode(Node):
         started = time.monotonic()
         self._apply_pending_reset(cam)
         if item.generation != cam.gate.generation:
-            self._count(cam, 'dropped')   # let through before a reset: it belongs to the old stream
+            self._count(cam, "dropped")  # let through before a reset: it belongs to the old stream
             return
         where = f"camera '{cam.name or '.'}'"
         if item.image is None:
             try:
-                item.image = compressed_msg_to_array(item.compressed,
-                                                     max_pixels=self.p['max_image_pixels'],
-                                                     mono16_scaling=self.p['mono16_scaling'])
+                item.image = compressed_msg_to_array(
+                    item.compressed,
+                    max_pixels=self.p["max_image_pixels"],
+                    mono16_scaling=self.p["mono16_scaling"],
+                )
             except ImageConversionError as error:
-                self._count(cam, 'rejected')
-                self.warn(f'{where}: image rejected: {error}')
+                self._count(cam, "rejected")
+                self.warn(f"{where}: image rejected: {error}")
                 return
             item.compressed = None
         camera, problem = self._camera_for(cam, item)
         if problem:
-            self._count(cam, 'rejected')
+            self._count(cam, "rejected")
             self.warn(f"{where}: frame {item.stamp_ns} ns skipped: {problem}")
             return
         try:
-            result = cam.frontend.process(Frame(item.image, item.stamp_ns, item.frame_id,
-                                                camera=camera), defer_loop=True)
+            result = cam.frontend.process(
+                Frame(item.image, item.stamp_ns, item.frame_id, camera=camera), defer_loop=True
+            )
         except FrameRejectedError as error:
-            self._count(cam, 'rejected')
-            self.warn(f'{where}: frame rejected: {error}')
+            self._count(cam, "rejected")
+            self.warn(f"{where}: frame rejected: {error}")
             return
         cam.gate.accepted(item.stamp_ns, item.frame_id, item.generation)
         for text in result.warnings:
@@ -599,14 +736,15 @@ class SuperGlueNode(Node):
         pubs = cam.publishers
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
         if result.is_keyframe and result.keyframe is not None:
-            pubs['keyframes'].publish(keyframe_to_msg(result.keyframe, self.extractor.name,
-                                                      self.session_id))
+            pubs["keyframes"].publish(
+                keyframe_to_msg(result.keyframe, self.extractor.name, self.session_id)
+            )
             cam.keyframes += 1
         if result.odometry is not None:
             odometry = self._corr_msg(cam, result.odometry, names)
-            pubs['correspondences'].publish(odometry)
+            pubs["correspondences"].publish(odometry)
             if odometry.pose_valid:
-                pubs['relative_pose'].publish(relative_pose_msg(odometry))
+                pubs["relative_pose"].publish(relative_pose_msg(odometry))
         cam.latencies_s.append(time.monotonic() - item.received)
         try:
             self._publish_debug(cam, item, result)
@@ -627,21 +765,26 @@ class SuperGlueNode(Node):
                 cam.frontend.cancel_loop_job(job)
                 return
             self._loop_jobs.append((cam, job))
-            while len(self._loop_jobs) > self.p['loop_queue_size']:
+            while len(self._loop_jobs) > self.p["loop_queue_size"]:
                 old_cam, old_job = self._loop_jobs.popleft()
                 old_cam.frontend.cancel_loop_job(old_job)
-                self._count(old_cam, 'loop_jobs_dropped')
-                self.warn(f"camera '{old_cam.name or '.'}': loop closure of keyframe "
-                          f'{old_job.keyframe.id} dropped: the loop queue is full '
-                          f"(loop_queue_size {self.p['loop_queue_size']})")
+                self._count(old_cam, "loop_jobs_dropped")
+                self.warn(
+                    f"camera '{old_cam.name or '.'}': loop closure of keyframe "
+                    f"{old_job.keyframe.id} dropped: the loop queue is full "
+                    f"(loop_queue_size {self.p['loop_queue_size']})"
+                )
             self._loop_wake.notify()
 
     def _loop_work(self) -> None:
-        try:   # below the odometry worker; threads this one starts (torch's pool) inherit it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOOP_WORKER_NICE)
+        try:  # below the odometry worker; threads this one starts (torch's pool) inherit it
+            os.setpriority(
+                os.PRIO_PROCESS,
+                threading.get_native_id(),
+                os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOOP_WORKER_NICE,
+            )
         except (AttributeError, OSError, ValueError) as error:
-            self.get_logger().info(f'loop worker keeps the default priority: {error}')
+            self.get_logger().info(f"loop worker keeps the default priority: {error}")
         while True:
             with self._loop_wake:
                 self._loop_busy = False
@@ -649,16 +792,19 @@ class SuperGlueNode(Node):
                     self._loop_wake.wait(0.5)
                 if self._stop:
                     return
-                cam, job = self._loop_jobs.pop()   # newest first
+                cam, job = self._loop_jobs.pop()  # newest first
                 self._loop_busy = True
             try:
                 self._run_loop_job(cam, job)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any bad job
                 cam.frontend.cancel_loop_job(job)
                 if self._stop:
-                    return   # shutting down: the publishers may be gone already
-                self.warn(f"camera '{cam.name or '.'}': loop closure failed: "
-                          f'{type(error).__name__}: {error}', level='error')
+                    return  # shutting down: the publishers may be gone already
+                self.warn(
+                    f"camera '{cam.name or '.'}': loop closure failed: "
+                    f"{type(error).__name__}: {error}",
+                    level="error",
+                )
 
     def _run_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
         started = time.monotonic()
@@ -668,16 +814,22 @@ class SuperGlueNode(Node):
             self.warn(f"camera '{cam.name or '.'}': {text}")
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
         for loop in outcome.loop_closures:
-            cam.publishers['correspondences'].publish(self._corr_msg(cam, loop, names))
-            self._count(cam, 'loop_closures')
+            cam.publishers["correspondences"].publish(self._corr_msg(cam, loop, names))
+            self._count(cam, "loop_closures")
         cam.loop_jobs_done += 1
         cam.loop_times_s.append(time.monotonic() - started)
         if outcome.loop_closures and self._debug_wanted(cam):
             strongest = max(outcome.loop_closures, key=lambda c: int(np.count_nonzero(c.inliers)))
             query_image, query_scale = cam.debug_images.get(job.keyframe.id, (None, 1.0))
             if query_image is not None:
-                self._draw_debug(cam, strongest, query_image, query_scale, job.keyframe.stamp_ns,
-                                 job.keyframe.frame_id)
+                self._draw_debug(
+                    cam,
+                    strongest,
+                    query_image,
+                    query_scale,
+                    job.keyframe.stamp_ns,
+                    job.keyframe.frame_id,
+                )
 
     def loop_idle(self) -> bool:
         """No loop job queued or running (tests and the demo wait for this before they stop)."""
@@ -686,25 +838,33 @@ class SuperGlueNode(Node):
 
     def _corr_msg(self, cam: CameraStream, corr, names: dict):
         ref = cam.frontend.cache.get(corr.reference_id)
-        reference_size = corr.reference_image_size if any(corr.reference_image_size) else \
-            (ref.image_size if ref is not None else (0, 0))
-        return correspondence_to_msg(corr, query_size=corr.query_image_size,
-                                     reference_size=reference_size,
-                                     reference_frame_id=ref.frame_id if ref is not None else '',
-                                     session_id=self.session_id, **names)
+        reference_size = (
+            corr.reference_image_size
+            if any(corr.reference_image_size)
+            else (ref.image_size if ref is not None else (0, 0))
+        )
+        return correspondence_to_msg(
+            corr,
+            query_size=corr.query_image_size,
+            reference_size=reference_size,
+            reference_frame_id=ref.frame_id if ref is not None else "",
+            session_id=self.session_id,
+            **names,
+        )
 
     # -- debug image -------------------------------------------------------------------------
 
     def _debug_wanted(self, cam: CameraStream) -> bool:
-        mode = self.p['debug_image']
-        return mode == 'always' or (mode == 'on_subscribe' and
-                                    cam.publishers['debug_image'].get_subscription_count() > 0)
+        mode = self.p["debug_image"]
+        return mode == "always" or (
+            mode == "on_subscribe" and cam.publishers["debug_image"].get_subscription_count() > 0
+        )
 
     def _publish_debug(self, cam: CameraStream, item: PendingFrame, result) -> None:
         if not self._debug_wanted(cam):
             cam.debug_images.clear()
             return
-        width = self.p['debug_image_width']
+        width = self.p["debug_image_width"]
         h0, w0 = item.image.shape[:2]
         scale = min(1.0, width / w0)
         small = cv2_resize(item.image, scale)
@@ -716,8 +876,9 @@ class SuperGlueNode(Node):
         if result.odometry is not None:
             self._draw_debug(cam, result.odometry, small, scale, item.stamp_ns, item.frame_id)
 
-    def _draw_debug(self, cam: CameraStream, corr, query_image, query_scale: float, stamp_ns: int,
-                    frame_id: str) -> None:
+    def _draw_debug(
+        self, cam: CameraStream, corr, query_image, query_scale: float, stamp_ns: int, frame_id: str
+    ) -> None:
         """Publish `corr` drawn on the query's small image next to its reference keyframe's."""
         from ..visualization import draw_matches
 
@@ -727,85 +888,131 @@ class SuperGlueNode(Node):
             if ref is None or ref.thumbnail is None:
                 return
             ref_image, ref_scale = ref.thumbnail, ref.thumbnail.shape[1] / ref.image_size[0]
-        query = 'keyframe' if corr.query_is_keyframe else 'frame'
-        text = [f'{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}',
-                f'{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers']
-        canvas = draw_matches(query_image, ref_image, np.asarray(corr.query_points) * query_scale,
-                              np.asarray(corr.reference_points) * ref_scale,
-                              corr.inliers if len(corr.inliers) else None, text=text)
-        cam.publishers['debug_image'].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
+        query = "keyframe" if corr.query_is_keyframe else "frame"
+        text = [
+            f"{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}",
+            f"{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers",
+        ]
+        canvas = draw_matches(
+            query_image,
+            ref_image,
+            np.asarray(corr.query_points) * query_scale,
+            np.asarray(corr.reference_points) * ref_scale,
+            corr.inliers if len(corr.inliers) else None,
+            text=text,
+        )
+        cam.publishers["debug_image"].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
 
     # -- loop requests -----------------------------------------------------------------------
 
-    def _verify(self, cam: CameraStream, query_id: int, candidate_ids: list[int],
-                candidate_scores: list[float] | None = None):
+    def _verify(
+        self,
+        cam: CameraStream,
+        query_id: int,
+        candidate_ids: list[int],
+        candidate_scores: list[float] | None = None,
+    ):
         """(success, summary, [LoopResult]) for one request; never raises. success is False
         when the request could not be processed: busy, query unknown/evicted, matcher error."""
         where = f"camera '{cam.name or '.'}'"
         if not self._request_slots.acquire(blocking=False):
-            text = (f"busy: {self.p['max_pending_requests']} loop requests already in progress "
-                    '(max_pending_requests); retry later')
-            self.warn(f'{where}: loop request for keyframe {query_id} refused, {text}')
-            return False, text, [LoopResult(candidate_id=int(c), status=LoopResult.BUSY, message=text)
-                                 for c in candidate_ids]
+            text = (
+                f"busy: {self.p['max_pending_requests']} loop requests already in progress "
+                "(max_pending_requests); retry later"
+            )
+            self.warn(f"{where}: loop request for keyframe {query_id} refused, {text}")
+            return (
+                False,
+                text,
+                [
+                    LoopResult(candidate_id=int(c), status=LoopResult.BUSY, message=text)
+                    for c in candidate_ids
+                ],
+            )
         try:
-            results = cam.frontend.verify_loop(int(query_id), [int(c) for c in candidate_ids],
-                                               candidate_scores)
+            results = cam.frontend.verify_loop(
+                int(query_id), [int(c) for c in candidate_ids], candidate_scores
+            )
         except Exception as error:  # noqa: BLE001 - a request must never take the node down
-            text = f'verification failed: {type(error).__name__}: {error}'
-            self.warn(f'{where}: {text}', level='error')
-            return False, text, [LoopResult(candidate_id=int(c), status=LoopResult.FAILED, message=text)
-                                 for c in candidate_ids]
+            text = f"verification failed: {type(error).__name__}: {error}"
+            self.warn(f"{where}: {text}", level="error")
+            return (
+                False,
+                text,
+                [
+                    LoopResult(candidate_id=int(c), status=LoopResult.FAILED, message=text)
+                    for c in candidate_ids
+                ],
+            )
         finally:
             self._request_slots.release()
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)
-        msgs = [loop_result_to_msg(r, self._corr_msg(cam, r.correspondence, names)
-                                   if r.correspondence is not None else None) for r in results]
+        msgs = [
+            loop_result_to_msg(
+                r,
+                self._corr_msg(cam, r.correspondence, names)
+                if r.correspondence is not None
+                else None,
+            )
+            for r in results
+        ]
         statuses = [r.status for r in results]
-        for status in ('unknown_query', 'unknown_candidate', 'evicted', 'self_loop', 'too_close',
-                       'too_many_candidates', 'failed'):
+        for status in (
+            "unknown_query",
+            "unknown_candidate",
+            "evicted",
+            "self_loop",
+            "too_close",
+            "too_many_candidates",
+            "failed",
+        ):
             if status in statuses:
-                self.warn(f'{where}: loop request query {query_id}: '
-                          f'{statuses.count(status)} candidate(s) {status}')
+                self.warn(
+                    f"{where}: loop request query {query_id}: "
+                    f"{statuses.count(status)} candidate(s) {status}"
+                )
         query_missing = any(r.query_missing for r in results)
-        success = not query_missing and 'failed' not in statuses
+        success = not query_missing and "failed" not in statuses
         summary = f"{statuses.count('verified')} of {len(statuses)} candidates verified"
         if query_missing:
-            summary = f'{results[0].message}; ' + summary
+            summary = f"{results[0].message}; " + summary
         elif not success:
-            summary = 'matching failed; ' + summary
+            summary = "matching failed; " + summary
         return success, summary, msgs
 
     def _on_verify_loop(self, cam: CameraStream, request, response):
         response.success, response.message, response.results = self._verify(
-            cam, request.query_id, list(request.candidate_ids))
+            cam, request.query_id, list(request.candidate_ids)
+        )
         return response
 
     def _on_loop_candidates(self, cam: CameraStream, msg) -> None:
         candidate_ids, scores = list(msg.candidate_ids), list(msg.candidate_scores) or None
         if scores is not None and len(scores) != len(candidate_ids):
-            self.warn(f"camera '{cam.name or '.'}': loop_candidates for keyframe {msg.query_id}: "
-                      f'{len(scores)} candidate_scores for {len(candidate_ids)} candidate_ids, '
-                      'scores ignored')
+            self.warn(
+                f"camera '{cam.name or '.'}': loop_candidates for keyframe {msg.query_id}: "
+                f"{len(scores)} candidate_scores for {len(candidate_ids)} candidate_ids, "
+                "scores ignored"
+            )
             scores = None
         _, _, results = self._verify(cam, msg.query_id, candidate_ids, scores)
         for result in results:
             if result.status == LoopResult.VERIFIED:
-                cam.publishers['correspondences'].publish(result.correspondences)
-                self._count(cam, 'loop_closures')
+                cam.publishers["correspondences"].publish(result.correspondences)
+                self._count(cam, "loop_closures")
 
     def _on_get_keyframe(self, cam: CameraStream, request, response):
         """A keyframe still in the cache, as it was published; else why not."""
         keyframe = cam.frontend.cache.get(request.id)
         if keyframe is not None:
-            response.success, response.message = True, ''
+            response.success, response.message = True, ""
             response.keyframe = keyframe_to_msg(keyframe, self.extractor.name, self.session_id)
         elif cam.frontend.cache.was_evicted(request.id):
             response.success = False
-            response.message = f'keyframe {request.id} was evicted from the bounded cache'
+            response.message = f"keyframe {request.id} was evicted from the bounded cache"
         else:
             response.success = False
-            response.message = f'keyframe {request.id} was never seen in session {self.session_id}'
+            response.message = f"keyframe {request.id} was never seen in session {self.session_id}"
         return response
 
     def _on_reset(self, cam: CameraStream, response):
@@ -813,24 +1020,28 @@ class SuperGlueNode(Node):
         with self._wake:
             if cam.pending is not None:
                 cam.pending = None
-                self._count(cam, 'dropped')
+                self._count(cam, "dropped")
             cam.reset_pending = False
         cam.gate.reset()
-        forgotten = cam.frontend.reset()   # waits for a frame in progress
+        forgotten = cam.frontend.reset()  # waits for a frame in progress
         cam.debug_images.clear()
         response.success = True
         response.message = f"camera '{cam.name or '.'}' reset: {forgotten} keyframes forgotten"
-        self.get_logger().info(f'{response.message} (reset service)')
+        self.get_logger().info(f"{response.message} (reset service)")
         return response
 
     # -- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        cameras, publisher, extractor, matcher = (self.cameras, self.diagnostics_pub,
-                                                  self.extractor, self.matcher)
+        cameras, publisher, extractor, matcher = (
+            self.cameras,
+            self.diagnostics_pub,
+            self.extractor,
+            self.matcher,
+        )
         if publisher is None or extractor is None:
-            return   # a tick that raced a lifecycle cleanup
+            return  # a tick that raced a lifecycle cleanup
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         for cam in cameras:
@@ -838,39 +1049,53 @@ class SuperGlueNode(Node):
             dt = max(now - t0, 1e-6)
             cam.last_diag = (now, cam.processed, cam.dropped)
             lat = np.array(cam.latencies_s, float)
-            p50, p90 = (np.percentile(lat, [50, 90]) * 1000) if lat.size else (float('nan'),) * 2
+            p50, p90 = (np.percentile(lat, [50, 90]) * 1000) if lat.size else (float("nan"),) * 2
             with self._loop_wake:
                 queued = sum(1 for c, _ in self._loop_jobs if c is cam)
             values = dict(
-                processed_fps=f'{(cam.processed - processed0) / dt:.2f}',
-                dropped_fps=f'{(cam.dropped - dropped0) / dt:.2f}',
-                frames_processed=cam.processed, frames_dropped=cam.dropped,
-                frames_rejected=cam.rejected, frames_failed=cam.failed,
-                keyframes=cam.keyframes, loop_closures=cam.loop_closures,
-                latency_p50_ms=f'{p50:.1f}', latency_p90_ms=f'{p90:.1f}',
-                odometry_worker_p50_ms=f'{_percentile_ms(cam.vo_times_s, 50):.1f}',
-                loop_worker_p50_ms=f'{_percentile_ms(cam.loop_times_s, 50):.1f}',
-                loop_wait_p50_ms=f'{_percentile_ms(cam.loop_waits_s, 50):.1f}',
-                loop_jobs_done=cam.loop_jobs_done, loop_jobs_dropped=cam.loop_jobs_dropped,
+                processed_fps=f"{(cam.processed - processed0) / dt:.2f}",
+                dropped_fps=f"{(cam.dropped - dropped0) / dt:.2f}",
+                frames_processed=cam.processed,
+                frames_dropped=cam.dropped,
+                frames_rejected=cam.rejected,
+                frames_failed=cam.failed,
+                keyframes=cam.keyframes,
+                loop_closures=cam.loop_closures,
+                latency_p50_ms=f"{p50:.1f}",
+                latency_p90_ms=f"{p90:.1f}",
+                odometry_worker_p50_ms=f"{_percentile_ms(cam.vo_times_s, 50):.1f}",
+                loop_worker_p50_ms=f"{_percentile_ms(cam.loop_times_s, 50):.1f}",
+                loop_wait_p50_ms=f"{_percentile_ms(cam.loop_waits_s, 50):.1f}",
+                loop_jobs_done=cam.loop_jobs_done,
+                loop_jobs_dropped=cam.loop_jobs_dropped,
                 loop_jobs_queued=queued,
-                cache_keyframes=len(cam.frontend.cache), cache_bytes=cam.frontend.cache.nbytes(),
-                device=str(self.device), extractor=extractor.name, matcher=matcher.name)
+                cache_keyframes=len(cam.frontend.cache),
+                cache_bytes=cam.frontend.cache.nbytes(),
+                device=str(self.device),
+                extractor=extractor.name,
+                matcher=matcher.name,
+            )
             level, message = self._camera_level(cam, now)
-            values['level'] = LEVEL_NAMES[level]
+            values["level"] = LEVEL_NAMES[level]
             status = DiagnosticStatus(
-                name=f'{self.get_fully_qualified_name()}: {cam.name or "camera"}',
-                hardware_id=cam.frame_id or '', level=bytes([level]), message=message,
-                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+                name=f"{self.get_fully_qualified_name()}: {cam.name or 'camera'}",
+                hardware_id=cam.frame_id or "",
+                level=bytes([level]),
+                message=message,
+                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+            )
             array.status.append(status)
         publisher.publish(array)
 
     def _camera_level(self, cam: CameraStream, now: float) -> tuple[int, str]:
         """OK/WARN/ERROR/STALE of one camera over the recent window (diagnostics.py)."""
         p = self.p
-        conf = DiagnosticsConf(window_s=p['diagnostics_window_s'],
-                               warn_failure_share=p['diagnostics_warn_failure_share'],
-                               warn_drop_share=p['diagnostics_warn_drop_share'],
-                               stale_timeout_s=p['stale_timeout_s'])
+        conf = DiagnosticsConf(
+            window_s=p["diagnostics_window_s"],
+            warn_failure_share=p["diagnostics_warn_failure_share"],
+            warn_drop_share=p["diagnostics_warn_drop_share"],
+            stale_timeout_s=p["stale_timeout_s"],
+        )
         recent = cam.window.push(now, _counts(cam), conf.window_s)
         return camera_level(recent, now - cam.last_image_s, conf)
 
@@ -881,17 +1106,22 @@ class SuperGlueNode(Node):
         out = {}
         for cam in self.cameras:
             lat = np.array(cam.latencies_s, float)
-            out[cam.name] = dict(processed=cam.processed, dropped=cam.dropped, rejected=cam.rejected,
-                                 failed=cam.failed, keyframes=cam.keyframes,
-                                 loop_closures=cam.loop_closures,
-                                 latency_p50_s=float(np.percentile(lat, 50)) if lat.size else None,
-                                 latency_p90_s=float(np.percentile(lat, 90)) if lat.size else None,
-                                 latencies_s=lat.tolist(),
-                                 odometry_worker_s=list(cam.vo_times_s),
-                                 loop_worker_s=list(cam.loop_times_s),
-                                 loop_wait_s=list(cam.loop_waits_s),
-                                 loop_jobs_done=cam.loop_jobs_done,
-                                 loop_jobs_dropped=cam.loop_jobs_dropped)
+            out[cam.name] = dict(
+                processed=cam.processed,
+                dropped=cam.dropped,
+                rejected=cam.rejected,
+                failed=cam.failed,
+                keyframes=cam.keyframes,
+                loop_closures=cam.loop_closures,
+                latency_p50_s=float(np.percentile(lat, 50)) if lat.size else None,
+                latency_p90_s=float(np.percentile(lat, 90)) if lat.size else None,
+                latencies_s=lat.tolist(),
+                odometry_worker_s=list(cam.vo_times_s),
+                loop_worker_s=list(cam.loop_times_s),
+                loop_wait_s=list(cam.loop_waits_s),
+                loop_jobs_done=cam.loop_jobs_done,
+                loop_jobs_dropped=cam.loop_jobs_dropped,
+            )
         return out
 
     def stop_worker(self, timeout_s: float = 10.0) -> None:
@@ -915,13 +1145,14 @@ class SuperGlueNode(Node):
 
 
 def _counts(cam: CameraStream) -> Counts:
-    return Counts(processed=cam.processed, dropped=cam.dropped, rejected=cam.rejected,
-                  failed=cam.failed)
+    return Counts(
+        processed=cam.processed, dropped=cam.dropped, rejected=cam.rejected, failed=cam.failed
+    )
 
 
 def _percentile_ms(values, q: float) -> float:
     values = np.asarray(values, float)
-    return float(np.percentile(values, q) * 1000) if values.size else float('nan')
+    return float(np.percentile(values, q) * 1000) if values.size else float("nan")
 
 
 def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:
@@ -930,11 +1161,12 @@ def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:
     if scale >= 1.0:
         return image
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
-def main(argv: list[str] | None = None, node_class=None, prog: str = 'superglue-node') -> int:
+def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-node") -> int:
     """Entry point of `superglue-node` / `ros2 run superglue_ros superglue_node` (and, with
     node_class, of the lifecycle variant).
 
@@ -945,12 +1177,19 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = 'superglue-
     args = list(sys.argv[1:] if argv is None else argv)
     own = rclpy.utilities.remove_ros_args([prog] + args)[1:]
     parser = argparse.ArgumentParser(
-        prog=prog, description='SuperPoint/SuperGlue correspondences for a SLAM '
-        'front-end. Configure with ROS parameters: --ros-args --params-file config/superglue.yaml')
-    parser.add_argument('--threads', type=int, default=0,
-                        help='executor threads (default: max_pending_requests + 2)')
+        prog=prog,
+        description="SuperPoint/SuperGlue correspondences for a SLAM "
+        "front-end. Configure with ROS parameters: --ros-args --params-file config/superglue.yaml",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="executor threads (default: max_pending_requests + 2)",
+    )
     options = parser.parse_args(own)
     import torch
+
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
     # SIGINT/SIGTERM only set an event: the worker is stopped while the context is still valid
@@ -964,16 +1203,18 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = 'superglue-
         try:
             node = node_class()
         except StartupError as error:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {error}')
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
             return 2
-        threads = options.threads or node.p['max_pending_requests'] + 2
+        threads = options.threads or node.p["max_pending_requests"] + 2
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor,), name='superglue_spin', daemon=True)
+        spinner = threading.Thread(
+            target=_spin, args=(executor,), name="superglue_spin", daemon=True
+        )
         spinner.start()
         while not stop.is_set() and spinner.is_alive():
             stop.wait(0.5)
-        node.get_logger().info('shutting down')
+        node.get_logger().info("shutting down")
         node.stop_worker()
         executor.shutdown()
         spinner.join(timeout=10.0)
@@ -992,5 +1233,5 @@ def _spin(executor) -> None:
         pass
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,6 @@
 """The node as a child process, for the benchmarks that measure it from outside (node_benchmark,
 soak): its resident memory, and a stop that lets it shut down cleanly before it is killed."""
+
 from __future__ import annotations
 
 import signal
@@ -9,9 +10,9 @@ import subprocess
 def read_rss_bytes(pid: int) -> int | None:
     """VmRSS of process `pid` in bytes (None once it is gone)."""
     try:
-        with open(f'/proc/{pid}/status') as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith('VmRSS:'):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None

@@ -5,6 +5,7 @@ and the states of every random generator the trainer draws from (numpy Generator
 torch CPU generator). They are written to a temporary file and renamed, so a crash while saving
 never leaves a broken checkpoint behind.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,7 +34,9 @@ def list_images(dirs: list[str | os.PathLike]) -> list[pathlib.Path]:
             raise FileNotFoundError(f"image folder not found: {d}")
         files += [p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {list(map(str, dirs))}")
+        raise FileNotFoundError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {list(map(str, dirs))}"
+        )
     return sorted(files)
 
 
@@ -45,8 +48,12 @@ def read_gray(path: pathlib.Path) -> np.ndarray:
     return img
 
 
-def random_crop(rng: np.random.Generator, img: np.ndarray, size: tuple[int, int],
-                scale_range: tuple[float, float] = (0.7, 2.0)) -> np.ndarray:
+def random_crop(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    size: tuple[int, int],
+    scale_range: tuple[float, float] = (0.7, 2.0),
+) -> np.ndarray:
     """Random rescale (log-uniform in scale_range, at least enough to cover the crop) then a
     random (width, height) crop. The range covers the evaluation's up-scaling of 481x321 photos
     to 640x480 (x1.33-1.5), so the networks see that blur level during training."""
@@ -57,11 +64,16 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, size: tuple[int, int]
     img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     x0 = int(rng.integers(0, nw - w + 1))
     y0 = int(rng.integers(0, nh - h + 1))
-    return img[y0:y0 + h, x0:x0 + w]
+    return img[y0 : y0 + h, x0 : x0 + w]
 
 
-def homographic_pair(rng: np.random.Generator, img: np.ndarray, size: tuple[int, int],
-                     difficulty: float = 1.0, photometric: float = 1.0) -> dict:
+def homographic_pair(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    size: tuple[int, int],
+    difficulty: float = 1.0,
+    photometric: float = 1.0,
+) -> dict:
     """One training pair from a photo: crop, random H, warp, independent photometric changes.
 
     Returns image0, image1 float32 [h,w] in [0,1], H (3x3, image0 px -> image1 px),
@@ -72,8 +84,12 @@ def homographic_pair(rng: np.random.Generator, img: np.ndarray, size: tuple[int,
     warped = warp_image(crop, H, size)
     image0 = photometric_augment(rng, crop, photometric)
     image1 = photometric_augment(rng, warped, photometric)
-    return dict(image0=image0.astype(np.float32) / 255.0, image1=image1.astype(np.float32) / 255.0,
-                H=H, valid1=valid_mask(H, size, size))
+    return dict(
+        image0=image0.astype(np.float32) / 255.0,
+        image1=image1.astype(np.float32) / 255.0,
+        H=H,
+        valid1=valid_mask(H, size, size),
+    )
 
 
 class PairSampler:
@@ -97,8 +113,10 @@ class PairSampler:
     def batch(self, rng: np.random.Generator, batch_size: int) -> dict:
         """image0/image1 [B,1,h,w] float tensors, H [B,3,3] float64, valid1 [B,h,w] bool."""
         idx = rng.integers(0, len(self.files), size=batch_size)
-        pairs = [homographic_pair(rng, self.image(int(i)), self.size, self.difficulty,
-                                  self.photometric) for i in idx]
+        pairs = [
+            homographic_pair(rng, self.image(int(i)), self.size, self.difficulty, self.photometric)
+            for i in idx
+        ]
         return dict(
             image0=torch.from_numpy(np.stack([p["image0"] for p in pairs]))[:, None],
             image1=torch.from_numpy(np.stack([p["image1"] for p in pairs]))[:, None],
@@ -122,10 +140,14 @@ def seed_everything(seed: int) -> np.random.Generator:
 def rng_state(rng: np.random.Generator) -> dict:
     """States of all generators, as plain containers that torch.load(weights_only=True) accepts."""
     st = rng.bit_generator.state
-    state = dict(numpy_bit_generator=st["bit_generator"],
-                 numpy_state=str(st["state"]["state"]), numpy_inc=str(st["state"]["inc"]),
-                 numpy_has_uint32=int(st["has_uint32"]), numpy_uinteger=int(st["uinteger"]),
-                 torch=torch.get_rng_state())
+    state = dict(
+        numpy_bit_generator=st["bit_generator"],
+        numpy_state=str(st["state"]["state"]),
+        numpy_inc=str(st["state"]["inc"]),
+        numpy_has_uint32=int(st["has_uint32"]),
+        numpy_uinteger=int(st["uinteger"]),
+        torch=torch.get_rng_state(),
+    )
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -135,26 +157,40 @@ def restore_rng_state(rng: np.random.Generator, state: dict) -> None:
     rng.bit_generator.state = dict(
         bit_generator=state["numpy_bit_generator"],
         state=dict(state=int(state["numpy_state"]), inc=int(state["numpy_inc"])),
-        has_uint32=int(state["numpy_has_uint32"]), uinteger=int(state["numpy_uinteger"]))
+        has_uint32=int(state["numpy_has_uint32"]),
+        uinteger=int(state["numpy_uinteger"]),
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: os.PathLike, model, optimizer, step: int, rng: np.random.Generator,
-                    extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: os.PathLike,
+    model,
+    optimizer,
+    step: int,
+    rng: np.random.Generator,
+    extra: dict | None = None,
+) -> None:
     """Atomic write (tmp file + rename) of model, optimizer, step and RNG states."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), step=int(step),
-                rng=rng_state(rng), extra=extra or {})
+    ckpt = dict(
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        step=int(step),
+        rng=rng_state(rng),
+        extra=extra or {},
+    )
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: os.PathLike, model, optimizer, rng: np.random.Generator,
-                    map_location="cpu") -> dict:
+def load_checkpoint(
+    path: os.PathLike, model, optimizer, rng: np.random.Generator, map_location="cpu"
+) -> dict:
     """Restore what save_checkpoint wrote; returns the checkpoint (step, extra)."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -194,6 +230,7 @@ class CurveLog:
 
     def plot(self, png: os.PathLike, x: str = "step") -> None:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -228,15 +265,19 @@ def _is_number(value) -> bool:
 
 def git_commit() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
-                                       cwd=pathlib.Path(__file__).resolve().parents[2],
-                                       stderr=subprocess.DEVNULL).strip()
+        return subprocess.check_output(
+            ["git", "rev-parse", "HEAD"],
+            text=True,
+            cwd=pathlib.Path(__file__).resolve().parents[2],
+            stderr=subprocess.DEVNULL,
+        ).strip()
     except Exception:
         return "unknown"
 
 
 def machine_description() -> str:
     import platform
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -255,6 +296,7 @@ def stop_on_sigterm() -> None:
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, handler)
 
 
@@ -269,8 +311,17 @@ class Timer:
         return self.previous_s + time.time() - self.start
 
 
-def run_training_loop(step: int, args, timer: Timer, log: CurveLog, out: pathlib.Path,
-                      train_step, save, validate=None, postfix=None) -> int:
+def run_training_loop(
+    step: int,
+    args,
+    timer: Timer,
+    log: CurveLog,
+    out: pathlib.Path,
+    train_step,
+    save,
+    validate=None,
+    postfix=None,
+) -> int:
     """The trainers' shared outer loop; returns the last step.
 
     train_step(step) does one optimisation step (step = steps done before it) and returns the
@@ -295,8 +346,14 @@ def run_training_loop(step: int, args, timer: Timer, log: CurveLog, out: pathlib
             bar.update(1)
             every = getattr(args, "log_every", 0)
             if every and (step % every == 0 or any(k.startswith("val_") for k in row)):
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in row.items()), file=sys.stderr, flush=True)
+                print(
+                    " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
             if postfix is not None:
                 bar.set_postfix(**postfix(row))
             if step % args.save_every == 0:
@@ -308,6 +365,8 @@ def run_training_loop(step: int, args, timer: Timer, log: CurveLog, out: pathlib
         save(step)
         log.plot(out / "curves.png")
         bar.close()
-    print(f"step {step}, wall time {timer.total_s() / 60:.1f} min; checkpoint {out / 'checkpoint.pth'}",
-          file=sys.stderr)
+    print(
+        f"step {step}, wall time {timer.total_s() / 60:.1f} min; checkpoint {out / 'checkpoint.pth'}",
+        file=sys.stderr,
+    )
     return step

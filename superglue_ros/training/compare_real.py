@@ -6,6 +6,7 @@ every SuperGlue file on the same (shared) SuperPoint features. Run:
     python -m superglue_ros.training.compare_real --real ../shared/datasets/real \
         --candidate new=runs/sg_real/superglue.pth [--sets kitti07,euroc] [--max_pairs 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,25 +17,31 @@ import sys
 import torch
 
 
-def build(candidates: dict, max_keypoints=1024, methods=("orb", "sift", "superpoint-mnn",
-                                                            "superglue")) -> dict:
+def build(
+    candidates: dict, max_keypoints=1024, methods=("orb", "sift", "superpoint-mnn", "superglue")
+) -> dict:
     """{name: (extractor, matcher)}: the presets (fast runtime, fp32, as superglue-eval) plus
     one 'superglue <name>' row per candidate file, all learned rows on one extractor."""
     from ..features import build_matcher, build_preset
+
     out, sp = {}, None
     for name in methods:
         learned = name in ("superpoint-mnn", "superglue")
         conf = dict(runtime="fast", precision="fp32") if learned else {}
         extractor, matcher = build_preset(
-            name, extractor=dict(max_keypoints=max_keypoints, **conf),
-            matcher=conf if name == "superglue" else {})
+            name,
+            extractor=dict(max_keypoints=max_keypoints, **conf),
+            matcher=conf if name == "superglue" else {},
+        )
         if learned:
             sp = sp or extractor
             extractor = sp
         out[name] = (extractor, matcher)
     for name, path in candidates.items():
-        out[f"superglue {name}"] = (sp, build_matcher("superglue", weights=str(path),
-                                                      runtime="fast", precision="fp32"))
+        out[f"superglue {name}"] = (
+            sp,
+            build_matcher("superglue", weights=str(path), runtime="fast", precision="fp32"),
+        )
     return out
 
 
@@ -52,19 +59,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from ..evaluation.cli import REAL_COLUMNS, format_table
     from ..evaluation.real_eval import evaluate_real, load_real_set
+
     candidates = dict(c.split("=", 1) for c in args.candidate)
     methods = build(candidates, args.max_keypoints, tuple(args.methods.split(",")))
     results = {}
     for set_name in args.sets.split(","):
         pairs = load_real_set(set_name, args.real, args.max_pairs)
-        results[set_name] = evaluate_real(methods, pairs, args.resize, progress=True,
-                                          desc=set_name)
+        results[set_name] = evaluate_real(methods, pairs, args.resize, progress=True, desc=set_name)
         print(f"{set_name}: {len(pairs)} pairs")
         print(format_table(results[set_name], REAL_COLUMNS), flush=True)
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(dict(args=vars(args), results=results),
-                                                 indent=1, default=float))
+    (out / "results.json").write_text(
+        json.dumps(dict(args=vars(args), results=results), indent=1, default=float)
+    )
     return 0
 
 

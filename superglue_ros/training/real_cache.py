@@ -13,6 +13,7 @@ no labels; used only to pick steps/lr, never trained on). Run:
     python -m superglue_ros.training.real_cache --real ../shared/datasets/real \
         --out /work/cache/train10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,15 +30,26 @@ TRAIN_GAPS = (2, 4, 6, 10)  # KITTI frame gaps; the train sequences store every 
 
 
 def feature_dict(f) -> dict:
-    return dict(keypoints=torch.from_numpy(np.asarray(f.keypoints, np.float32)),
-                scores=torch.from_numpy(np.asarray(f.scores, np.float32)),
-                descriptors=torch.from_numpy(np.asarray(f.descriptors, np.float16)),
-                image_size=torch.tensor(f.image_size))
+    return dict(
+        keypoints=torch.from_numpy(np.asarray(f.keypoints, np.float32)),
+        scores=torch.from_numpy(np.asarray(f.scores, np.float32)),
+        descriptors=torch.from_numpy(np.asarray(f.descriptors, np.float16)),
+        image_size=torch.tensor(f.image_size),
+    )
 
 
-def build_cache(real_root, out, resize=640, max_keypoints=1024, sequences=TRAIN_SEQUENCES,
-                gaps=TRAIN_GAPS, val_kitti=40, val_euroc=24, sift_keypoints=2048,
-                superpoint=None) -> None:
+def build_cache(
+    real_root,
+    out,
+    resize=640,
+    max_keypoints=1024,
+    sequences=TRAIN_SEQUENCES,
+    gaps=TRAIN_GAPS,
+    val_kitti=40,
+    val_euroc=24,
+    sift_keypoints=2048,
+    superpoint=None,
+) -> None:
     from ..evaluation.pose_eval import extract_at
     from ..evaluation.real_eval import load_real_set
     from ..evaluation.real_pairs import kitti_pairs
@@ -64,26 +76,51 @@ def build_cache(real_root, out, resize=640, max_keypoints=1024, sequences=TRAIN_
                     sift_feats[key] = sift.extract(image)
             k0, k1 = f"{seq}/{pair.path0.stem}", f"{seq}/{pair.path1.stem}"
             i0, i1 = ratio.match(sift_feats[k0], sift_feats[k1]).indices()
-            pairs.append(dict(name=pair.name, frame0=k0, frame1=k1,
-                              K0=torch.from_numpy(pair.K0), K1=torch.from_numpy(pair.K1),
-                              R=torch.from_numpy(pair.R), t=torch.from_numpy(pair.t),
-                              sift0=torch.from_numpy(sift_feats[k0].keypoints[i0]),
-                              sift1=torch.from_numpy(sift_feats[k1].keypoints[i1])))
-    meta = dict(resize=resize, max_keypoints=max_keypoints, sequences=list(sequences),
-                gaps=list(gaps), sift_keypoints=sift_keypoints, superpoint=str(superpoint),
-                build_s=time.time() - start)
+            pairs.append(
+                dict(
+                    name=pair.name,
+                    frame0=k0,
+                    frame1=k1,
+                    K0=torch.from_numpy(pair.K0),
+                    K1=torch.from_numpy(pair.K1),
+                    R=torch.from_numpy(pair.R),
+                    t=torch.from_numpy(pair.t),
+                    sift0=torch.from_numpy(sift_feats[k0].keypoints[i0]),
+                    sift1=torch.from_numpy(sift_feats[k1].keypoints[i1]),
+                )
+            )
+    meta = dict(
+        resize=resize,
+        max_keypoints=max_keypoints,
+        sequences=list(sequences),
+        gaps=list(gaps),
+        sift_keypoints=sift_keypoints,
+        superpoint=str(superpoint),
+        build_s=time.time() - start,
+    )
     torch.save(dict(frames=frames, pairs=pairs, meta=meta), out / "train.pt")
     print(f"train: {len(frames)} frames, {len(pairs)} pairs", file=sys.stderr)
     val = []
     for set_name, count in (("kitti07", val_kitti), ("euroc", val_euroc)):
         for pair in tqdm(load_real_set(set_name, real_root, count), desc=set_name):
-            f0, f1 = (feature_dict(extract_at(extractor, im, [resize]))
-                      for im in (pair.image0, pair.image1))
-            val.append(dict(set=set_name, name=pair.name, feats0=f0, feats1=f1,
-                            K0=torch.from_numpy(pair.K0), K1=torch.from_numpy(pair.K1),
-                            dist0=torch.from_numpy(pair.dist0),
-                            dist1=torch.from_numpy(pair.dist1),
-                            R=torch.from_numpy(pair.R), t=torch.from_numpy(pair.t)))
+            f0, f1 = (
+                feature_dict(extract_at(extractor, im, [resize]))
+                for im in (pair.image0, pair.image1)
+            )
+            val.append(
+                dict(
+                    set=set_name,
+                    name=pair.name,
+                    feats0=f0,
+                    feats1=f1,
+                    K0=torch.from_numpy(pair.K0),
+                    K1=torch.from_numpy(pair.K1),
+                    dist0=torch.from_numpy(pair.dist0),
+                    dist1=torch.from_numpy(pair.dist1),
+                    R=torch.from_numpy(pair.R),
+                    t=torch.from_numpy(pair.t),
+                )
+            )
     torch.save(dict(pairs=val, meta=meta), out / "val.pt")
     print(f"val: {len(val)} pairs; {time.time() - start:.0f} s", file=sys.stderr)
 
@@ -99,6 +136,7 @@ def label_statistics(cache: dict, num_pairs=60, seed=0, **label_kw) -> dict:
     how often a mutual-NN match of the descriptors (no geometry) is a final positive or lies
     outside every band (the outliers that training should remove)."""
     from .epipolar_labels import epipolar_labels
+
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(cache["pairs"]), min(num_pairs, len(cache["pairs"])), replace=False)
     rows = []
@@ -106,20 +144,36 @@ def label_statistics(cache: dict, num_pairs=60, seed=0, **label_kw) -> dict:
         pair = cache["pairs"][int(i)]
         f0, f1 = cache["frames"][pair["frame0"]], cache["frames"][pair["frame1"]]
         d0, d1 = f0["descriptors"].float().numpy(), f1["descriptors"].float().numpy()
-        lab = epipolar_labels(f0["keypoints"].numpy(), f1["keypoints"].numpy(),
-                              pair["K0"].numpy(), pair["K1"].numpy(), pair["R"].numpy(),
-                              pair["t"].numpy(), d0, d1, pair["sift0"].numpy(),
-                              pair["sift1"].numpy(), **label_kw)
+        lab = epipolar_labels(
+            f0["keypoints"].numpy(),
+            f1["keypoints"].numpy(),
+            pair["K0"].numpy(),
+            pair["K1"].numpy(),
+            pair["R"].numpy(),
+            pair["t"].numpy(),
+            d0,
+            d1,
+            pair["sift0"].numpy(),
+            pair["sift1"].numpy(),
+            **label_kw,
+        )
         sim = d0 @ d1.T
         nn01, nn10 = sim.argmax(1), sim.argmax(0)
         mutual = np.flatnonzero(nn10[nn01] == np.arange(len(nn01)))
         m0 = lab["matches0"]
         free = (m0 < 0) & ~lab["unmatched0"]
-        rows.append(dict(**lab["counts"], positives=int((m0 >= 0).sum()),
-                         dustbin0=int(lab["unmatched0"].sum()), candidate_only0=int(free.sum()),
-                         keypoints0=len(m0), mnn=len(mutual),
-                         mnn_is_positive=int((m0[mutual] == nn01[mutual]).sum()),
-                         mnn_outside_band=int((~lab["candidates"][mutual, nn01[mutual]]).sum())))
+        rows.append(
+            dict(
+                **lab["counts"],
+                positives=int((m0 >= 0).sum()),
+                dustbin0=int(lab["unmatched0"].sum()),
+                candidate_only0=int(free.sum()),
+                keypoints0=len(m0),
+                mnn=len(mutual),
+                mnn_is_positive=int((m0[mutual] == nn01[mutual]).sum()),
+                mnn_outside_band=int((~lab["candidates"][mutual, nn01[mutual]]).sum()),
+            )
+        )
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
@@ -132,8 +186,11 @@ def main(argv=None) -> int:
     p.add_argument("--superpoint", default=None, help="SuperPoint weights (default: shipped)")
     p.add_argument("--val_kitti", type=int, default=40)
     p.add_argument("--val_euroc", type=int, default=24)
-    p.add_argument("--stats", action="store_true",
-                   help="print label statistics of an existing cache (no extraction)")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="print label statistics of an existing cache (no extraction)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.stats:
@@ -142,8 +199,15 @@ def main(argv=None) -> int:
             stats = label_statistics(cache, source=source)
             print(source + ": " + ", ".join(f"{k} {v:.1f}" for k, v in stats.items()))
         return 0
-    build_cache(args.real, args.out, args.resize, args.max_keypoints, val_kitti=args.val_kitti,
-                val_euroc=args.val_euroc, superpoint=args.superpoint)
+    build_cache(
+        args.real,
+        args.out,
+        args.resize,
+        args.max_keypoints,
+        val_kitti=args.val_kitti,
+        val_euroc=args.val_euroc,
+        superpoint=args.superpoint,
+    )
     return 0
 
 

