@@ -70,3 +70,67 @@ def draw_matches(
                 canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
             )
     return canvas
+
+
+def shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (<= 1; larger scales return it unchanged)."""
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class DebugView:
+    """The node's debug image of one camera: a correspondence drawn on small copies of its query
+    and reference images.
+
+    Why here: the FrontEnd keeps only a thumbnail per keyframe (or none), so the view keeps its
+    own small copy of each live keyframe's image at the debug width; it knows nothing of ROS.
+    """
+
+    def __init__(self):
+        self.images: dict[int, tuple[np.ndarray, float]] = {}  # keyframe id -> (image, scale)
+
+    def clear(self) -> None:
+        self.images.clear()
+
+    def add_frame(self, image: np.ndarray, keyframe_id: int | None, live_ids, width: int):
+        """Small copy of a processed frame (kept when it became keyframe ``keyframe_id``);
+        forgets keyframes no longer in ``live_ids``. Returns (small image, scale)."""
+        scale = min(1.0, width / image.shape[1])
+        small = shrink(image, scale)
+        if keyframe_id is not None:
+            self.images[keyframe_id] = (small, scale)
+        live = set(live_ids)
+        for kid in [k for k in self.images if k not in live]:
+            del self.images[kid]
+        return small, scale
+
+    def keyframe_image(self, keyframe_id: int):
+        """(small image, scale) of a kept keyframe, or (None, 1.0)."""
+        return self.images.get(keyframe_id, (None, 1.0))
+
+    def draw(self, corr, query_image, query_scale: float, cache) -> np.ndarray | None:
+        """BGR canvas of ``corr`` (a frontend Correspondence; points in original pixels) with its
+        reference keyframe's image from this view, else its thumbnail in ``cache``; None when
+        neither exists."""
+        ref_image, ref_scale = self.keyframe_image(corr.reference_id)
+        if ref_image is None:
+            ref = cache.get(corr.reference_id)
+            if ref is None or ref.thumbnail is None:
+                return None
+            ref_image, ref_scale = ref.thumbnail, ref.thumbnail.shape[1] / ref.image_size[0]
+        query = "keyframe" if corr.query_is_keyframe else "frame"
+        text = [
+            f"{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}",
+            f"{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers",
+        ]
+        return draw_matches(
+            query_image,
+            ref_image,
+            np.asarray(corr.query_points) * query_scale,
+            np.asarray(corr.reference_points) * ref_scale,
+            corr.inliers if len(corr.inliers) else None,
+            text=text,
+        )

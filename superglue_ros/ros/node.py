@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
@@ -67,7 +65,6 @@ from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
 from ..features import COMPONENT_DEFAULTS, build_components, component_names, resolve_device
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
-from .camera_info import CameraInfoBuffer
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
 from .messages import (
     array_to_image_msg,
@@ -82,9 +79,9 @@ from .messages import (
 )
 from .parameters import ParameterSpec, all_parameters, check_value, descriptor_text
 from .stream_gate import StreamGate
+from .streams import CameraStream, PendingFrame, ThrottledLog, topic_name
 
 NODE_NAME = "superglue_node"
-LATENCY_WINDOW = 200
 CAMERA_INFO_QOS_CHECK_S = 1.0  # how often camera_info publishers are checked for latched ones
 REQUEST_QUEUE_DEPTH = 100  # verify_loop requests the middleware holds before dropping the oldest
 LOOP_WORKER_NICE = 10  # added to the loop worker thread's nice value (Linux, best effort)
@@ -97,91 +94,6 @@ class StartupError(RuntimeError):
 # ------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------
-
-
-class ThrottledLog:
-    """Log each kind of warning at most once per `period_s`, then report how many were hidden.
-
-    The kind is the text with numbers masked, so 'step 10 < ...' and 'step 12 < ...' are one
-    kind but an unsupported encoding and a size mismatch are two.
-    """
-
-    def __init__(self, logger, period_s: float):
-        self.logger, self.period_s = logger, period_s
-        self._last: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, text: str, level: str = "warning") -> None:
-        key = re.sub(r"\d+(\.\d+)?", "#", text)
-        now = time.monotonic()
-        with self._lock:
-            if len(self._last) > 1000:  # bounded even if senders vary the text endlessly
-                self._last.clear()
-            last, hidden = self._last.get(key, (-1e18, 0))
-            if now - last < self.period_s:
-                self._last[key] = (last, hidden + 1)
-                return
-            self._last[key] = (now, 0)
-        suffix = f" ({hidden} similar messages suppressed)" if hidden else ""
-        getattr(self.logger, level)(text + suffix)
-
-
-@dataclass
-class PendingFrame:
-    image: np.ndarray | None  # converted raw image, or None while `compressed` is undecoded
-    stamp_ns: int
-    frame_id: str
-    received: float  # time.monotonic() when the message arrived
-    generation: int = 0  # StreamGate generation the frame was let through in
-    compressed: object = None  # CompressedImage whose header passed, decoded by the worker
-
-
-@dataclass
-class CameraStream:
-    """One camera: its FrontEnd, the newest unprocessed frame and counters for diagnostics."""
-
-    name: str
-    frontend: FrontEnd
-    gate: StreamGate = field(default_factory=StreamGate)
-    pending: PendingFrame | None = None
-    reset_pending: bool = False  # the gate saw a time jump / new frame_id
-    camera_infos: CameraInfoBuffer = field(default_factory=CameraInfoBuffer)
-    camera_cache: tuple = (None, None, None)  # (info msg, image size, CameraModel or None)
-    info_subscriptions: list = field(default_factory=list)  # volatile, then transient-local
-    first_info_waited: bool = False  # the first frame waited for a camera_info
-    processed: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    failed: int = 0
-    keyframes: int = 0
-    loop_closures: int = 0
-    latencies_s: deque = field(
-        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
-    )  # receipt -> ODOMETRY out
-    vo_times_s: deque = field(
-        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
-    )  # odometry worker per frame
-    loop_times_s: deque = field(
-        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
-    )  # loop worker per job
-    loop_waits_s: deque = field(
-        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
-    )  # keyframe -> job start
-    loop_jobs_done: int = 0
-    loop_jobs_dropped: int = 0
-    last_diag: tuple = (0.0, 0, 0)  # (time, processed, dropped) at the last report
-    last_image_s: float = 0.0  # time.monotonic() of the last image message
-    window: CountWindow | None = None  # counts of the recent diagnostics window
-    debug_images: dict = field(default_factory=dict)  # keyframe id -> small BGR image for drawing
-    publishers: dict = field(default_factory=dict)
-
-    @property
-    def frame_id(self) -> str | None:
-        return self.gate.frame_id
-
-
-def _topic(camera: str, name: str) -> str:
-    return f"{camera.rstrip('/')}/{name}" if camera else name
 
 
 # ------------------------------------------------------------------------------------------
@@ -445,10 +357,12 @@ class SuperGlueNode(Node):
         )
         make = self._make_publisher
         cam.publishers = dict(
-            correspondences=make(Correspondences, _topic(cam.name, "correspondences"), 10),
-            relative_pose=make(PoseWithCovarianceStamped, _topic(cam.name, "relative_pose"), 10),
-            keyframes=make(KeyframeFeatures, _topic(cam.name, "keyframes"), keyframe_qos),
-            debug_image=make(Image, _topic(cam.name, "debug_image"), 1),
+            correspondences=make(Correspondences, topic_name(cam.name, "correspondences"), 10),
+            relative_pose=make(
+                PoseWithCovarianceStamped, topic_name(cam.name, "relative_pose"), 10
+            ),
+            keyframes=make(KeyframeFeatures, topic_name(cam.name, "keyframes"), keyframe_qos),
+            debug_image=make(Image, topic_name(cam.name, "debug_image"), 1),
         )
 
     def _destroy_outputs(self, cam: CameraStream) -> None:
@@ -463,7 +377,7 @@ class SuperGlueNode(Node):
             keep(
                 self.create_subscription(
                     CompressedImage,
-                    _topic(cam.name, "image/compressed"),
+                    topic_name(cam.name, "image/compressed"),
                     lambda msg, c=cam: self._on_image(c, msg, True),
                     qos,
                     callback_group=sensor_group,
@@ -473,7 +387,7 @@ class SuperGlueNode(Node):
             keep(
                 self.create_subscription(
                     Image,
-                    _topic(cam.name, "image"),
+                    topic_name(cam.name, "image"),
                     lambda msg, c=cam: self._on_image(c, msg, False),
                     qos,
                     callback_group=sensor_group,
@@ -490,7 +404,7 @@ class SuperGlueNode(Node):
         cam.info_subscriptions = [
             self.create_subscription(
                 CameraInfo,
-                _topic(cam.name, "camera_info"),
+                topic_name(cam.name, "camera_info"),
                 lambda msg, c=cam: self._on_camera_info(c, msg),
                 info_qos,
                 callback_group=sensor_group,
@@ -500,7 +414,7 @@ class SuperGlueNode(Node):
         keep(
             self.create_subscription(
                 LoopCandidates,
-                _topic(cam.name, "loop_candidates"),
+                topic_name(cam.name, "loop_candidates"),
                 lambda msg, c=cam: self._on_loop_candidates(c, msg),
                 10,
                 callback_group=self.request_group,
@@ -509,7 +423,7 @@ class SuperGlueNode(Node):
         keep(
             self.create_service(
                 VerifyLoop,
-                _topic(cam.name, "verify_loop"),
+                topic_name(cam.name, "verify_loop"),
                 lambda req, res, c=cam: self._on_verify_loop(c, req, res),
                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
                 callback_group=self.request_group,
@@ -518,7 +432,7 @@ class SuperGlueNode(Node):
         keep(
             self.create_service(
                 GetKeyframe,
-                _topic(cam.name, "get_keyframe"),
+                topic_name(cam.name, "get_keyframe"),
                 lambda req, res, c=cam: self._on_get_keyframe(c, req, res),
                 qos_profile=QoSProfile(depth=REQUEST_QUEUE_DEPTH),
                 callback_group=self.request_group,
@@ -527,7 +441,7 @@ class SuperGlueNode(Node):
         keep(
             self.create_service(
                 Reset,
-                _topic(cam.name, "reset"),
+                topic_name(cam.name, "reset"),
                 lambda req, res, c=cam: self._on_reset(c, res),
                 callback_group=self.request_group,
             )
@@ -591,7 +505,7 @@ class SuperGlueNode(Node):
             topic = cam.info_subscriptions[0].topic_name
             latched = [
                 i
-                for i in self.get_publishers_info_by_topic(topic)
+                for i in self.get_publishers_info_bytopic_name(topic)
                 if i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
             ]
             if not latched:
@@ -696,7 +610,7 @@ class SuperGlueNode(Node):
                 return
             cam.reset_pending = False
         cam.frontend.reset()
-        cam.debug_images.clear()
+        cam.debug.clear()
 
     def _process(self, cam: CameraStream, item: PendingFrame) -> None:
         started = time.monotonic()
@@ -820,7 +734,7 @@ class SuperGlueNode(Node):
         cam.loop_times_s.append(time.monotonic() - started)
         if outcome.loop_closures and self._debug_wanted(cam):
             strongest = max(outcome.loop_closures, key=lambda c: int(np.count_nonzero(c.inliers)))
-            query_image, query_scale = cam.debug_images.get(job.keyframe.id, (None, 1.0))
+            query_image, query_scale = cam.debug.keyframe_image(job.keyframe.id)
             if query_image is not None:
                 self._draw_debug(
                     cam,
@@ -862,17 +776,12 @@ class SuperGlueNode(Node):
 
     def _publish_debug(self, cam: CameraStream, item: PendingFrame, result) -> None:
         if not self._debug_wanted(cam):
-            cam.debug_images.clear()
+            cam.debug.clear()
             return
-        width = self.p["debug_image_width"]
-        h0, w0 = item.image.shape[:2]
-        scale = min(1.0, width / w0)
-        small = cv2_resize(item.image, scale)
-        if result.is_keyframe and result.keyframe is not None:
-            cam.debug_images[result.keyframe.id] = (small, scale)
-        live = set(cam.frontend.cache.ids())
-        for kid in [k for k in list(cam.debug_images) if k not in live]:
-            cam.debug_images.pop(kid, None)
+        keyframe_id = result.keyframe.id if result.is_keyframe and result.keyframe else None
+        small, scale = cam.debug.add_frame(
+            item.image, keyframe_id, cam.frontend.cache.ids(), self.p["debug_image_width"]
+        )
         if result.odometry is not None:
             self._draw_debug(cam, result.odometry, small, scale, item.stamp_ns, item.frame_id)
 
@@ -880,28 +789,9 @@ class SuperGlueNode(Node):
         self, cam: CameraStream, corr, query_image, query_scale: float, stamp_ns: int, frame_id: str
     ) -> None:
         """Publish `corr` drawn on the query's small image next to its reference keyframe's."""
-        from ..visualization import draw_matches
-
-        ref_image, ref_scale = cam.debug_images.get(corr.reference_id, (None, 1.0))
-        if ref_image is None:
-            ref = cam.frontend.cache.get(corr.reference_id)
-            if ref is None or ref.thumbnail is None:
-                return
-            ref_image, ref_scale = ref.thumbnail, ref.thumbnail.shape[1] / ref.image_size[0]
-        query = "keyframe" if corr.query_is_keyframe else "frame"
-        text = [
-            f"{corr.kind} {query} {corr.query_id} vs keyframe {corr.reference_id}",
-            f"{len(corr.scores)} matches, {int(np.count_nonzero(corr.inliers))} inliers",
-        ]
-        canvas = draw_matches(
-            query_image,
-            ref_image,
-            np.asarray(corr.query_points) * query_scale,
-            np.asarray(corr.reference_points) * ref_scale,
-            corr.inliers if len(corr.inliers) else None,
-            text=text,
-        )
-        cam.publishers["debug_image"].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
+        canvas = cam.debug.draw(corr, query_image, query_scale, cam.frontend.cache)
+        if canvas is not None:
+            cam.publishers["debug_image"].publish(array_to_image_msg(canvas, stamp_ns, frame_id))
 
     # -- loop requests -----------------------------------------------------------------------
 
@@ -1024,7 +914,7 @@ class SuperGlueNode(Node):
             cam.reset_pending = False
         cam.gate.reset()
         forgotten = cam.frontend.reset()  # waits for a frame in progress
-        cam.debug_images.clear()
+        cam.debug.clear()
         response.success = True
         response.message = f"camera '{cam.name or '.'}' reset: {forgotten} keyframes forgotten"
         self.get_logger().info(f"{response.message} (reset service)")
@@ -1153,17 +1043,6 @@ def _counts(cam: CameraStream) -> Counts:
 def _percentile_ms(values, q: float) -> float:
     values = np.asarray(values, float)
     return float(np.percentile(values, q) * 1000) if values.size else float("nan")
-
-
-def cv2_resize(image: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
-    if scale >= 1.0:
-        return image
-    h, w = image.shape[:2]
-    return cv2.resize(
-        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-    )
 
 
 def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-node") -> int:
