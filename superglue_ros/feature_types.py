@@ -59,12 +59,20 @@ class Features:
         """Copy with keypoints mapped to the same image resized by sx = new_width / width,
         sy = new_height / height; image_size is the new (width, height).
 
-        Pixel centres are aligned as cv2.resize does: x' = (x + 0.5) * sx - 0.5. The cache is
-        dropped because cached tensors hold the old coordinates.
+        Pixel centres are aligned as cv2.resize does: x' = (x + 0.5) * sx - 0.5. Of the
+        matcher's device copy (``cache[CACHE_KEY]``) the scores and descriptors stay valid and are
+        kept; its keypoints are replaced by the new ones (one upload, not three). Any other cache
+        entry is dropped, since it may hold the old coordinates.
         """
         scale = np.array([sx, sy], np.float32)
         kpts = (self.keypoints + 0.5) * scale - 0.5
-        return Features(kpts, self.scores.copy(), self.descriptors.copy(), tuple(image_size))
+        out = Features(kpts, self.scores.copy(), self.descriptors.copy(), tuple(image_size))
+        entry = self.cache.get(CACHE_KEY)
+        if isinstance(entry, dict) and isinstance(entry.get("keypoints"), torch.Tensor):
+            old = entry["keypoints"]
+            new = torch.from_numpy(out.keypoints).to(device=old.device, dtype=old.dtype)
+            out.cache[CACHE_KEY] = dict(entry, keypoints=new)
+        return out
 
     def nbytes(self) -> int:
         """Host memory of the arrays plus tensors in the cache (for bounded keyframe caches)."""

@@ -141,6 +141,12 @@ def test_features_and_matches_containers():
     assert half.image_size == (50, 25) and half.cache == {}
     back = half.scaled(2, 2, (100, 50))
     np.testing.assert_allclose(back.keypoints, f.keypoints, atol=1e-5)
+    # the matcher's device copy: scores/descriptors kept (same tensors), keypoints replaced
+    descriptors = torch.ones(2, 4)
+    f.cache["torch"] = dict(keypoints=torch.zeros(2, 2), descriptors=descriptors)
+    half = f.scaled(0.5, 0.5, (50, 25))
+    assert half.cache["torch"]["descriptors"] is descriptors
+    np.testing.assert_allclose(half.cache["torch"]["keypoints"].numpy(), half.keypoints)
     with pytest.raises(ValueError, match="inconsistent feature counts"):
         Features(np.zeros((2, 2)), np.zeros(3), np.zeros((2, 4)), (1, 1))
     matches = Matches(np.array([2, -1, 0]), np.array([0.9, 0, 0.5]))

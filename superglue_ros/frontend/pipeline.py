@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
-from ..feature_types import CACHE_KEY, Extractor, Features, Matcher, Matches
+from ..feature_types import Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
 from ..images import ImageConversionError, as_uint8_gray
 from ..options import Option, defaults, validate
@@ -492,20 +491,11 @@ class FrontEnd:
         self, feats: Features, sx: float, sy: float, size: tuple[int, int]
     ) -> Features:
         """Working-resolution features -> ORIGINAL pixels (``Features.scaled``, pixel-centre
-        aligned: x_orig = (x_work + 0.5) / sx - 0.5). At scale 1 the features (and the tensors the
-        extractor left on the device) are used as they are; otherwise the device copy of scores
-        and descriptors is kept and only the keypoints are re-uploaded."""
+        aligned: x_orig = (x_work + 0.5) / sx - 0.5; the matcher's device copy of scores and
+        descriptors is kept). At scale 1 the features are used as they are."""
         if (sx, sy) == (1.0, 1.0) and tuple(feats.image_size) == tuple(size):
             return feats
-        out = feats.scaled(1.0 / sx, 1.0 / sy, size)
-        entry = feats.cache.get(CACHE_KEY)
-        if isinstance(entry, dict) and isinstance(entry.get("keypoints"), torch.Tensor):
-            kpts = entry["keypoints"]
-            out.cache[CACHE_KEY] = dict(
-                entry,
-                keypoints=torch.from_numpy(out.keypoints).to(device=kpts.device, dtype=kpts.dtype),
-            )
-        return out
+        return feats.scaled(1.0 / sx, 1.0 / sy, size)
 
     def _correspond(
         self,
