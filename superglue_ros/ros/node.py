@@ -505,7 +505,7 @@ class SuperGlueNode(Node):
             topic = cam.info_subscriptions[0].topic_name
             latched = [
                 i
-                for i in self.get_publishers_info_bytopic_name(topic)
+                for i in self.get_publishers_info_by_topic(topic)
                 if i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
             ]
             if not latched:
