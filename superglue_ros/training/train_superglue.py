@@ -311,16 +311,7 @@ def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, d
             band_px=args.band_px,
             positive_px=args.positive_px,
         )
-        data = dict(
-            keypoints0=k0[None].to(device),
-            scores0=c0[None].to(device),
-            descriptors0=d0[None].to(device),
-            image_size0=wh0[None].to(device),
-            keypoints1=k1[None].to(device),
-            scores1=c1[None].to(device),
-            descriptors1=d1[None].to(device),
-            image_size1=wh1[None].to(device),
-        )
+        data = _batch_of_one(sides, device)
         gt = {
             k: torch.from_numpy(np.asarray(lab[k]))[None].to(device)
             for k in ("matches0", "matches1", "unmatched0", "unmatched1", "candidates")
@@ -349,19 +340,24 @@ def real_loss(model, data, gt, set_weight: float) -> tuple[torch.Tensor, dict]:
     return loss + set_weight * set_loss, stats
 
 
+def _batch_of_one(sides, device) -> dict:
+    """SuperGlue's input dict (batch of 1) from the two (keypoints, scores, descriptors,
+    image size) sides of a pair."""
+    data = {}
+    for i, (k, c, d, wh) in enumerate(sides):
+        data.update(
+            {
+                f"keypoints{i}": k[None].to(device),
+                f"scores{i}": c[None].to(device),
+                f"descriptors{i}": d[None].to(device),
+                f"image_size{i}": wh[None].to(device),
+            }
+        )
+    return data
+
+
 def real_val_sides(entry: dict, device) -> dict:
-    k0, c0, d0, wh0 = _side(entry["feats0"])
-    k1, c1, d1, wh1 = _side(entry["feats1"])
-    return dict(
-        keypoints0=k0[None].to(device),
-        scores0=c0[None].to(device),
-        descriptors0=d0[None].to(device),
-        image_size0=wh0[None].to(device),
-        keypoints1=k1[None].to(device),
-        scores1=c1[None].to(device),
-        descriptors1=d1[None].to(device),
-        image_size1=wh1[None].to(device),
-    )
+    return _batch_of_one([_side(entry["feats0"]), _side(entry["feats1"])], device)
 
 
 def pose_rows(entry: dict, kpts0: np.ndarray, kpts1: np.ndarray, m0: np.ndarray) -> dict:
