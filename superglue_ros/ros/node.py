@@ -938,8 +938,6 @@ class SuperGlueNode(Node):
             t0, processed0, dropped0 = cam.last_diag
             dt = max(now - t0, 1e-6)
             cam.last_diag = (now, cam.processed, cam.dropped)
-            lat = np.array(cam.latencies_s, float)
-            p50, p90 = (np.percentile(lat, [50, 90]) * 1000) if lat.size else (float("nan"),) * 2
             with self._loop_wake:
                 queued = sum(1 for c, _ in self._loop_jobs if c is cam)
             values = dict(
@@ -951,8 +949,8 @@ class SuperGlueNode(Node):
                 frames_failed=cam.failed,
                 keyframes=cam.keyframes,
                 loop_closures=cam.loop_closures,
-                latency_p50_ms=f"{p50:.1f}",
-                latency_p90_ms=f"{p90:.1f}",
+                latency_p50_ms=f"{_percentile_ms(cam.latencies_s, 50):.1f}",
+                latency_p90_ms=f"{_percentile_ms(cam.latencies_s, 90):.1f}",
                 odometry_worker_p50_ms=f"{_percentile_ms(cam.vo_times_s, 50):.1f}",
                 loop_worker_p50_ms=f"{_percentile_ms(cam.loop_times_s, 50):.1f}",
                 loop_wait_p50_ms=f"{_percentile_ms(cam.loop_waits_s, 50):.1f}",
