@@ -164,6 +164,8 @@ def test_diagnostics_ok_stale_error_and_back_to_ok():
         frames = Frames(probe)
         message = _wait_level(probe, node, DiagnosticStatus.OK, feed=frames.send)
         assert message.startswith("last 1 s:") and " 0 failed, 0 rejected" in message
+        # OK comes with the first image received; its processing may still be under way
+        probe.wait_for(lambda: node.stats()[""]["processed"] > 0, 20.0, "a processed frame")
         processed = node.stats()[""]["processed"]
         assert processed > 0
 
