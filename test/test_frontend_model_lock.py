@@ -72,31 +72,51 @@ def test_one_lock_per_model_object():
     assert lock_for(c) is lock_for(c)
 
 
-def test_background_waits_for_idle_foreground_within_its_bound():
-    """ForegroundActivity: wait_idle returns True as soon as the last odometry frame ends, and
-    False after max_wait_s while one is still in progress (loop closure is never starved)."""
+def test_background_units_and_odometry_frames_never_overlap():
+    """ForegroundActivity: a background unit runs at once when odometry is idle; while a frame
+    is in progress it waits max_wait_s, then claims the next turn and starts only after that
+    frame ended; a frame that arrives during a unit waits for it to end."""
     from superglue_ros.frontend.model_lock import ForegroundActivity
 
     activity = ForegroundActivity()
-    assert activity.wait_idle(0.0) is True
+    log: list[str] = []
+    with activity.background(0.0) as idle:
+        assert idle is True
     entered, release = threading.Event(), threading.Event()
 
-    def odometry():
+    def odometry(name, hold: threading.Event | None):
         with activity.busy():
+            log.append(f"{name} start")
             entered.set()
-            release.wait(10)
+            if hold is not None:
+                hold.wait(10)
+            log.append(f"{name} end")
 
-    thread = threading.Thread(target=odometry)
-    thread.start()
-    entered.wait(10)
-    t0 = time.monotonic()
-    assert activity.wait_idle(0.2) is False
-    assert 0.15 <= time.monotonic() - t0 < 5.0
-    assert activity.active == 1
-    timer = threading.Timer(0.1, release.set)
+    frame = threading.Thread(target=odometry, args=("frame1", release))
+    frame.start()
+    assert entered.wait(10)
+    timer = threading.Timer(0.3, release.set)
     timer.start()
     t0 = time.monotonic()
-    assert activity.wait_idle(10.0) is True
-    assert time.monotonic() - t0 < 5.0
-    thread.join(10)
+    with activity.background(0.1) as idle:
+        assert idle is False and time.monotonic() - t0 >= 0.08
+        log.append("unit start")  # only after frame1 ended
+        entered.clear()
+        late = threading.Thread(target=odometry, args=("frame2", None))
+        late.start()
+        assert not entered.wait(0.2)  # frame2 waits for the unit
+        log.append("unit end")
+    late.join(10)
+    frame.join(10)
+    assert log == [
+        "frame1 start",
+        "frame1 end",
+        "unit start",
+        "unit end",
+        "frame2 start",
+        "frame2 end",
+    ]
     assert activity.active == 0
+    with activity.busy():  # a unit inside a frame of the same thread is that frame's work
+        with activity.background(10.0) as idle:
+            assert idle is True

@@ -51,35 +51,73 @@ class ModelLock:
 
 
 class ForegroundActivity:
-    """Odometry frames in progress in this process (all FrontEnds, all models).
+    """Odometry frames in progress in this process (all FrontEnds, all models), and background
+    units (one loop-candidate match) that never overlap them.
 
     Why: the per-model locks let a loop job's SuperGlue run while odometry extracts the next
-    frame, and on 2 cores the two halve each other's speed (measured on KITTI 1241x376 at 5 Hz:
-    the odometry p90 rose from ~150 to ~400 ms while loop jobs ran). A background caller first
-    waits for a moment with no odometry frame in progress, at most ``max_wait_s`` so that a
-    camera that keeps odometry busy (30 Hz) cannot starve loop closure.
+    frame, and on 2 cores the two halve each other's speed or worse (each library spreads over
+    both cores): on KITTI 1241x376 at 5 Hz a 3-candidate loop job took ~680 ms in the node
+    against ~145 ms alone, odometry ~140 ms against ~82 ms, and 19% of the frames were dropped.
+    So the CPU is handed out in turns: a background unit starts only when no odometry frame is
+    in progress or waiting, and a frame that arrives during one waits for it to end (one
+    SuperGlue pair, ~45 ms on 2 cores). A background caller that found no idle moment within
+    ``max_wait_s`` (a camera that keeps odometry busy, 30 Hz) claims the next turn: frames not
+    yet started wait until its unit ends, so loop closure is never starved.
     """
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
-        self._active = 0
+        self._active = 0  # odometry frames in progress
+        self._waiting = 0  # odometry frames waiting for a background unit to end
+        self._background = 0  # background units running (or claiming the next turn)
+        self._local = threading.local()  # per thread: depth of busy() (nesting never waits)
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
+        """One odometry frame: waits for a running (or claimed) background unit to end."""
+        depth = getattr(self._local, "depth", 0)
         with self._cond:
+            if depth == 0:
+                self._waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._background == 0)
+                finally:
+                    self._waiting -= 1
             self._active += 1
+        self._local.depth = depth + 1
         try:
             yield
         finally:
+            self._local.depth = depth
             with self._cond:
                 self._active -= 1
-                if self._active == 0:
-                    self._cond.notify_all()
+                self._cond.notify_all()
 
-    def wait_idle(self, max_wait_s: float) -> bool:
-        """Block until no foreground frame is in progress (True) or ``max_wait_s`` passed (False)."""
+    @contextlib.contextmanager
+    def background(self, max_wait_s: float) -> Iterator[bool]:
+        """One background unit, run when odometry is idle; yields whether an idle moment came
+        within ``max_wait_s`` (False: the turn was claimed after waiting for the running frames).
+        Inside an odometry frame of the same thread it runs at once (it is that frame's work)."""
+        if getattr(self._local, "depth", 0):
+            yield True
+            return
         with self._cond:
-            return self._cond.wait_for(lambda: self._active == 0, timeout=max_wait_s)
+            idle = self._cond.wait_for(
+                lambda: self._active == 0 and self._waiting == 0 and self._background == 0,
+                timeout=max_wait_s,
+            )
+            if not idle:  # claim the next turn: frames not yet started wait for this unit
+                self._cond.wait_for(lambda: self._background == 0)
+                self._background += 1
+                self._cond.wait_for(lambda: self._active == 0)
+            else:
+                self._background += 1
+        try:
+            yield idle
+        finally:
+            with self._cond:
+                self._background -= 1
+                self._cond.notify_all()
 
     @property
     def active(self) -> int:

@@ -36,9 +36,10 @@ from .keyframes import Keyframe, KeyframeCache
 from .model_lock import FOREGROUND, lock_for
 from .policy import KeyframeDecision, KeyframePolicy
 
-# A background loop-candidate match waits at most this long for odometry to be idle
-# (model_lock.ForegroundActivity): at 5 Hz the gaps between frames absorb the loop jobs; at
-# 30 Hz, where odometry is never idle, a 5-candidate job is delayed by at most 5 x this.
+# A background loop-candidate match waits at most this long for odometry to be idle, then
+# claims the next turn (model_lock.ForegroundActivity): at 5 Hz the gaps between frames absorb
+# the loop jobs; at 30 Hz, where odometry is never idle, each candidate waits this long plus one
+# frame, and delays one frame by one SuperGlue pair.
 LOOP_MAX_DEFER_S = 0.1
 
 
@@ -864,9 +865,9 @@ class FrontEnd:
             if background:
                 all_matches = []
                 for ref in refs:
-                    FOREGROUND.wait_idle(LOOP_MAX_DEFER_S)
-                    with self._matcher_lock.hold(background=True):
-                        all_matches.append(self.matcher.match(query.features, ref.features))
+                    with FOREGROUND.background(LOOP_MAX_DEFER_S):
+                        with self._matcher_lock.hold(background=True):
+                            all_matches.append(self.matcher.match(query.features, ref.features))
             else:
                 with self._matcher_lock.hold():
                     all_matches = self.matcher.match_many(
