@@ -1,7 +1,7 @@
 """Shared fixtures for the node tests: a real SuperGlueNode and a probe node talking over DDS.
 
 Both live in one rclpy Context (the conftest's per-run ROS_DOMAIN_ID keeps runs apart) and
-spin on a background MultiThreadedExecutor, so a test reads like a script: publish, then
+spin on a background CallbackPoolExecutor (the node's own), so a test reads like a script: publish, then
 `probe.wait_for(...)` what the node published.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import Log
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from superglue_ros.ros.executor import CallbackPoolExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -207,7 +207,7 @@ def running_node(
     )
     params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
     node = probe = None
-    executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+    executor = CallbackPoolExecutor(num_threads=num_threads, context=context)
     thread = None
     try:
         # each node in its own namespace, so nodes of different tests never answer each other

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from superglue_ros.ros.executor import CallbackPoolExecutor
 from rclpy.parameter import Parameter
 from superglue_ros_msgs.msg import Correspondences
 
@@ -32,7 +32,7 @@ def test_faster_camera_drops_frames_with_flat_memory_and_bounded_latency():
     sequence = make_sequence(num_frames=100)
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = CallbackPoolExecutor(num_threads=4, context=context)
     params = dict(
         preset="sift",
         max_keypoints=1024,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from superglue_ros.ros.executor import CallbackPoolExecutor
 from sensor_msgs.msg import CompressedImage
 from superglue_ros_msgs.msg import Correspondences, LoopCandidates
 from superglue_ros_msgs.srv import Reset
@@ -376,7 +376,7 @@ def test_signal_while_frames_flow_stops_cleanly(signum):
     )
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = CallbackPoolExecutor(num_threads=2, context=context)
     probe = Probe(context, namespace=namespace)
     executor.add_node(probe)
     import threading

@@ -37,7 +37,7 @@ def _gt_error(
 def run(options) -> dict:
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from .executor import CallbackPoolExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
@@ -88,7 +88,7 @@ def run(options) -> dict:
 
     context = Context()
     rclpy.init(context=context, args=["superglue-demo"])
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = CallbackPoolExecutor(num_threads=4, context=context)
     nodes = []
     try:
         params = [

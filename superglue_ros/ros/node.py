@@ -51,7 +51,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import NameValidationException, ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, DurabilityPolicy
@@ -66,6 +66,7 @@ from ..features import COMPONENT_DEFAULTS, build_components, component_names, re
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
+from .executor import CallbackPoolExecutor
 from .messages import (
     array_to_image_msg,
     camera_info_to_model,
@@ -1083,7 +1084,7 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
             return 2
         threads = options.threads or node.p["max_pending_requests"] + 2
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = CallbackPoolExecutor(num_threads=threads)
         executor.add_node(node)
         spinner = threading.Thread(
             target=_spin, args=(executor,), name="superglue_spin", daemon=True

@@ -31,7 +31,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from .executor import CallbackPoolExecutor
 from rclpy.node import Node
 from superglue_ros_msgs.msg import Correspondences
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     sequence = Prerendered(make_sequence(num_frames=options.frames))
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = CallbackPoolExecutor(num_threads=3, context=context)
     recorder = Recorder(context, namespace)
     player = SequencePlayer(
         sequence,
