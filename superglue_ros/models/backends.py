@@ -58,6 +58,9 @@ FAST_SUPERGLUE = dict(
     precision="auto",
     cache_keyframes=True,
     sinkhorn="scaling",
+    # stop once an iteration moves the plan < 1% (relative): on 100 bsds500_test homography
+    # pairs (p50 30 iterations) and 118 KITTI 07 pairs (p50 80) every match equalled 100's
+    sinkhorn_tolerance=1e-2,
     small_op_threads=1,
     backend_threads=1,
     static_shapes=True,

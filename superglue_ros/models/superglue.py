@@ -135,6 +135,10 @@ class AttentionalGNN(nn.Module):
         return desc0, desc1
 
 
+# the early stop of scaling_optimal_transport checks convergence every this many iterations
+SINKHORN_CHECK_EVERY = 10
+
+
 def log_optimal_transport(
     scores: torch.Tensor,
     alpha: torch.Tensor,
@@ -195,6 +199,8 @@ def scaling_optimal_transport(
     iters: int,
     mask0: torch.Tensor | None = None,
     mask1: torch.Tensor | None = None,
+    tolerance: float = 0.0,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """The same Sinkhorn iterations as ``log_optimal_transport``, run on scaling vectors.
 
@@ -203,7 +209,12 @@ def scaling_optimal_transport(
     (measured ~10x faster on CPU). Subtracting each row's maximum keeps every row of K holding a
     1, and the dustbin row holds exp(0) = 1 in every column. fp32 torch. Falls back to the log
     domain if the scalings leave the fp32 range or the plan misses its row marginals (couplings
-    that underflow in exp() but matter). Same output."""
+    that underflow in exp() but matter). Same output.
+
+    tolerance > 0 (the fast runtime): stop before ``iters`` once an iteration changes no column
+    scaling by more than this relative amount (checked every SINKHORN_CHECK_EVERY iterations),
+    i.e. every log-assignment by less than about ``tolerance``: confident pairs converge in
+    ~20 iterations, ambiguous ones keep all ``iters``. stats: gets 'iterations' run."""
     if iters == 0:
         return log_optimal_transport(scores, alpha, iters, mask0, mask1)
     scores = scores.float()
@@ -234,9 +245,20 @@ def scaling_optimal_transport(
     tiny = torch.finfo(torch.float32).tiny
     c = torch.ones_like(nu)
     kernel_t = kernel.transpose(1, 2)
-    for _ in range(iters):
+    done = 0
+    while done < iters:
         r = mu / torch.bmm(kernel, c[:, :, None])[..., 0].clamp(min=tiny)
-        c = nu / torch.bmm(kernel_t, r[:, :, None])[..., 0].clamp(min=tiny)
+        c_next = nu / torch.bmm(kernel_t, r[:, :, None])[..., 0].clamp(min=tiny)
+        done += 1
+        if tolerance > 0 and done % SINKHORN_CHECK_EVERY == 0 and done < iters:
+            change = ((c_next - c).abs() / c.clamp(min=tiny)).max()
+            c = c_next
+            if bool(change <= tolerance):
+                break
+        else:
+            c = c_next
+    if stats is not None:
+        stats["iterations"] = done
     if not (torch.isfinite(r).all() and torch.isfinite(c).all()):
         return log_optimal_transport(scores, alpha, iters, mask0, mask1)
     log_p = (
@@ -336,6 +358,9 @@ class SuperGlue(nn.Module):
         precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto'
         cache_keyframes=False,  # reuse the keypoint encoding stored in data['cache0'/'cache1']
         sinkhorn="log",  # 'log' (log-sum-exp updates) or 'scaling' (same iterations as mat-vecs)
+        # 'scaling' only: stop early once an iteration changes the plan by less than this
+        # (relative); 0 = always sinkhorn_iterations (see scaling_optimal_transport)
+        sinkhorn_tolerance=0.0,
         small_op_threads=None,  # torch threads for encoding/Sinkhorn (fast path: 1), None = unchanged
         backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
         # OpenVINO: compile once per (batch, keypoints) shape, keypoint counts padded (masked)
@@ -508,8 +533,11 @@ class SuperGlue(nn.Module):
             scores = self.match_scores(enc0, enc1, mask0, mask1)
         with stage("superglue_sinkhorn"), limited_threads(small):
             transport = SINKHORN[self.conf["sinkhorn"]]
+            early = {}
+            if self.conf["sinkhorn"] == "scaling" and self.conf["sinkhorn_tolerance"] > 0:
+                early = dict(tolerance=float(self.conf["sinkhorn_tolerance"]))
             log_assignment = transport(
-                scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1
+                scores, self.bin_score, self.conf["sinkhorn_iterations"], mask0, mask1, **early
             )
             out = extract_matches(log_assignment, self.conf["match_threshold"], mask0, mask1)
         return dict(log_assignment=log_assignment, **out)
