@@ -504,11 +504,20 @@ def print_table(results: dict) -> None:
                 r = standard["modes"].get(m, {})
                 row += f"{fmt(r.get(key) or r.get('stages', {}).get(key)):>28s}"
             print(row)
+        row = f"{'9+9 node VO path':24s}"
+        for m in modes:
+            row += f"{fmt(standard['modes'].get(m, {}).get('frontend_vo')):>28s}"
+        print(row)
     if "speedup_end_to_end" in results:
         print(
             f"speed-up over reference (median end-to-end): {results['speedup_end_to_end']:.1f}x; "
             f"node VO path: {results['speedup_frontend_vo']:.1f}x; "
             f"loop: {results.get('speedup_loop', float('nan')):.1f}x"
+        )
+    if "speedup_frontend_vo_vs_standard" in results:
+        print(
+            "node VO path, fast vs the 9+9 reference (the papers' configuration): "
+            f"{results['speedup_frontend_vo_vs_standard']:.1f}x"
         )
     if "accuracy" in results:
         print("accuracy (synthetic homography pairs):", json.dumps(results["accuracy"]))
@@ -607,6 +616,10 @@ def main(argv=None, to_message=None) -> int:
                 matcher, features[name], args.keyframe_every, loops
             )
             standard["modes"][name]["setup_s"] = round(time.perf_counter() - t0, 1)
+            if name == "reference":  # the papers' configuration end to end: issue 14's baseline
+                standard["modes"][name]["frontend_vo"] = run_frontend(
+                    built[name][0], matcher, frames[: nframes + 2], K, to_message=to_message
+                )
         results["standard_superglue"] = standard
     if "reference" in results["modes"]:
         fast, ref = results["modes"]["fast"], results["modes"]["reference"]
@@ -616,6 +629,12 @@ def main(argv=None, to_message=None) -> int:
         results["speedup_frontend_vo"] = (
             ref["frontend_vo"]["median_ms"] / fast["frontend_vo"]["median_ms"]
         )
+        standard_vo = results.get("standard_superglue", {}).get("modes", {})
+        standard_vo = standard_vo.get("reference", {}).get("frontend_vo")
+        if standard_vo:  # shipped fast path vs the paper's standard configuration (eager fp32)
+            results["speedup_frontend_vo_vs_standard"] = (
+                standard_vo["median_ms"] / fast["frontend_vo"]["median_ms"]
+            )
         if fast["loop_verification_5"] and ref["loop_verification_5"]:
             results["speedup_loop"] = (
                 ref["loop_verification_5"]["median_ms"] / fast["loop_verification_5"]["median_ms"]
@@ -646,11 +665,10 @@ def main(argv=None, to_message=None) -> int:
     results["load_average_end"] = os.getloadavg()
     e2e = results["modes"]["fast"]["frontend_vo"]
     loop = results["modes"]["fast"]["loop_verification_5"]
-    results["targets"] = dict(
-        vo_median_le_100ms=e2e["median_ms"] <= 100,
-        vo_p90_le_150ms=e2e["p90_ms"] <= 150,
-        loop5_le_300ms=bool(loop and loop["median_ms"] <= 300),
-        speedup_ge_8x=bool(results.get("speedup_frontend_vo", 0) >= 8),
+    results["targets"] = dict(  # issue 14's (issue 6 asked 100 / 300 ms and 8x vs 3+3)
+        vo_median_le_80ms=e2e["median_ms"] <= 80,
+        loop5_le_250ms=bool(loop and loop["median_ms"] <= 250),
+        speedup_vs_standard_ge_8x=bool(results.get("speedup_frontend_vo_vs_standard", 0) >= 8),
     )
     print_table(results)
     out = pathlib.Path(args.output)

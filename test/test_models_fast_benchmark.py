@@ -137,6 +137,14 @@ def test_benchmark_command_writes_json(tmp_path, capsys):
         r = standard["modes"][mode]
         assert set(r["stages"]) >= {"superglue_encode", "superglue_gnn", "superglue_sinkhorn"}
         assert r["superglue_per_frame"]["n"] == 3 and r["loop_matching_5"]["n"] == 1
+    # the papers' configuration end to end (reference runtime): issue 14's speed-up baseline
+    assert standard["modes"]["reference"]["frontend_vo"]["n"] == 3
+    assert res["speedup_frontend_vo_vs_standard"] > 0
+    assert set(res["targets"]) == {
+        "vo_median_le_80ms",
+        "loop5_le_250ms",
+        "speedup_vs_standard_ge_8x",
+    }
     assert "random-initialised" in res["weights"]["superglue"]
     assert "delta_fast_minus_reference" in res["accuracy"]
     assert "speed-up over reference" in capsys.readouterr().out
