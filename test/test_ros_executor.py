@@ -90,3 +90,41 @@ def test_a_raising_callback_is_logged_and_the_executor_keeps_spinning():
     received, _, alive = _run(callback, 10)
     assert sorted(received, key=int) == [str(i) for i in range(10)]
     assert alive
+
+
+def test_shutdown_runs_queued_callbacks_before_the_guard_goes():
+    """rclpy's Executor.shutdown destroys its guard condition without waiting for callbacks
+    (its wait is skipped), and a callback that starts afterwards fails on that guard with
+    InvalidHandle (seen at node shutdown under load). Here shutdown first lets the running and
+    the queued callbacks finish: one pool thread busy with a slow timer, a second one queued."""
+    context = Context()
+    rclpy.init(context=context)
+    executor = CallbackPoolExecutor(num_threads=1, context=context)
+    node = Node("executor_shutdown", context=context)
+    started, ran = threading.Event(), []
+
+    def slow():
+        started.set()
+        time.sleep(0.4)
+        ran.append("slow")
+
+    timers = [
+        node.create_timer(0.01, slow, callback_group=MutuallyExclusiveCallbackGroup()),
+        node.create_timer(0.01, lambda: ran.append("fast"), MutuallyExclusiveCallbackGroup()),
+    ]
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        assert started.wait(10)
+        time.sleep(0.1)  # the other timer's callback is now queued behind the slow one
+        executor.shutdown()
+        assert "slow" in ran
+        assert executor.failures == 0
+        spinner.join(5)
+        assert not spinner.is_alive()
+    finally:
+        for timer in timers:
+            timer.cancel()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -41,6 +41,8 @@ class CallbackPoolExecutor(Executor):
         self._pool = ThreadPoolExecutor(max(1, int(num_threads)), "superglue_callback")
         self._logger = rclpy.logging.get_logger("superglue_executor")
         self.passes = 0  # wait-set passes that yielded a callback (tests compare with callbacks)
+        self._stopping = False
+        self.failures = 0  # callbacks that raised (logged)
 
     def spin_once(self, timeout_sec: float | None = None) -> None:
         self._spin_once(timeout_sec)
@@ -62,6 +64,8 @@ class CallbackPoolExecutor(Executor):
             ConditionReachedException,
         ):
             return
+        if self._stopping:
+            return
         self.passes += 1
         started = threading.Event()
 
@@ -70,6 +74,7 @@ class CallbackPoolExecutor(Executor):
             handler()
             error = handler.exception()
             if error is not None:
+                self.failures += 1
                 self._logger.error(f"callback raised {type(error).__name__}: {error}")
 
         try:
@@ -79,6 +84,9 @@ class CallbackPoolExecutor(Executor):
         started.wait(HANDOFF_TIMEOUT_S)
 
     def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
-        done = super().shutdown(timeout_sec)
+        """Let running callbacks finish, then shut down. Executor.shutdown destroys its guard
+        condition without waiting for them (rclpy Kilted: its wait is skipped), and a callback
+        still running then fails on that guard with InvalidHandle."""
+        self._stopping = True
         self._pool.shutdown(wait=wait_for_threads)
-        return done
+        return super().shutdown(timeout_sec)
