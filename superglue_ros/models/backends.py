@@ -50,9 +50,11 @@ FAST_SUPERPOINT = dict(
     backend_threads=None,
     static_shapes=True,
 )
-# GNN on one backend thread: on a quiet machine 74 ms vs 84 ms with two (3+3 layers, 512 x 512
-# keypoints, bf16, static shapes); under load 142-232 ms vs ~400 ms (many mid-sized ops, each a
-# thread synchronisation). The backbone keeps both threads.
+# GNN threads: the backend's default (torch's thread count, 2 here). One thread measured
+# better while loop jobs ran beside odometry (74 vs 84 ms quiet; ~400 ms with two under load);
+# since they take turns (frontend/model_lock.py) two measured better: GNN 57 -> 40 ms quiet in
+# superglue-benchmark, node at 30 Hz VGA 3.67 -> 4.05 Hz processed (ABBA runs), and with one
+# core taken by another process the front-end VO path was no slower (160-181 vs 173-256 ms).
 FAST_SUPERGLUE = dict(
     backend="openvino",
     precision="auto",
@@ -62,7 +64,7 @@ FAST_SUPERGLUE = dict(
     # pairs (p50 30 iterations) and 118 KITTI 07 pairs (p50 80) every match equalled 100's
     sinkhorn_tolerance=1e-2,
     small_op_threads=1,
-    backend_threads=1,
+    backend_threads=None,
     static_shapes=True,
 )
 # runtime name -> (SuperPoint options, SuperGlue options); features.py and the node select by name
