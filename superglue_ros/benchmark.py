@@ -629,8 +629,8 @@ def main(argv=None, to_message=None) -> int:
         results["speedup_frontend_vo"] = (
             ref["frontend_vo"]["median_ms"] / fast["frontend_vo"]["median_ms"]
         )
-        standard_vo = results.get("standard_superglue", {}).get("modes", {})
-        standard_vo = standard_vo.get("reference", {}).get("frontend_vo")
+        standard_modes = results.get("standard_superglue", {}).get("modes", {})
+        standard_vo = standard_modes.get("reference", {}).get("frontend_vo")
         if standard_vo:  # shipped fast path vs the paper's standard configuration (eager fp32)
             results["speedup_frontend_vo_vs_standard"] = (
                 standard_vo["median_ms"] / fast["frontend_vo"]["median_ms"]

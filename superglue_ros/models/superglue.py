@@ -245,18 +245,17 @@ def scaling_optimal_transport(
     tiny = torch.finfo(torch.float32).tiny
     c = torch.ones_like(nu)
     kernel_t = kernel.transpose(1, 2)
-    done = 0
-    while done < iters:
+    for done in range(1, iters + 1):
         r = mu / torch.bmm(kernel, c[:, :, None])[..., 0].clamp(min=tiny)
         c_next = nu / torch.bmm(kernel_t, r[:, :, None])[..., 0].clamp(min=tiny)
-        done += 1
-        if tolerance > 0 and done % SINKHORN_CHECK_EVERY == 0 and done < iters:
-            change = ((c_next - c).abs() / c.clamp(min=tiny)).max()
-            c = c_next
-            if bool(change <= tolerance):
-                break
-        else:
-            c = c_next
+        converged = (
+            tolerance > 0
+            and done % SINKHORN_CHECK_EVERY == 0
+            and bool(((c_next - c).abs() / c.clamp(min=tiny)).max() <= tolerance)
+        )
+        c = c_next
+        if converged:
+            break
     if stats is not None:
         stats["iterations"] = done
     if not (torch.isfinite(r).all() and torch.isfinite(c).all()):
