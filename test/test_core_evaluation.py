@@ -92,14 +92,14 @@ def plane_views(tmp_path):
     return pairs
 
 
-def test_working_size_longest_side_or_fit():
-    # KITTI 07 (1226x370) and a portrait photo (683x1024): superglue-match's longest side 640
-    # and the node's fit inside 640x480 agree on the wide image, not on the tall one
+def test_working_size_longest_side_or_pixel_budget():
+    # KITTI 07 (1226x370) and a portrait photo (683x1024): superglue-match's --resize 640 scales
+    # the longest side, W H is the node's rule (W*H pixels, aspect kept)
     assert working_size(1226, 370, [640]) == working_size(1226, 370, 640) == (640, 193)
-    assert working_size(1226, 370, [640, 480]) == (640, 193)
+    assert working_size(1226, 370, [640, 480]) == (1009, 304)
     assert working_size(683, 1024, [640]) == (427, 640)
-    assert working_size(683, 1024, [640, 480]) == (320, 480)
-    assert working_size(320, 240, [640, 480]) == (320, 240)  # fit never upscales
+    assert working_size(683, 1024, [640, 480]) == (453, 679)
+    assert working_size(320, 240, [640, 480]) == (320, 240)  # the budget never upscales
     assert working_size(320, 240, [640]) == (640, 480)  # longest side does
     assert working_size(752, 480, None) == working_size(752, 480, [-1]) == (752, 480)
     with pytest.raises(ValueError, match="one value"):

@@ -157,6 +157,10 @@ def test_resized_shape():
     assert resized_shape(600, 400, [300]) == (300, 200)
     assert resized_shape(400, 600, [1200]) == (800, 1200)  # like the reference: may upscale
     assert resized_shape(600, 400, [640, 480]) == (640, 480)
+    # the default is the node's working size: 640x480 pixels, aspect kept
+    assert resized_shape(1241, 376, None) == (1007, 305)
+    assert resized_shape(600, 400, None) == (600, 400)
+    assert resized_shape(1200, 800, None) == (679, 453)
 
 
 def test_draw_matches_colours():

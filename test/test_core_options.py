@@ -22,7 +22,10 @@ def test_defaults_are_the_declarations():
     "conf,message",
     [
         (dict(working_width=9000), r"working_width must be in \[0, 8192\], got 9000"),
-        (dict(resize_mode="crop"), r"resize_mode must be one of \['fit', 'stretch'\], got 'crop'"),
+        (
+            dict(resize_mode="crop"),
+            r"resize_mode must be one of \['pixels', 'fit', 'stretch'\], got 'crop'",
+        ),
         (dict(loop_geometric_model="affine"), "loop_geometric_model must be one of"),
         (dict(ransac_threshold_px=0.0), r"ransac_threshold_px must be in \[0.01, 100.0\]"),
         (dict(essential_max_iterations=50), "essential_max_iterations must be in"),

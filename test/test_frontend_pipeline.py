@@ -258,8 +258,15 @@ def test_conf_validation():
             FrontEnd(ext, mat, bad)
     fe = FrontEnd(ext, mat, dict(working_width=640, working_height=480))
     assert fe.working_size(1280, 960) == (640, 480)
-    assert fe.working_size(1280, 720) == (640, 360)  # fit keeps the aspect ratio
+    # the default 'pixels' keeps the aspect ratio and VGA's pixel count: KITTI's 1241x376 keeps
+    # 1.6x the height that 'fit' leaves it
+    assert fe.working_size(1280, 720) == (739, 416)
+    assert fe.working_size(1241, 376) == (1007, 305)
+    assert fe.working_size(480, 640) == (480, 640)  # as many pixels as VGA: kept
     assert fe.working_size(320, 240) == (320, 240)  # never upscales
+    fit = FrontEnd(ext, mat, dict(resize_mode="fit"))
+    assert fit.working_size(1280, 720) == (640, 360) and fit.working_size(480, 640) == (360, 480)
+    assert fit.working_size(320, 240) == (320, 240)
     assert FrontEnd(ext, mat, dict(resize_mode="stretch")).working_size(1280, 720) == (640, 480)
     assert FrontEnd(ext, mat, dict(working_width=0)).working_size(1280, 720) == (1280, 720)
 

@@ -3,6 +3,9 @@
     superglue-match --input_pairs pairs.txt --input_dir images/ --output_dir out/ \
         [--resize 640 | --resize 640 480 | --resize -1] [--matcher superglue | --config c.yaml]
 
+Images are extracted at the node's working size by default (as many pixels as 640x480, aspect kept,
+never upscaled); --resize gives the reference script's options.
+
 Writes out/{stem0}_{stem1}_matches.npz with keypoints0 [N0,2] and keypoints1 [N1,2] in ORIGINAL
 image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N0]; --viz also
 writes {stem0}_{stem1}_matches.png. A malformed line or unreadable image is reported and skipped.
@@ -18,16 +21,23 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .. import images
 from ..features import PRESETS, build_components, check_options, component_names
+from ..frontend.pipeline import FrontEnd
 
 DEFAULT_MATCHER = "superglue"
 
 
-def resized_shape(width: int, height: int, resize: list[int]) -> tuple[int, int]:
-    """(new_width, new_height) per the reference scripts: [W, H] exact size, [D] scales the
-    larger side to D, [-1] (or any D <= 0) keeps the size."""
+def resized_shape(width: int, height: int, resize: list[int] | None) -> tuple[int, int]:
+    """(new_width, new_height). None (the default) is the node's default rule: about
+    working_width x working_height pixels (640x480), aspect kept, never upscaled. As in the
+    reference scripts, [W, H] is that exact size, [D] scales the larger side to D, [-1] (or
+    any D <= 0) keeps the size."""
+    if resize is None:
+        target = (FrontEnd.default_conf["working_width"], FrontEnd.default_conf["working_height"])
+        return images.working_size(width, height, target, FrontEnd.default_conf["resize_mode"])
     if len(resize) == 2:
-        return int(resize[0]), int(resize[1])
+        return images.working_size(width, height, resize, "stretch")
     if len(resize) == 1 and resize[0] > 0:
         scale = resize[0] / max(width, height)
         return max(1, round(width * scale)), max(1, round(height * scale))
@@ -102,8 +112,9 @@ def parse_args(argv=None):
         "--resize",
         type=int,
         nargs="+",
-        default=[640],
-        help="D: larger side to D; W H: exact size; -1: keep",
+        default=None,
+        help="D: larger side to D; W H: exact size; -1: keep (default: like the node, as "
+        "many pixels as 640x480, keeping the aspect ratio)",
     )
     parser.add_argument("--max_keypoints", type=int, default=1024, help="-1 = no limit")
     parser.add_argument(
@@ -118,9 +129,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--viz", action="store_true", help="also write match images")
     args = parser.parse_args(argv)
-    if len(args.resize) > 2:
+    if args.resize is not None and len(args.resize) > 2:
         parser.error("--resize takes one value (max dimension, -1 = keep) or two (W H)")
-    if len(args.resize) == 2 and min(args.resize) <= 0:
+    if args.resize is not None and len(args.resize) == 2 and min(args.resize) <= 0:
         parser.error("--resize W H needs positive values")
     return args
 

@@ -8,7 +8,7 @@ only matches within 1 px of the ground-truth epipolar line (what perfect outlier
 give with these keypoints). Also the confidence calibration (fraction of correct matches per
 score bin) and the dustbin mass. Run:
     python -m superglue_ros.evaluation.matcher_study --real ../shared/datasets/real \
-        [--max_pairs 60 --resize 640 --max_keypoints 1024 --output runs/matcher_study]
+        [--max_pairs 60 --resize 640 480 --max_keypoints 1024 --output runs/matcher_study]
 """
 
 from __future__ import annotations
@@ -231,7 +231,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real", required=True, help="the datasets/real folder")
     parser.add_argument("--set", default="kitti07")
     parser.add_argument("--max_pairs", type=int, default=0, help="0 = all")
-    parser.add_argument("--resize", type=int, nargs="+", default=[640])
+    parser.add_argument(
+        "--resize", type=int, nargs="+", default=[640, 480], help="as superglue-eval's --resize"
+    )
     parser.add_argument("--max_keypoints", type=int, default=1024)
     parser.add_argument("--output", default="runs/matcher_study")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..geometry import DEFAULT_ESTIMATOR, normalize_points, verify
+from .. import images
 from .metrics import error_auc, relative_pose_error
 
 AUC_THRESHOLDS_DEG = (5, 10, 20)
@@ -159,18 +160,18 @@ def epipolar_errors(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
 
 def working_size(width: int, height: int, resize) -> tuple[int, int]:
     """(w, h) the extractor sees. resize: None, -1 or [-1] keeps the image; n or [n] scales the
-    longest side to n (superglue-match's --resize); [W, H] fits inside W x H keeping the
-    aspect ratio, never upscaling (the node's working_width/height, resize_mode 'fit')."""
+    longest side to n (the reference scripts' --resize n, upscaling too); [W, H] is the node's
+    default rule for working_width x working_height: W*H pixels (rounded), aspect kept, never
+    upscaled (``images.working_size``, resize_mode 'pixels')."""
     values = [] if resize is None else list(np.atleast_1d(resize))
     if len(values) == 2:
-        scale = min(values[0] / width, values[1] / height, 1.0)
-    elif len(values) == 1 and values[0] > 0:
+        return images.working_size(width, height, values, "pixels")
+    if len(values) == 1 and values[0] > 0:
         scale = values[0] / max(width, height)
-    elif len(values) <= 1:
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    if len(values) <= 1:
         return width, height
-    else:
-        raise ValueError(f"resize takes one value (longest side) or two (W H), got {resize}")
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    raise ValueError(f"resize takes one value (longest side) or two (W H), got {resize}")
 
 
 def extract_at(extractor, image: np.ndarray, resize=None):

@@ -28,7 +28,7 @@ import numpy as np
 from ..camera import CameraModel, validate_intrinsics  # noqa: F401 - validate_intrinsics re-exported
 from ..feature_types import Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
-from ..images import ImageConversionError, as_uint8_gray
+from ..images import RESIZE_MODES, ImageConversionError, as_uint8_gray, working_size
 from ..options import Option, defaults, validate
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
@@ -227,9 +227,12 @@ class FrontEnd:
     more on some of them:
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
           sees; 0 for either = no resize.
-      resize_mode ('fit' | 'stretch', default 'fit'): 'fit' keeps the aspect ratio and fits the
-          image inside working_width x working_height (never upscales); 'stretch' resizes to
-          exactly that size (sx != sy allowed; geometry still runs in original pixels).
+      resize_mode ('pixels' | 'fit' | 'stretch', default 'pixels'): 'pixels' keeps the aspect
+          ratio with working_width * working_height pixels (every camera costs what
+          VGA costs; wide frames keep their height); 'fit' fits the image inside
+          working_width x working_height; neither upscales; 'stretch' resizes to exactly that
+          size (sx != sy allowed); geometry always runs in original pixels
+          (``images.working_size``).
       max_image_pixels (int, default 4096*4096): larger images are rejected (BadFrameError).
       min_image_side (int, default 16): smaller images are rejected.
       geometric_model ('auto' | 'essential' | 'fundamental' | 'homography', default 'auto'):
@@ -275,10 +278,11 @@ class FrontEnd:
         ),
         Option(
             "resize_mode",
-            "fit",
-            "'fit' keeps the aspect ratio inside working size (never "
-            "upscales), 'stretch' resizes to exactly that size",
-            choices=("fit", "stretch"),
+            "pixels",
+            "'pixels' keeps the aspect ratio with working_width*working_height pixels, "
+            "'fit' keeps it inside working size (neither upscales), 'stretch' resizes to "
+            "exactly that size",
+            choices=RESIZE_MODES,
         ),
         Option(
             "max_image_pixels",
@@ -479,13 +483,8 @@ class FrontEnd:
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) the extractor sees for an original image of width x height."""
-        ww, wh = int(self.conf["working_width"]), int(self.conf["working_height"])
-        if ww <= 0 or wh <= 0:
-            return width, height
-        if self.conf["resize_mode"] == "stretch":
-            return ww, wh
-        s = min(ww / width, wh / height, 1.0)  # fit inside, keep aspect, never upscale
-        return max(1, round(width * s)), max(1, round(height * s))
+        target = (self.conf["working_width"], self.conf["working_height"])
+        return working_size(width, height, target, self.conf["resize_mode"])
 
     # ------------------------------------------------------------------ helpers
     def _to_original(

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default="kitti07,euroc")
     p.add_argument("--max_pairs", type=int, default=0)
     p.add_argument("--max_keypoints", type=int, default=1024)
-    p.add_argument("--resize", type=int, nargs="+", default=[640])
+    p.add_argument("--resize", type=int, nargs="+", default=[640, 480], help="as superglue-eval's")
     p.add_argument("--methods", default="orb,sift,superpoint-mnn,superglue")
     p.add_argument("--output", default="runs/compare_real")
     args = p.parse_args(argv)
