@@ -2,6 +2,8 @@
 extractors/matchers: VO inliers agree with ground truth, keyframes follow the policy, the
 revisit closes the loop against the right keyframe, verify_loop statuses, rejected frames."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -452,6 +454,61 @@ def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
     assert fe.stats["loop_closures"] == inline.stats["loop_closures"] == len(expected)
     assert not any(fe.cache.is_pinned(k) for k in fe.cache.ids())
     assert all(o.timings_s["total"] >= o.timings_s["match"] > 0 for o in outcomes)
+
+
+def test_background_loop_job_matches_one_pair_per_turn_unless_behind(sequence):
+    """run_loop_job(background=True): each candidate is matched in its own turn (a frame
+    arriving meanwhile waits for one pair at most), whether odometry was idle or the turn was
+    claimed after LOOP_MAX_DEFER_S; when the loop worker is behind (behind() is true) a claimed
+    turn takes all remaining candidates instead of waiting a deferral and a frame for each."""
+    import threading
+
+    from superglue_ros.frontend.model_lock import FOREGROUND
+    from superglue_ros.frontend.pipeline import LOOP_MAX_DEFER_S
+
+    def jobs_with_candidates(fe):
+        for i in range(len(sequence)):
+            frame = Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K)
+            job = fe.process(frame, defer_loop=True).loop_job
+            if job is not None and len(job.candidates) == 3:  # loop_top_k
+                yield job
+            elif job is not None:
+                fe.cancel_loop_job(job)
+
+    fe = FrontEnd.from_preset("orb", "cpu", dict(loop_min_id_gap=3))
+    calls = []
+    match_many = fe.matcher.match_many
+    fe.matcher.match_many = lambda f0, refs: calls.append(len(refs)) or match_many(f0, refs)
+    jobs = jobs_with_candidates(fe)
+
+    job = next(jobs)
+    calls.clear()
+    fe.run_loop_job(job)  # not background: one batched call
+    assert calls == [len(job.candidates)]
+
+    job = next(jobs)
+    calls.clear()
+    fe.run_loop_job(job, background=True)  # odometry idle: one pair per turn
+    assert calls == [1] * len(job.candidates)
+
+    def busy_odometry(frame_started):
+        with FOREGROUND.busy():
+            frame_started.set()
+            time.sleep(3 * LOOP_MAX_DEFER_S)
+
+    for behind, expected in ((False, [1] * 3), (True, [3])):
+        job = next(jobs)
+        calls.clear()
+        frame_started = threading.Event()
+        odometry = threading.Thread(target=busy_odometry, args=(frame_started,))
+        odometry.start()
+        frame_started.wait()
+        # no idle moment: the first turn is claimed (the later ones find odometry idle)
+        outcome = fe.run_loop_job(job, background=True, behind=lambda: behind)
+        odometry.join()
+        assert calls == expected, behind
+        assert len(outcome.candidates) == 3
+    jobs.close()
 
 
 def test_cancelled_loop_job_releases_its_pins(sequence):

@@ -3,8 +3,13 @@ of the benchmark, with ORB on a few seconds of frames: it runs and writes its JS
 asserted; the numbers belong in the README's Performance section)."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 from superglue_ros.ros import node_benchmark
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_node_benchmark_runs_and_writes_json(tmp_path, capsys):
@@ -98,3 +103,22 @@ def test_pose_accuracy_against_ground_truth_exact(tmp_path):
     assert result["rotation_deg"]["p50"] == 1.0  # median of 0 and 2
     assert result["rotation_deg"]["p90"] == 1.8
     assert result["translation_deg"]["p90"] == 0.0
+
+
+def test_node_pythonpath_runs_the_other_checkout(tmp_path):
+    """--node-pythonpath: the node process imports superglue_ros from the given folder even when
+    the benchmark runs inside this checkout (python -m puts the current directory first)."""
+    other = tmp_path / "other"
+    (other / "superglue_ros").mkdir(parents=True)
+    (other / "superglue_ros" / "__init__.py").write_text("")
+    where = [sys.executable, "-c", "import superglue_ros; print(superglue_ros.__file__)"]
+    for pythonpath, expected in ((str(other), other), (None, REPO)):
+        out = subprocess.run(
+            where,
+            cwd=REPO,
+            env=node_benchmark.node_environment(pythonpath),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert pathlib.Path(out).parent.parent == expected

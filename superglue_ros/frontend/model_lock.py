@@ -52,17 +52,19 @@ class ModelLock:
 
 class ForegroundActivity:
     """Odometry frames in progress in this process (all FrontEnds, all models), and background
-    units (one loop-candidate match) that never overlap them.
+    units (loop-candidate matches) that never overlap them.
 
     Why: the per-model locks let a loop job's SuperGlue run while odometry extracts the next
     frame, and on 2 cores the two halve each other's speed or worse (each library spreads over
     both cores): on KITTI 1241x376 at 5 Hz a 3-candidate loop job took ~680 ms in the node
     against ~145 ms alone, odometry ~140 ms against ~82 ms, and 19% of the frames were dropped.
     So the CPU is handed out in turns: a background unit starts only when no odometry frame is
-    in progress or waiting, and a frame that arrives during one waits for it to end (one
-    SuperGlue pair, ~45 ms on 2 cores). A background caller that found no idle moment within
-    ``max_wait_s`` (a camera that keeps odometry busy, 30 Hz) claims the next turn: frames not
-    yet started wait until its unit ends, so loop closure is never starved.
+    in progress or waiting, and a frame that arrives during one waits for it to end (in an
+    idle moment the caller runs one SuperGlue pair, ~45 ms on 2 cores). A background caller
+    that found no idle moment within ``max_wait_s`` (a camera that keeps odometry busy, 30 Hz)
+    claims the next turn: frames not yet started wait until its unit ends (a loop worker that
+    is behind then matches all its job's remaining candidates), so loop closure is never
+    starved.
     """
 
     def __init__(self):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -38,8 +39,8 @@ from .policy import KeyframeDecision, KeyframePolicy
 
 # A background loop-candidate match waits at most this long for odometry to be idle, then
 # claims the next turn (model_lock.ForegroundActivity): at 5 Hz the gaps between frames absorb
-# the loop jobs; at 30 Hz, where odometry is never idle, each candidate waits this long plus one
-# frame, and delays one frame by one SuperGlue pair.
+# the loop pairs one by one; at 30 Hz, where odometry is never idle, each pair waits this long
+# plus one frame, and a loop worker that is behind takes the rest of its job in that turn.
 LOOP_MAX_DEFER_S = 0.1
 
 
@@ -804,13 +805,20 @@ class FrontEnd:
             job.done = True
             job.cache.unpin(job.pinned_ids)
 
-    def run_loop_job(self, job: LoopJob, background: bool = False) -> LoopOutcome:
+    def run_loop_job(
+        self, job: LoopJob, background: bool = False, behind: Callable[[], bool] | None = None
+    ) -> LoopOutcome:
         """Match the job's keyframe against its ranked candidates, verify, keep those with
         >= min_loop_inliers inliers; then release the job's pins.
-        background (the node's loop worker): take the matcher behind any odometry call waiting
-        for it, one candidate per call so that odometry waits for one pair at most (three
-        single SuperGlue calls measured as fast as one batch of three on 2 CPU cores);
-        otherwise one batched call.
+        background (the node's loop worker): take the CPU in turns with odometry
+        (``FOREGROUND.background``), one candidate per turn, so that a frame waits for one
+        pair at most (three single SuperGlue calls measured as fast as one batch of three on 2
+        CPU cores); otherwise one batched call.
+        behind() (the node: more loop jobs are queued) makes a turn that was claimed (no idle
+        moment within LOOP_MAX_DEFER_S) take all remaining candidates: at 30 Hz a deferral and
+        a frame per candidate let the loop worker fall behind (jobs queued 0.3-0.4 s, closures
+        1.3 s after their keyframe), while at 5 Hz one frame delayed by a whole job costs
+        answered frames.
         Never raises for a matcher error: it is counted and returned in ``warnings``."""
         t_start = time.perf_counter()
         conf = self.conf  # one snapshot: update_conf replaces the dict, never mutates it
@@ -831,7 +839,7 @@ class FrontEnd:
             if job.candidates:
                 try:
                     corrs = self._match_and_verify(
-                        kf, [k for k, _ in job.candidates], conf, background, timings
+                        kf, [k for k, _ in job.candidates], conf, background, timings, behind
                     )
                 except Exception as err:  # a loop failure must not cost anything else
                     with self._state_lock:
@@ -856,17 +864,22 @@ class FrontEnd:
         conf: dict,
         background: bool = False,
         timings: dict | None = None,
+        behind: Callable[[], bool] | None = None,
     ) -> list[Correspondence]:
-        """One batched ``match_many`` of a keyframe against keyframes (background: one
-        ``match`` per keyframe, the lock released in between), then verification."""
+        """``match_many`` of a keyframe against keyframes (background: in turns with odometry,
+        see ``run_loop_job``), then verification."""
         with self.cache.pinned([r.id for r in refs]):
             t0 = time.perf_counter()
             if background:
                 all_matches = []
-                for ref in refs:
-                    with FOREGROUND.background(LOOP_MAX_DEFER_S):
+                while len(all_matches) < len(refs):
+                    with FOREGROUND.background(LOOP_MAX_DEFER_S) as idle:
+                        catch_up = not idle and behind is not None and behind()
+                        todo = refs[len(all_matches) :][: None if catch_up else 1]
                         with self._matcher_lock.hold(background=True):
-                            all_matches.append(self.matcher.match(query.features, ref.features))
+                            all_matches += self.matcher.match_many(
+                                query.features, [r.features for r in todo]
+                            )
             else:
                 with self._matcher_lock.hold():
                     all_matches = self.matcher.match_many(

@@ -724,7 +724,9 @@ class SuperGlueNode(Node):
     def _run_loop_job(self, cam: CameraStream, job: LoopJob) -> None:
         started = time.monotonic()
         cam.loop_waits_s.append(started - job.created_s)
-        outcome = cam.frontend.run_loop_job(job, background=True)
+        outcome = cam.frontend.run_loop_job(
+            job, background=True, behind=lambda: bool(self._loop_jobs)
+        )
         for text in outcome.warnings:
             self.warn(f"camera '{cam.name or '.'}': {text}")
         names = dict(extractor=self.extractor.name, matcher=self.matcher.name)

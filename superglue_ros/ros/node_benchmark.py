@@ -240,6 +240,18 @@ def node_command(args) -> list[str]:
     return cmd
 
 
+def node_environment(pythonpath: str | None) -> dict:
+    """The node process's environment. With ``pythonpath`` (another checkout) it imports
+    superglue_ros from there: PYTHONSAFEPATH keeps Python from putting the current directory
+    first on sys.path, where a benchmark started inside this checkout would find its own code
+    instead (as it did until session 6, so earlier before/after runs compared one version)."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+        env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
 def run(args) -> dict:
     import rclpy
     from rclpy.context import Context
@@ -257,9 +269,7 @@ def run(args) -> dict:
     else:
         frames, K = synthetic_frames(args.sequence_frames, args.encoding)
 
-    env = dict(os.environ)
-    if args.node_pythonpath:
-        env["PYTHONPATH"] = args.node_pythonpath
+    env = node_environment(args.node_pythonpath)
     node_log = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL
     node = subprocess.Popen(node_command(args), env=env, stdout=node_log, stderr=subprocess.STDOUT)
     context = Context()
