@@ -33,7 +33,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 #   'pixels': keep the aspect ratio, W*H pixels (rounded), never upscale. The extractor's cost
 #             follows the pixel count, so every camera costs what VGA costs: a 1241x376 KITTI
 #             frame is seen at 1007x305 instead of 640x194, which lifted the learned pair's
-#             pose AUC@5 on KITTI 07 from 71.8 to 84.8 (README, "Working size").
+#             pose AUC@5 on KITTI 07 from 71.8 to 84.8 (README, "Validation on real motion").
 #   'fit':    keep the aspect ratio inside W x H, never upscale (wide frames lose height).
 #   'stretch': exactly W x H (sx != sy).
 RESIZE_MODES = ("pixels", "fit", "stretch")

@@ -3,8 +3,9 @@
     superglue-match --input_pairs pairs.txt --input_dir images/ --output_dir out/ \
         [--resize 640 | --resize 640 480 | --resize -1] [--matcher superglue | --config c.yaml]
 
-Images are extracted at the node's working size by default (as many pixels as 640x480, aspect kept,
-never upscaled); --resize gives the reference script's options.
+Images are extracted at the node's working size by default (as many pixels as 640x480, aspect
+kept, never upscaled); --resize gives the reference script's options (--resize 640 480: its
+default, that exact size).
 
 Writes out/{stem0}_{stem1}_matches.npz with keypoints0 [N0,2] and keypoints1 [N1,2] in ORIGINAL
 image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N0]; --viz also

@@ -229,11 +229,10 @@ class FrontEnd:
       working_width, working_height (int, 0..8192, default 640x480): resolution the extractor
           sees; 0 for either = no resize.
       resize_mode ('pixels' | 'fit' | 'stretch', default 'pixels'): 'pixels' keeps the aspect
-          ratio with working_width * working_height pixels (every camera costs what
-          VGA costs; wide frames keep their height); 'fit' fits the image inside
-          working_width x working_height; neither upscales; 'stretch' resizes to exactly that
-          size (sx != sy allowed); geometry always runs in original pixels
-          (``images.working_size``).
+          ratio with working_width * working_height pixels (every camera costs what VGA costs;
+          wide frames keep their height); 'fit' fits the image inside working_width x
+          working_height; neither upscales; 'stretch' resizes to exactly that size (sx != sy
+          allowed); geometry always runs in original pixels (``images.working_size``).
       max_image_pixels (int, default 4096*4096): larger images are rejected (BadFrameError).
       min_image_side (int, default 16): smaller images are rejected.
       geometric_model ('auto' | 'essential' | 'fundamental' | 'homography', default 'auto'):
@@ -816,8 +815,8 @@ class FrontEnd:
         CPU cores); otherwise one batched call.
         behind() (the node: more loop jobs are queued) makes a turn that was claimed (no idle
         moment within LOOP_MAX_DEFER_S) take all remaining candidates: at 30 Hz a deferral and
-        a frame per candidate let the loop worker fall behind (jobs queued 0.3-0.4 s, closures
-        1.3 s after their keyframe), while at 5 Hz one frame delayed by a whole job costs
+        a frame per candidate let the loop worker fall behind (jobs queued 0.3-0.5 s, closures
+        1.3-1.7 s after their keyframe), while at 5 Hz one frame delayed by a whole job costs
         answered frames.
         Never raises for a matcher error: it is counted and returned in ``warnings``."""
         t_start = time.perf_counter()
