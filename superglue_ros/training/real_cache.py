@@ -2,9 +2,10 @@
 
 The SuperPoint used to train SuperGlue is frozen, so its features of the real training frames
 never change: extracting them once makes a SuperGlue step on a real pair cost only the GNN.
-Features are extracted exactly as the real-motion evaluation does (``extract_at``: longest side
-``--resize``, keypoints mapped back to the original pixels, ``--max_keypoints``), so training
-sees the keypoint statistics of the validation.
+Features are extracted exactly as the real-motion evaluation does (``extract_at`` at
+``--resize``: by default the node's working size, VGA's pixel count; keypoints mapped back to the
+original pixels, ``--max_keypoints``), so training sees the keypoint statistics of the
+validation.
 
 Layout of OUT: ``train.pt`` (KITTI train sequences: per frame SuperPoint keypoints/scores/fp16
 descriptors; per pair K, R, t and the SIFT ratio matches at full resolution as point
@@ -41,7 +42,7 @@ def feature_dict(f) -> dict:
 def build_cache(
     real_root,
     out,
-    resize=640,
+    resize=(640, 480),
     max_keypoints=1024,
     sequences=TRAIN_SEQUENCES,
     gaps=TRAIN_GAPS,
@@ -72,7 +73,7 @@ def build_cache(
                 key = f"{seq}/{path.stem}"
                 if key not in frames:
                     image = pair.image0 if path == pair.path0 else pair.image1
-                    frames[key] = feature_dict(extract_at(extractor, image, [resize]))
+                    frames[key] = feature_dict(extract_at(extractor, image, resize))
                     sift_feats[key] = sift.extract(image)
             k0, k1 = f"{seq}/{pair.path0.stem}", f"{seq}/{pair.path1.stem}"
             i0, i1 = ratio.match(sift_feats[k0], sift_feats[k1]).indices()
@@ -104,8 +105,7 @@ def build_cache(
     for set_name, count in (("kitti07", val_kitti), ("euroc", val_euroc)):
         for pair in tqdm(load_real_set(set_name, real_root, count), desc=set_name):
             f0, f1 = (
-                feature_dict(extract_at(extractor, im, [resize]))
-                for im in (pair.image0, pair.image1)
+                feature_dict(extract_at(extractor, im, resize)) for im in (pair.image0, pair.image1)
             )
             val.append(
                 dict(
@@ -181,7 +181,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", required=True, help="the datasets/real folder")
     p.add_argument("--out", required=True, help="cache folder (outside the repository)")
-    p.add_argument("--resize", type=int, default=640)
+    p.add_argument(
+        "--resize", type=int, nargs="+", default=[640, 480], help="as superglue-eval's --resize"
+    )
     p.add_argument("--max_keypoints", type=int, default=1024)
     p.add_argument("--superpoint", default=None, help="SuperPoint weights (default: shipped)")
     p.add_argument("--val_kitti", type=int, default=40)
