@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .. import images
 from ..features import PRESETS, build_components, check_options, component_names
+from ..evaluation.pose_eval import working_size
 from ..frontend.pipeline import FrontEnd
 
 DEFAULT_MATCHER = "superglue"
@@ -39,10 +40,7 @@ def resized_shape(width: int, height: int, resize: list[int] | None) -> tuple[in
         return images.working_size(width, height, target, FrontEnd.default_conf["resize_mode"])
     if len(resize) == 2:
         return images.working_size(width, height, resize, "stretch")
-    if len(resize) == 1 and resize[0] > 0:
-        scale = resize[0] / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-    return width, height
+    return working_size(width, height, resize)  # superglue-eval's rule for [D] and [-1]
 
 
 def load_config(path, preset=DEFAULT_MATCHER) -> dict:
