@@ -1,8 +1,8 @@
 """Bounded keyframe store shared by the VO thread and loop-verification requests.
 
 The cache is bounded twice, by count and by bytes (local features + global descriptor +
-thumbnail), because a robot runs for hours and keyframe features on the compute device are the
-one thing that grows. Eviction is oldest-first, except that keyframes referenced by a pending
+thumbnail + working image), because a robot runs for hours and keyframes are the one thing that
+grows. Eviction is oldest-first, except that keyframes referenced by a pending
 request are pinned (reference-counted) so a loop verification never loses its inputs half-way.
 Evicted ids are remembered (bounded) so a request can be answered with 'evicted' rather than
 'unknown'.
@@ -34,6 +34,9 @@ class Keyframe:
     camera: the full camera model (K + distortion) the geometry undistorts keypoints with,
         or None (then K, if any, is a distortion-free pinhole camera).
     thumbnail: small uint8 gray image for debug drawing, or None.
+    image: uint8 gray image at the working size the features were extracted from, kept so
+        that matches against this keyframe can be refined to sub-pixel (``refinement.py``),
+        or None (refinement off).
     frame_index: index of the accepted frame that became this keyframe.
     """
 
@@ -47,12 +50,14 @@ class Keyframe:
     thumbnail: np.ndarray | None = None
     frame_index: int = -1
     camera: "CameraModel | None" = None
+    image: np.ndarray | None = None
 
     def nbytes(self) -> int:
-        """Bytes this keyframe costs in the cache (features + global descriptor + thumbnail)."""
+        """Bytes this keyframe costs in the cache (features + global descriptor + images)."""
         total = int(self.features.nbytes())
         total += int(self.global_descriptor.nbytes) if self.global_descriptor is not None else 0
         total += int(self.thumbnail.nbytes) if self.thumbnail is not None else 0
+        total += int(self.image.nbytes) if self.image is not None else 0
         total += int(self.K.nbytes) if self.K is not None else 0
         total += self.camera.nbytes if self.camera is not None else 0
         return total

@@ -31,6 +31,12 @@ from ..feature_types import Extractor, Features, Matcher, Matches
 from ..geometry import ESSENTIAL_MAX_ITERATIONS, GeometricModel, normalize_points, verify
 from ..images import RESIZE_MODES, ImageConversionError, as_uint8_gray, working_size
 from ..options import Option, defaults, validate
+from ..refinement import (
+    DEFAULT_MAX_SHIFT_PX,
+    DEFAULT_WINDOW_PX,
+    REFINEMENTS,
+    refine_original_points,
+)
 from ..relative_pose import RelativePose, relative_pose
 from .global_descriptor import GlobalDescriptor, rank_by_similarity
 from .keyframes import Keyframe, KeyframeCache
@@ -241,6 +247,12 @@ class FrontEnd:
       essential_max_iterations (int >= 100, default 500): RANSAC iteration cap of the essential
           matrix (PoseLib, matches tried best score first); bounds its cost on real video, where
           low inlier ratios drive the adaptive count to the cap (geometry.ESSENTIAL_MAX_ITERATIONS).
+      refine_matches ('lk' | 'none', default 'lk'): 'lk' moves each match's query point onto
+          the reference keypoint's scene point by patch alignment in the working images
+          (``refinement.py``; keyframes then keep their working image); published query
+          points are the refined ones, the keypoint indices still name the detections.
+      refine_window_px, refine_max_shift_px: the aligned patch's side and the largest move
+          accepted, in working pixels.
       min_inliers, min_inlier_ratio, max_frames, max_interval_s, min_gap_frames: keyframe
           policy, see ``policy.KeyframePolicy``.
       max_keyframes (int >= 1, default 200), max_cache_bytes (int >= 1, default 256 MiB):
@@ -313,6 +325,25 @@ class FrontEnd:
             "essential matrix (PoseLib, matches tried best score first): bounds its cost on "
             "real video",
             range=(100, 100000, 1),
+        ),
+        Option(
+            "refine_matches",
+            "lk",
+            "sub-pixel refinement of each match's query point: 'lk' aligns the reference "
+            "keyframe's patch in the query image (Lucas-Kanade), 'none' keeps the keypoints",
+            choices=REFINEMENTS,
+        ),
+        Option(
+            "refine_window_px",
+            DEFAULT_WINDOW_PX,
+            "side of the patch refine_matches aligns [working px]",
+            range=(3, 63, 1),
+        ),
+        Option(
+            "refine_max_shift_px",
+            DEFAULT_MAX_SHIFT_PX,
+            "a refined point that would move farther keeps its keypoint [working px]",
+            range=(0.0, 32.0),
         ),
         *KeyframePolicy.options,
         Option(
@@ -507,14 +538,28 @@ class FrontEnd:
         model: str,
         query_meta: dict,
         conf: dict,
+        query_image: np.ndarray | None = None,
     ) -> tuple[Correspondence, float]:
-        """Matches (query -> reference) -> verified Correspondence. Returns (corr, verify seconds).
-        The geometry sees undistorted pixels when a camera has distortion; the Correspondence
-        keeps the observed ones. ``conf``: the caller's snapshot of ``self.conf``."""
+        """Matches (query -> reference) -> verified Correspondence. Returns (corr, seconds of
+        refinement + verification). With refine_matches on and both working images at hand
+        (query_image, ``ref.image``) the query points are refined first. The geometry sees
+        undistorted pixels when a camera has distortion; the Correspondence keeps the observed
+        ones. ``conf``: the caller's snapshot of ``self.conf``."""
         idx_q, idx_r = matches.indices()
         pts_q = query.keypoints[idx_q]
         pts_r = ref.features.keypoints[idx_r]
         t0 = time.perf_counter()
+        if conf["refine_matches"] != "none" and query_image is not None and ref.image is not None:
+            pts_q = refine_original_points(
+                ref.image,
+                query_image,
+                pts_r,
+                pts_q,
+                ref.image_size,
+                query.image_size,
+                int(conf["refine_window_px"]),
+                float(conf["refine_max_shift_px"]),
+            ).astype(np.float32)
         ref_camera = _keyframe_camera(ref)
         use_model = model
         if model == "auto":
@@ -683,6 +728,7 @@ class FrontEnd:
                     self.conf["geometric_model"],
                     meta,
                     self.conf,
+                    work,
                 )
             num_inliers = odometry.num_inliers
             odometry.processing_time_s = (
@@ -720,6 +766,7 @@ class FrontEnd:
                 global_descriptor=self.global_descriptor(feats, work),
                 K=K,
                 thumbnail=self._thumbnail(gray),
+                image=work if self.conf["refine_matches"] != "none" else None,
                 frame_index=frame_index,
                 camera=camera,
             )
@@ -900,6 +947,7 @@ class FrontEnd:
                     conf["loop_geometric_model"],
                     meta,
                     conf,
+                    query.image,
                 )
                 corr.processing_time_s = t_match / len(refs) + t_verify
                 t_verify_all += t_verify
