@@ -8,8 +8,11 @@ kept, never upscaled); --resize gives the reference script's options (--resize 6
 default, that exact size).
 
 Writes out/{stem0}_{stem1}_matches.npz with keypoints0 [N0,2] and keypoints1 [N1,2] in ORIGINAL
-image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N0]; --viz also
-writes {stem0}_{stem1}_matches.png. A malformed line or unreadable image is reported and skipped.
+image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N0], as the
+reference script does, plus matched_points1 [N0,2]: where keypoint i of image 0 lies in image 1,
+refined to sub-pixel as the node refines its matches (--refine lk, the default; NaN where
+unmatched; with --refine none the matched keypoints1). --viz also writes
+{stem0}_{stem1}_matches.png with the refined points. A malformed line or unreadable image is reported and skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .. import images
 from ..features import PRESETS, build_components, check_options, component_names
 from ..evaluation.pose_eval import working_size
 from ..frontend.pipeline import FrontEnd
+from ..refinement import REFINEMENTS, refine_original_points
 
 DEFAULT_MATCHER = "superglue"
 
@@ -125,6 +129,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--config", help="YAML with extractor/matcher options (overrides --matcher)"
     )
+    parser.add_argument(
+        "--refine",
+        default=FrontEnd.default_conf["refine_matches"],
+        choices=REFINEMENTS,
+        help="sub-pixel refinement of matched_points1 (the node's refine_matches)",
+    )
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--viz", action="store_true", help="also write match images")
     args = parser.parse_args(argv)
@@ -135,12 +145,14 @@ def parse_args(argv=None):
     return args
 
 
-def match_pair(extractor, matcher, image0, image1, resize):
+def match_pair(extractor, matcher, image0, image1, resize, refine="none"):
     """Extract at the working resolution, match, map keypoints back to original pixels.
 
-    Returns (feats0, feats1, matches) with features in original pixel coordinates.
+    Returns (feats0, feats1, matches, matched_points1) with features in original pixel
+    coordinates; matched_points1 [N0,2]: keypoint i's match in image 1 (NaN where unmatched),
+    refined on the working images when refine is 'lk' (as the node refines).
     """
-    feats = []
+    feats, works = [], []
     for image in (image0, image1):
         height, width = image.shape[:2]
         new_w, new_h = resized_shape(width, height, resize)
@@ -149,17 +161,33 @@ def match_pair(extractor, matcher, image0, image1, resize):
             f = extractor.extract(work)
             f = f.scaled(width / new_w, height / new_h, (width, height))
         else:
+            work = image
             f = extractor.extract(image)
         feats.append(f)
-    return feats[0], feats[1], matcher.match(feats[0], feats[1])
+        works.append(work if work.ndim == 2 else cv2.cvtColor(work, cv2.COLOR_BGR2GRAY))
+    matches = matcher.match(feats[0], feats[1])
+    idx0, idx1 = matches.indices()
+    points1 = feats[1].keypoints[idx1].astype(np.float64)
+    if refine != "none":
+        points1 = refine_original_points(
+            works[0],
+            works[1],
+            feats[0].keypoints[idx0],
+            points1,
+            feats[0].image_size,
+            feats[1].image_size,
+        )
+    matched_points1 = np.full((len(feats[0].keypoints), 2), np.nan, np.float32)
+    matched_points1[idx0] = points1
+    return feats[0], feats[1], matches, matched_points1
 
 
-def save_viz(path, image0, image1, feats0, feats1, matches):
+def save_viz(path, image0, image1, feats0, feats1, matches, matched_points1):
     from ..geometry import verify
     from ..visualization import draw_matches
 
-    idx0, idx1 = matches.indices()
-    pts0, pts1 = feats0.keypoints[idx0], feats1.keypoints[idx1]
+    idx0, _ = matches.indices()
+    pts0, pts1 = feats0.keypoints[idx0], matched_points1[idx0]
     model = verify(pts0, pts1, model="fundamental")
     inliers = model.inliers if model.kind != "none" else None
     text = [
@@ -205,7 +233,9 @@ def main(argv=None) -> int:
         try:
             image0 = read_image(input_dir / fields[0])
             image1 = read_image(input_dir / fields[1])
-            feats0, feats1, matches = match_pair(extractor, matcher, image0, image1, args.resize)
+            feats0, feats1, matches, points1 = match_pair(
+                extractor, matcher, image0, image1, args.resize, args.refine
+            )
             stem = f"{pathlib.Path(fields[0]).stem}_{pathlib.Path(fields[1]).stem}_matches"
             np.savez(
                 output_dir / f"{stem}.npz",
@@ -213,9 +243,12 @@ def main(argv=None) -> int:
                 keypoints1=feats1.keypoints,
                 matches=matches.matches0,
                 match_confidence=matches.scores0,
+                matched_points1=points1,
             )
             if args.viz:
-                save_viz(output_dir / f"{stem}.png", image0, image1, feats0, feats1, matches)
+                save_viz(
+                    output_dir / f"{stem}.png", image0, image1, feats0, feats1, matches, points1
+                )
         except Exception as error:  # one bad pair must not abort a long batch
             tqdm.write(f"skipping {where}: {type(error).__name__}: {error}")
             skipped += 1

@@ -4,7 +4,9 @@
     superglue-eval --pairs pairs.txt --input_dir DIR --output out/
     superglue-eval --middlebury_par templeR_par.txt --input_dir DIR --output out/
     superglue-eval --real ../shared/datasets/real [--real_sets kitti07,euroc,statue]
-                   --resize 640 --max_keypoints 1024 --output out/
+                   --resize 640 480 --methods sift,superglue,superglue+lk --output out/
+A method is a preset, or a preset + '+lk': the same features and matches with the matched points
+of the second image refined as the node refines them (refinement.py, its refine_matches).
 Prints a table (one per set with --real) and writes results.json and results.png to --output.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from ..features import PRESETS, build_components
 from ..geometry import DEFAULT_ESTIMATOR, ESTIMATORS
+from ..refinement import REFINEMENTS
 from .real_eval import REAL_SETS
 
 HOMOGRAPHY_COLUMNS = [
@@ -184,7 +187,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--methods",
         default="orb,sift,superpoint-mnn,superglue",
-        help=f"comma-separated presets from {sorted(PRESETS)}",
+        help=f"comma-separated presets from {sorted(PRESETS)}, each optionally with "
+        "'+lk' (matched points refined as the node refines them)",
     )
     parser.add_argument("--max_keypoints", type=int, default=512)
     parser.add_argument("--superpoint_weights", help="SuperPoint weights (default: shipped)")
@@ -230,8 +234,8 @@ def parse_args(argv=None):
         nargs="+",
         default=[-1],
         help="pose/real modes: working size for extraction: N = longest side "
-        "(superglue-match), W H = fit inside keeping the aspect (the node), "
-        "-1 = keep",
+        "(the reference scripts' --resize N), W H = W*H pixels keeping the aspect (the "
+        "node's default rule), -1 = keep",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", default="eval_out", help="folder for results.json/png")
@@ -249,18 +253,31 @@ def parse_args(argv=None):
     if (args.pairs or args.middlebury_par) and not args.input_dir:
         parser.error("--pairs/--middlebury_par need --input_dir")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in PRESETS]
+    unknown = [
+        m
+        for m in methods
+        if split_method(m)[0] not in PRESETS or split_method(m)[1] not in REFINEMENTS
+    ]
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {sorted(PRESETS)}")
+        parser.error(
+            f"unknown method(s) {unknown}; choose from {sorted(PRESETS)}, each optionally "
+            f"with '+' and one of {list(REFINEMENTS)}"
+        )
     args.methods = methods
     return args
+
+
+def split_method(name: str) -> tuple[str, str]:
+    """'superglue+lk' -> ('superglue', 'lk'); 'superglue' -> ('superglue', 'none')."""
+    preset, _, refine = name.partition("+")
+    return preset, refine or "none"
 
 
 def build_method(name, args):
     """(extractor, matcher) of preset `name` with the command line's model options."""
     return build_components(
         dict(
-            preset=name,
+            preset=split_method(name)[0],
             runtime=args.runtime,
             inference_precision=args.precision,
             superpoint_weights=args.superpoint_weights,
@@ -282,7 +299,7 @@ def build_methods(args) -> tuple[dict, dict]:
             failures[name] = f"{type(error).__name__}: {error}"
             print(f"skipping {name}: {failures[name]}", file=sys.stderr)
             continue
-        key = (PRESETS[name][0], repr(sorted(extractor.conf.items())))
+        key = (PRESETS[split_method(name)[0]][0], repr(sorted(extractor.conf.items())))
         methods[name] = (extractors.setdefault(key, extractor), matcher)
     return methods, failures
 
@@ -308,6 +325,7 @@ def main_real(args, output: pathlib.Path) -> int:
             progress=True,
             return_per_pair=True,
             desc=set_name,
+            refine={name: split_method(name)[1] for name in methods},
         )
         summaries = {
             name: {k: v for k, v in r.items() if k != "per_pair"}
@@ -364,6 +382,7 @@ def main(argv=None) -> int:
                 progress=True,
                 return_per_pair=True,
                 desc=name,
+                refine=split_method(name)[1],
             )
     else:
         if args.middlebury_par:
@@ -392,6 +411,7 @@ def main(argv=None) -> int:
                 progress=True,
                 return_per_pair=True,
                 desc=name,
+                refine=split_method(name)[1],
             )
 
     methods, failures = build_methods(args)

@@ -12,15 +12,23 @@ import numpy as np
 from tqdm import tqdm
 
 from ..geometry import DEFAULT_ESTIMATOR, estimate_homography
+from .pose_eval import refined_points
 from .metrics import error_auc, homography_corner_error, match_precision_recall, repeatability
 
 AUC_THRESHOLDS_PX = (1, 3, 5)
 
 
 def evaluate_pair(
-    extractor, matcher, pair, threshold_px=3.0, ransac_threshold_px=3.0, estimator=DEFAULT_ESTIMATOR
+    extractor,
+    matcher,
+    pair,
+    threshold_px=3.0,
+    ransac_threshold_px=3.0,
+    estimator=DEFAULT_ESTIMATOR,
+    refine="none",
 ) -> dict:
-    """Metrics of one HomographyPair (see evaluate_homography)."""
+    """Metrics of one HomographyPair (see evaluate_homography); refine 'lk' refines the
+    matched points of image1 before the homography fits (precision/recall see the keypoints)."""
     start = time.perf_counter()
     feats0 = extractor.extract(pair.image0)
     feats1 = extractor.extract(pair.image1)
@@ -34,7 +42,9 @@ def evaluate_pair(
     )
     idx0, idx1 = matches.indices()
     pts0 = feats0.keypoints[idx0].astype(np.float64)
-    pts1 = feats1.keypoints[idx1].astype(np.float64)
+    pts1 = refined_points(
+        pair.image0, pair.image1, pts0, feats1.keypoints[idx1].astype(np.float64), None, refine
+    )
     H_robust, inliers = estimate_homography(pts0, pts1, ransac_threshold_px, estimator)
     H_dlt = None
     if len(pts0) >= 4:
@@ -93,13 +103,16 @@ def evaluate_homography(
     progress=False,
     return_per_pair=False,
     desc="homography",
+    refine="none",
 ) -> dict:
     """Repeatability, precision/recall at threshold_px, corner-error AUC at 1/3/5 px with a
     robust estimator (USAC, `estimator`) and with DLT on all matches (cv2.findHomography
     method 0). pairs: sequence of HomographyPair. Returns the summary dict (plus
-    'per_pair' when return_per_pair)."""
+    'per_pair' when return_per_pair). refine: see evaluate_pair."""
     per_pair = [
-        evaluate_pair(extractor, matcher, pair, threshold_px, ransac_threshold_px, estimator)
+        evaluate_pair(
+            extractor, matcher, pair, threshold_px, ransac_threshold_px, estimator, refine
+        )
         for pair in tqdm(pairs, desc=desc, disable=not progress, leave=False)
     ]
     summary = summarize_homography(per_pair)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..geometry import DEFAULT_ESTIMATOR, normalize_points, verify
 from .. import images
+from ..refinement import REFINEMENTS, refine_original_points
 from .metrics import error_auc, relative_pose_error
 
 AUC_THRESHOLDS_DEG = (5, 10, 20)
@@ -220,6 +221,27 @@ def matched_points(feats0, feats1, matches) -> tuple[np.ndarray, np.ndarray]:
     return (feats0.keypoints[idx0].astype(np.float64), feats1.keypoints[idx1].astype(np.float64))
 
 
+def refined_points(image0, image1, pts0, pts1, resize=None, refine="none") -> np.ndarray:
+    """pts1 [K,2] (original pixels) refined as the node refines its odometry matches: on the
+    images brought to working_size(resize) (``refinement.refine_original_points``, the node's
+    default window and shift); refine 'none' returns pts1."""
+    if refine not in REFINEMENTS:
+        raise ValueError(f"refine must be one of {list(REFINEMENTS)}, got {refine!r}")
+    if refine == "none" or len(pts1) == 0:
+        return pts1
+    sizes, working = [], []
+    for image in (image0, image1):
+        height, width = image.shape[:2]
+        size = working_size(width, height, resize)
+        sizes.append((width, height))
+        working.append(
+            image
+            if size == (width, height)
+            else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        )
+    return refine_original_points(working[0], working[1], pts0, pts1, sizes[0], sizes[1])
+
+
 def epipolar_distances_px(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
     """Mean of the two point-to-epipolar-line distances [K] in pixels under the GT pose
     (pinhole pixels; the threshold people reason in, unlike epipolar_errors)."""
@@ -249,28 +271,32 @@ def evaluate_pose(
     progress=False,
     return_per_pair=False,
     desc="pose",
+    refine="none",
 ) -> dict:
     """Relative-pose AUC at 5/10/20 degrees (error = max(rotation, translation angle)) with
     E estimated by geometry.verify, plus match precision by epipolar distance.
 
     resize: see working_size (-1 keeps the images); keypoints are mapped back to original
-    pixels before estimation (K stays valid).
+    pixels before estimation (K stays valid). refine: 'lk' refines the matched points of view 1
+    as the node does (``refined_points``).
     """
     input_dir = pathlib.Path(input_dir)
     per_pair = []
     for pair in tqdm(pairs, desc=desc, disable=not progress, leave=False):
-        feats = []
+        feats, images_read = [], []
         start = time.perf_counter()
         for name in (pair.name0, pair.name1):
             image = cv2.imread(str(input_dir / name), cv2.IMREAD_GRAYSCALE)
             if image is None:
                 raise ValueError(f"cannot read image {input_dir / name}")
+            images_read.append(image)
             feats.append(extract_at(extractor, image, resize))
         extract_s = (time.perf_counter() - start) / 2
         start = time.perf_counter()
         matches = matcher.match(feats[0], feats[1])
         match_s = time.perf_counter() - start
         pts0, pts1 = matched_points(feats[0], feats[1], matches)
+        pts1 = refined_points(*images_read, pts0, pts1, resize, refine)
         per_pair.append(
             dict(
                 name=f"{pair.name0} {pair.name1}",

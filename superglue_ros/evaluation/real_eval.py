@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..geometry import DEFAULT_ESTIMATOR
-from .pose_eval import extract_at, matched_points, pose_result, summarize_pose
+from .pose_eval import extract_at, matched_points, pose_result, refined_points, summarize_pose
 from .real_pairs import RealPair, euroc_stereo_pairs, kitti_pairs, photo_pairs, undistort_points
 
 REAL_SETS = ("kitti07", "euroc", "statue")
@@ -53,12 +53,16 @@ def evaluate_real(
     progress=False,
     return_per_pair=False,
     desc="real",
+    refine: dict | None = None,
 ) -> dict:
     """methods: {name: (extractor, matcher)} -> {name: summary (+ per_pair)}.
 
     Pose AUC@5/10/20 deg, matches, RANSAC inliers and their ratio, epipolar precision (as
     pose_eval.evaluate_pose). extract_ms is per image and counted once per shared extractor.
+    refine: {name: 'lk' | 'none'} per method (default 'none'): 'lk' refines the matched points
+    of view 1 as the node does (``pose_eval.refined_points``, before undistortion).
     """
+    refine = refine or {}
     per_pair = {name: [] for name in methods}
     extractors = {id(e): e for e, _ in methods.values()}
     for pair in tqdm(pairs, desc=desc, disable=not progress, leave=False):
@@ -72,8 +76,9 @@ def evaluate_real(
             feats0, feats1 = feats[id(extractor)]
             start = time.perf_counter()
             matches = matcher.match(feats0, feats1)
-            match_ms = 1000 * (time.perf_counter() - start)
             pts0, pts1 = matched_points(feats0, feats1, matches)
+            pts1 = refined_points(*images, pts0, pts1, resize, refine.get(name, "none"))
+            match_ms = 1000 * (time.perf_counter() - start)  # matching + refinement
             pts0 = undistort_points(pts0, pair.K0, pair.dist0)
             pts1 = undistort_points(pts1, pair.K1, pair.dist1)
             per_pair[name].append(
