@@ -142,6 +142,13 @@ def _mask(mask, num_points) -> np.ndarray:
     return np.asarray(mask).reshape(-1).astype(bool)
 
 
+# OpenCV's USAC estimators (every cv2 call below) can fail an internal assertion instead of returning no model on
+# near-degenerate input: ORB matches of a planar scene refined to sub-pixel (nearly exact
+# homography correspondences, two of them on one point) made findFundamentalMat raise
+# "(-215:Assertion failed) !model.empty() in function 'setModelParameters'" on 2 of 120 frames.
+# A failed estimate is what the callers already handle, so such an error counts as one.
+
+
 def estimate_homography(
     pts0,
     pts1,
@@ -174,14 +181,17 @@ def estimate_homography(
         mask = _unorder(info["inliers"], order)
         H = None if mask.sum() < 4 else np.asarray(H, np.float64)
     else:
-        H, mask = cv2.findHomography(
-            pts0,
-            pts1,
-            ESTIMATORS[estimator],
-            threshold_px,
-            maxIters=max_iters,
-            confidence=confidence,
-        )
+        try:
+            H, mask = cv2.findHomography(
+                pts0,
+                pts1,
+                ESTIMATORS[estimator],
+                threshold_px,
+                maxIters=max_iters,
+                confidence=confidence,
+            )
+        except cv2.error:  # OpenCV on degenerate input, see estimate_homography
+            return None, np.zeros(len(pts0), bool)
     if H is None or H.shape != (3, 3):
         return None, np.zeros(len(pts0), bool)
     return H, _mask(mask, len(pts0))
@@ -195,7 +205,10 @@ def estimate_fundamental(
     if len(pts0) < MIN_POINTS["fundamental"]:
         return None, np.zeros(len(pts0), bool)
     method = ESTIMATORS[_estimator(estimator, "fundamental")]
-    F, mask = cv2.findFundamentalMat(pts0, pts1, method, threshold_px, confidence, max_iters)
+    try:
+        F, mask = cv2.findFundamentalMat(pts0, pts1, method, threshold_px, confidence, max_iters)
+    except cv2.error:  # OpenCV on degenerate input, see estimate_homography
+        return None, np.zeros(len(pts0), bool)
     if F is None or F.shape != (3, 3):  # 7-point can return up to 3 stacked solutions
         return None, np.zeros(len(pts0), bool)
     return F, _mask(mask, len(pts0))
@@ -268,15 +281,18 @@ def estimate_essential(
         return _skew(t) @ R, inliers, R, t
     n0, n1 = normalize_points(pts0, K0), normalize_points(pts1, K1)
     pts1_in_0 = np.c_[n1, np.ones(len(n1))] @ K0[:2].T
-    E, mask = cv2.findEssentialMat(
-        pts0,
-        pts1_in_0,
-        K0,
-        method=ESTIMATORS[estimator],
-        prob=confidence,
-        threshold=threshold_px,
-        maxIters=max_iters,
-    )
+    try:
+        E, mask = cv2.findEssentialMat(
+            pts0,
+            pts1_in_0,
+            K0,
+            method=ESTIMATORS[estimator],
+            prob=confidence,
+            threshold=threshold_px,
+            maxIters=max_iters,
+        )
+    except cv2.error:  # OpenCV on degenerate input, see estimate_homography
+        return failed
     if E is None or E.shape[0] < 3 or E.shape[1] != 3:
         return failed
     inliers = _mask(mask, len(pts0))

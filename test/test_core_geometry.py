@@ -145,3 +145,28 @@ def test_best_first_homography_mask_in_caller_order():
     model = geometry.verify(pts0, pts1, model="homography", estimator="poselib", scores=scores)
     assert model.kind == "homography"
     assert model.inliers[is_inlier].mean() > 0.9 and model.inliers[~is_inlier].mean() < 0.05
+
+
+def test_an_opencv_estimator_error_is_a_failed_estimate(monkeypatch):
+    """Degenerate input can make OpenCV's USAC fail an assertion (cv2.error) instead of
+    returning no model; the geometry reports no model, as for too few points (the case that
+    raised is in test_frontend_pipeline)."""
+
+    def raising(*args, **kwargs):
+        raise cv2.error("(-215:Assertion failed) !model.empty() in function 'setModelParameters'")
+
+    rng = np.random.default_rng(0)
+    pts0 = rng.uniform(0, 640, (50, 2))
+    pts1 = pts0 + 1.0
+    for name, call in (
+        ("findFundamentalMat", lambda: geometry.verify(pts0, pts1, model="fundamental")),
+        ("findHomography", lambda: geometry.verify(pts0, pts1, model="homography")),
+        (
+            "findEssentialMat",
+            lambda: geometry.verify(pts0, pts1, K, K, model="essential", estimator="magsac"),
+        ),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(cv2, name, raising)
+            model = call()
+        assert model.kind == "none" and model.num_inliers == 0, name

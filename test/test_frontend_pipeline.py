@@ -616,3 +616,18 @@ def test_refined_odometry_points_are_closer_to_the_exact_homography(sequence):
     )
     # measured 0.96 -> 0.14 px
     assert np.median(errors["lk"][close]) < 0.4 * np.median(errors["none"][close])
+
+
+def test_auto_model_falls_back_to_a_homography_where_the_fundamental_fit_fails():
+    """Refined ORB matches of a slow planar sequence without K are nearly exact homography
+    correspondences: OpenCV's fundamental fit fails on them (it raised an assertion on frame 5
+    before geometry caught it), and 'auto' then verifies with a homography."""
+    sequence = make_sequence(num_frames=200, loop_frames=200)
+    frontend = FrontEnd.from_preset("orb", "cpu", {})
+    results = [
+        frontend.process(Frame(sequence.frame(i), 1000 + i * 10**8, "cam", None)) for i in range(6)
+    ]
+    assert frontend.stats["frames_accepted"] == 6
+    # and with geometric_model 'auto' and no K the front-end falls back to the homography
+    assert results[5].odometry.model.kind == "homography"
+    assert all(r.odometry.num_inliers > 50 for r in results[1:])

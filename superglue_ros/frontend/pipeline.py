@@ -242,7 +242,8 @@ class FrontEnd:
       max_image_pixels (int, default 4096*4096): larger images are rejected (BadFrameError).
       min_image_side (int, default 16): smaller images are rejected.
       geometric_model ('auto' | 'essential' | 'fundamental' | 'homography', default 'auto'):
-          'auto' = essential when both frames have K, else fundamental.
+          'auto' = essential when both frames have K, else fundamental, and homography where
+          the fundamental fit fails (a planar scene or a pure rotation).
       ransac_threshold_px (float > 0, default 2.0): inlier threshold in ORIGINAL pixels.
       essential_max_iterations (int >= 100, default 500): RANSAC iteration cap of the essential
           matrix (PoseLib, matches tried best score first); bounds its cost on real video, where
@@ -309,7 +310,8 @@ class FrontEnd:
             "geometric_model",
             "auto",
             "VO verification: 'auto' (essential with camera_info K, "
-            "else fundamental), 'essential', 'fundamental', 'homography'",
+            "else fundamental, homography where that fit fails), 'essential', 'fundamental', "
+            "'homography'",
             choices=MODELS,
         ),
         Option(
@@ -588,6 +590,16 @@ class FrontEnd:
             scores=scores,
             **budget,
         )
+        if model == "auto" and use_model == "fundamental" and geo.kind == "none":
+            # a planar scene or a pure rotation has no unique F (with sub-pixel matches OpenCV's
+            # fit then fails outright); without intrinsics the homography is the model there
+            geo = verify(
+                geo_r,
+                geo_q,
+                model="homography",
+                threshold_px=float(conf["ransac_threshold_px"]),
+                scores=scores,
+            )
         pose = None
         if geo.R is not None and geo.num_inliers >= 6:
             inl = geo.inliers
