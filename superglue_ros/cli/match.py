@@ -12,7 +12,8 @@ image pixels, matches [N0] (index into keypoints1 or -1) and match_confidence [N
 reference script does, plus matched_points1 [N0,2]: where keypoint i of image 0 lies in image 1,
 refined to sub-pixel as the node refines its matches (--refine lk, the default; NaN where
 unmatched; with --refine none the matched keypoints1). --viz also writes
-{stem0}_{stem1}_matches.png with the refined points. A malformed line or unreadable image is reported and skipped.
+{stem0}_{stem1}_matches.png with the refined points. A malformed line or unreadable image is
+reported and skipped.
 """
 
 from __future__ import annotations
