@@ -175,14 +175,23 @@ def working_size(width: int, height: int, resize) -> tuple[int, int]:
     raise ValueError(f"resize takes one value (longest side) or two (W H), got {resize}")
 
 
-def extract_at(extractor, image: np.ndarray, resize=None):
-    """Features of `image` extracted at working_size(resize), keypoints in original pixels."""
+def working_image(image: np.ndarray, resize=None) -> np.ndarray:
+    """`image` brought to working_size(resize) (INTER_AREA, as the node), or itself."""
     height, width = image.shape[:2]
     size = working_size(width, height, resize)
     if size == (width, height):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def extract_at(extractor, image: np.ndarray, resize=None):
+    """Features of `image` extracted at working_size(resize), keypoints in original pixels."""
+    small = working_image(image, resize)
+    if small is image:
         return extractor.extract(image)
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return extractor.extract(small).scaled(width / size[0], height / size[1], (width, height))
+    height, width = image.shape[:2]
+    sx, sy = width / small.shape[1], height / small.shape[0]
+    return extractor.extract(small).scaled(sx, sy, (width, height))
 
 
 def pose_result(
@@ -229,17 +238,9 @@ def refined_points(image0, image1, pts0, pts1, resize=None, refine="none") -> np
         raise ValueError(f"refine must be one of {list(REFINEMENTS)}, got {refine!r}")
     if refine == "none" or len(pts1) == 0:
         return pts1
-    sizes, working = [], []
-    for image in (image0, image1):
-        height, width = image.shape[:2]
-        size = working_size(width, height, resize)
-        sizes.append((width, height))
-        working.append(
-            image
-            if size == (width, height)
-            else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        )
-    return refine_original_points(working[0], working[1], pts0, pts1, sizes[0], sizes[1])
+    sizes = [(image.shape[1], image.shape[0]) for image in (image0, image1)]
+    work0, work1 = (working_image(image, resize) for image in (image0, image1))
+    return refine_original_points(work0, work1, pts0, pts1, sizes[0], sizes[1])
 
 
 def epipolar_distances_px(pts0, pts1, T_0to1, K0, K1) -> np.ndarray:
