@@ -3,7 +3,8 @@
 Why: on a 2-core CPU the eager fp32 torch networks cost ~1 s per VGA frame. The heavy,
 shape-regular parts (SuperPoint's convolutional backbone, SuperGlue's attentional GNN) run much
 faster under OpenVINO or ONNX Runtime, and in bf16 where the CPU has native bf16 instructions
-(AVX512-BF16 / AMX). Everything data-dependent (NMS, top-k, sampling, Sinkhorn, match
+(AVX512-BF16 / AMX), SuperPoint's backbone in int8 where its weights have an int8 variant
+(quantization.py). Everything data-dependent (NMS, top-k, sampling, Sinkhorn, match
 extraction) stays in torch/OpenCV, and Sinkhorn always runs in fp32 torch.
 
 A runner wraps one ``nn.Module`` taking and returning tensors. ``build_runner`` returns the
@@ -31,7 +32,8 @@ from torch import nn
 LOG = logging.getLogger("superglue_ros.models.backends")
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# int8: SuperPoint's backbone only, from a weights file with an int8 entry (quantization.py)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 # Reference mode: what the papers' reference scripts do (eager fp32 torch, standard configs,
 # torch max-pool NMS, no caching). Fast mode: the measured real-time choices (see benchmark.py).
@@ -123,11 +125,23 @@ def cpu_has_native_bf16() -> bool:
     return "AMX" in torch.backends.cpu.get_cpu_capability().upper()
 
 
-def resolve_precision(precision: str, device) -> str:
-    """'auto' -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+def resolve_precision(precision: str, device, int8: bool = False) -> str:
+    """'auto' -> fp16 on CUDA; on CPU int8 where the model can run it (``int8``: SuperPoint
+    with an int8 variant on OpenVINO), else bf16 on CPUs with native bf16, else fp32.
+
+    An explicit 'int8' the model cannot run, or bf16 on a CPU without it, logs one line and
+    takes auto's float choice."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
     device = torch.device(device)
+    if precision == "int8":
+        if int8 and device.type == "cpu":
+            return "int8"
+        LOG.warning(
+            "int8 runs SuperPoint's backbone only, from a weights file with an int8 entry "
+            "(superglue-quantize-superpoint), on the OpenVINO CPU backend; using a float precision"
+        )
+        precision = "auto"
     if precision != "auto":
         if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
             LOG.warning("bf16 requested but this CPU has no native bf16: using fp32")
@@ -135,6 +149,8 @@ def resolve_precision(precision: str, device) -> str:
         return precision
     if device.type == "cuda":
         return "fp16"
+    if int8:
+        return "int8"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
@@ -270,8 +286,15 @@ class OpenVINORunner:
                     ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
                     os.replace(tmp, xml)
                     os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+            # int8: the graph's quantize/dequantize pairs make the convolutions int8; what is
+            # left (normalisation, outputs) runs in bf16 where the CPU has it
+            float_precision = precision
+            if precision == "int8":
+                float_precision = "bf16" if cpu_has_native_bf16() else "fp32"
             config = {
-                "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp16": "f16"}.get(precision, "f32"),
+                "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp16": "f16"}.get(
+                    float_precision, "f32"
+                ),
                 "PERFORMANCE_HINT": "LATENCY",
             }
             threads = threads or torch.get_num_threads()
@@ -361,14 +384,18 @@ def build_runner(
     tag: str = "model",
     threads: int | None = None,
     static_shapes: bool = False,
+    int8: bool = False,
 ):
     """The requested runner, or the torch runner (one log line) if that backend is unusable.
 
-    OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used."""
+    OpenVINO/ONNX Runtime are CPU backends: on CUDA the torch runner (fp16 autocast) is used.
+    ``int8``: the module is fake-quantised (models/quantization.py) and precision 'int8' keeps
+    it so; OpenVINO runs it with int8 kernels, the torch fallback computes the same graph in
+    float (slow, same results)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     device = torch.device(device)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, int8=int8)
     if backend != "torch" and device.type != "cpu":
         backend = "torch"
     if backend == "openvino":

@@ -354,7 +354,7 @@ class SuperGlue(nn.Module):
         # inference backend of the GNN + final projection (see backends.py); Sinkhorn and match
         # extraction always run in fp32 torch. Reference = torch fp32 without caching.
         backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
-        precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto'
+        precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto' ('int8', SuperPoint's, = 'auto')
         cache_keyframes=False,  # reuse the keypoint encoding stored in data['cache0'/'cache1']
         sinkhorn="log",  # 'log' (log-sum-exp updates) or 'scaling' (same iterations as mat-vecs)
         # 'scaling' only: stop early once an iteration changes the plan by less than this
@@ -444,11 +444,13 @@ class SuperGlue(nn.Module):
                 torch.ones(1, 512, dtype=torch.bool, device=device),
                 torch.ones(1, 512, dtype=torch.bool, device=device),
             )
+            # 'int8' is SuperPoint's (one inference_precision drives both networks)
+            precision = "auto" if self.conf["precision"] == "int8" else self.conf["precision"]
             runner = build_runner(
                 self.conf["backend"],
                 _ScoreGraph(self),
                 device,
-                self.conf["precision"],
+                precision,
                 example_inputs=example,
                 input_names=["enc0", "enc1", "mask0", "mask1"],
                 output_names=["scores"],

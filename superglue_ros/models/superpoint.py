@@ -170,7 +170,8 @@ class SuperPoint(nn.Module):
         nms="torch",  # 'torch' (max-pool) or 'cv2' (dilate); same result, cv2 is faster on CPU
         # inference backend of the dense backbone (see backends.py); reference = torch fp32
         backend="torch",  # 'torch' | 'openvino' | 'onnxruntime'
-        precision="fp32",  # 'fp32' | 'bf16' | 'fp16' | 'auto' (bf16 only on native-bf16 CPUs)
+        # 'fp32' | 'bf16' | 'fp16' | 'auto' (see backends.py) | 'int8' (needs int8_variant)
+        precision="fp32",
         channels_last=False,  # torch backend only
         small_op_threads=None,  # torch threads for decoding (fast path: 1), None = unchanged
         backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
@@ -212,6 +213,48 @@ class SuperPoint(nn.Module):
         self.convDa = nn.Conv2d(c4, c5, 3, padding=1)
         self.convDb = nn.Conv2d(c5, dim, 1)
 
+    # int8 weights of the backbone (models/quantization.py), or None: a dict with 'state_dict'
+    # (this model's keys, fine-tuned for int8) and 'activation_scales' (one per
+    # quantization.ACTIVATION_POINTS entry). Kept apart from the float weights, which the float
+    # precisions and training use unchanged; weight files carry it as their 'int8' entry.
+    int8_variant: dict | None = None
+
+    def set_int8_variant(self, variant: dict | None) -> None:
+        """Attach (or with None drop) int8 weights; ValueError if they do not fit this model."""
+        if variant is not None:
+            from .quantization import ACTIVATION_POINTS
+
+            scales = variant.get("activation_scales")
+            state = variant.get("state_dict")
+            if not isinstance(state, dict) or set(state) != set(self.state_dict()):
+                raise ValueError("int8 variant: 'state_dict' must hold this model's keys")
+            for key, value in self.state_dict().items():
+                if tuple(state[key].shape) != tuple(value.shape):
+                    raise ValueError(f"int8 variant: {key} has shape {tuple(state[key].shape)}")
+            if (
+                not isinstance(scales, (list, tuple))
+                or len(scales) != len(ACTIVATION_POINTS)
+                or not all(float(v) > 0 for v in scales)
+            ):
+                raise ValueError(
+                    f"int8 variant: 'activation_scales' must be {len(ACTIVATION_POINTS)} "
+                    f"positive numbers, got {scales!r}"
+                )
+            variant = dict(state_dict=state, activation_scales=[float(v) for v in scales])
+        self.int8_variant = variant
+        self.reset_backend()
+
+    def int8_backbone(self) -> nn.Module:
+        """The int8 variant as a fake-quantised module (quantization.Int8Backbone)."""
+        from .quantization import Int8Backbone
+
+        if self.int8_variant is None:
+            raise ValueError("this SuperPoint has no int8 variant")
+        weights = SuperPoint({"descriptor_dim": self.conf["descriptor_dim"]})
+        weights.load_state_dict(self.int8_variant["state_dict"])
+        device = self.conv1a.weight.device
+        return Int8Backbone(weights, self.int8_variant["activation_scales"]).to(device).eval()
+
     def reset_backend(self) -> None:
         """Forget the compiled backend (it is rebuilt from the current weights on next use)."""
         self.__dict__["_runner"] = None
@@ -230,23 +273,27 @@ class SuperPoint(nn.Module):
         """The backend running forward_dense at inference (built once, on first use)."""
         runner = self.__dict__.get("_runner")
         if runner is None:
-            from .backends import build_runner
+            from .backends import build_runner, resolve_precision
 
             device = self.conv1a.weight.device
             example = (torch.zeros(1, 1, 480, 640, device=device),)
+            int8_capable = self.int8_variant is not None and self.conf["backend"] == "openvino"
+            precision = resolve_precision(self.conf["precision"], device, int8=int8_capable)
+            graph = self.int8_backbone() if precision == "int8" else _DenseGraph(self)
             runner = build_runner(
                 self.conf["backend"],
-                _DenseGraph(self),
+                graph,
                 device,
-                self.conf["precision"],
+                precision,
                 example_inputs=example,
                 input_names=["image"],
                 output_names=["logits", "descriptors"],
                 dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}},
                 channels_last=self.conf["channels_last"],
-                tag="superpoint",
+                tag="superpoint-int8" if precision == "int8" else "superpoint",
                 threads=self.conf["backend_threads"],
                 static_shapes=self.conf["static_shapes"],
+                int8=precision == "int8",
             )
             self.__dict__["_runner"] = runner
         return runner

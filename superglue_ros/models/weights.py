@@ -3,6 +3,8 @@
 Our format, a dict saved with torch.save:
     {'format': 'superglue_ros/1', 'kind': 'superpoint' | 'superglue', 'config': {...},
      'state_dict': {...}, 'meta': {... provenance: data, steps, date, git commit ...}}
+A SuperPoint file may add 'int8': {'state_dict': {...}, 'activation_scales': [...], 'meta':
+{...}}, the backbone's int8 weights (models/quantization.py; SuperPoint.int8_variant).
 Published files (superpoint_v1.pth, superglue_indoor.pth, superglue_outdoor.pth) are raw state
 dicts; their architecture (descriptor size, encoder widths, number of GNN layers) is read from
 the tensor shapes, and SuperPoint decodes them with the published convention (the defaults). A
@@ -200,6 +202,15 @@ def load_model(kind: str, path=None, conf: dict | None = None, device="cpu") -> 
     if problem:
         raise WeightsError(problem)
     model.load_state_dict(state_dict, strict=True)
+    if kind == "superpoint" and obj.get("format") is not None and obj.get("int8") is not None:
+        int8 = obj["int8"]
+        try:
+            if not isinstance(int8, dict):
+                raise ValueError(f"expected a dict, got {type(int8).__name__}")
+            model.set_int8_variant(int8)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise WeightsError(f"weights file {path}: unusable 'int8' entry: {exc}") from exc
+        meta["int8"] = dict(int8.get("meta") or {})
     model.meta = meta
     model.weights_path = path
     return model.to(resolve_device(device)).eval()
@@ -226,7 +237,8 @@ def _plain(value):
 
 def save_model(model: nn.Module, path, meta: dict) -> None:
     """Write ``model`` in our format (atomically). ``meta`` is provenance (data, steps, ...);
-    date, git commit and torch version are filled in when absent."""
+    date, git commit and torch version are filled in when absent. A SuperPoint's int8 variant
+    goes into the 'int8' entry, with ``meta['int8']`` as its provenance."""
     kind = next((k for k, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
     if kind is None:
         raise TypeError(f"save_model expects SuperPoint or SuperGlue, got {type(model).__name__}")
@@ -242,10 +254,38 @@ def save_model(model: nn.Module, path, meta: dict) -> None:
         "kind": kind,
         "config": _plain(model.conf),
         "state_dict": state_dict,
-        "meta": _plain(meta),
+        "meta": _plain({k: v for k, v in meta.items() if k != "int8"}),
     }
+    variant = getattr(model, "int8_variant", None)
+    if variant is not None:
+        obj["int8"] = _int8_entry(variant, meta.get("int8"))
+    _save_atomically(obj, path)
+
+
+def _int8_entry(variant: dict, meta: dict | None) -> dict:
+    return dict(
+        state_dict={k: v.detach().cpu().contiguous() for k, v in variant["state_dict"].items()},
+        activation_scales=[float(v) for v in variant["activation_scales"]],
+        meta=_plain(meta or {}),
+    )
+
+
+def _save_atomically(obj: dict, path) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def add_int8_variant(source, out, variant: dict, meta: dict) -> None:
+    """Copy the SuperPoint weights file ``source`` (our format) to ``out`` with ``variant``
+    (SuperPoint.int8_variant layout) as its 'int8' entry; everything else stays as it was, so
+    the float weights, config and provenance are unchanged. ``meta``: the variant's provenance."""
+    obj = read_weights_file(source)
+    if obj.get("format") != FORMAT or obj.get("kind") != "superpoint":
+        raise WeightsError(f"{source}: an int8 entry needs a SuperPoint file in our format")
+    check = load_model("superpoint", source)
+    check.set_int8_variant(variant)  # ValueError if it does not fit
+    obj["int8"] = _int8_entry(check.int8_variant, meta)
+    _save_atomically(obj, out)
