@@ -37,6 +37,7 @@ setup(
             "superglue-eval = superglue_ros.evaluation.cli:main",
             "superglue-train-superpoint = superglue_ros.training.train_superpoint:main",
             "superglue-train-superglue = superglue_ros.training.train_superglue:main",
+            "superglue-quantize-superpoint = superglue_ros.training.quantize_superpoint:main",
             "superglue-benchmark = superglue_ros.ros.node_benchmark:cli",
             "superglue-node = superglue_ros.ros.node:main",
             "superglue_node = superglue_ros.ros.node:main",
