@@ -430,7 +430,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--backend", default=None, help="override the fast backend (torch|openvino|onnxruntime)"
     )
-    p.add_argument("--precision", default=None, help="override the fast precision (auto|fp32|bf16)")
+    p.add_argument(
+        "--precision", default=None, help="override the fast precision (auto|fp32|bf16|int8)"
+    )
     p.add_argument(
         "--accuracy-pairs",
         type=int,

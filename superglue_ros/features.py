@@ -14,6 +14,7 @@ from .devices import resolve_device
 from .feature_types import CACHE_KEY, Extractor, Features, Matcher, Matches
 from .images import to_gray
 from .learned import SuperGlueMatcher, SuperPointExtractor
+from .models.backends import PRECISIONS
 from .options import check_options
 
 __all__ = [
@@ -73,7 +74,6 @@ PRESETS = {
     "sift": ("sift", "ratio"),
     "orb": ("orb", "ratio-hamming"),
 }
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # The flat component options: the node's parameters of the same names, the keys a ROS params
 # file gives superglue-offline, the command-line options of superglue-eval / superglue-match.
@@ -82,7 +82,9 @@ COMPONENT_DEFAULTS = dict(
     extractor="",  # extractor name overriding the preset's ('' = the preset's)
     matcher="",  # matcher name overriding the preset's
     runtime="fast",  # learned models: 'fast' | 'reference' (models/backends.py)
-    inference_precision="auto",  # learned models: 'auto' (the runtime's) | fp32 | bf16 | fp16
+    # learned models: 'auto' (the runtime's) | fp32 | bf16 | fp16 | int8 (SuperPoint's backbone;
+    # SuperGlue then takes auto's float choice)
+    inference_precision="auto",
     superpoint_weights="",  # '' = the shipped file
     superglue_weights="",
     max_keypoints=512,  # any extractor's keypoint budget (-1 = all)

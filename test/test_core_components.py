@@ -38,7 +38,7 @@ def needs_weights():
         (dict(preset="akaze"), "unknown preset 'akaze'"),
         (dict(preset="orb", extractor="surf"), "unknown extractor 'surf'"),
         (dict(preset="orb", matcher="flann"), "unknown matcher 'flann'"),
-        (dict(inference_precision="int8"), "unknown inference_precision 'int8'"),
+        (dict(inference_precision="int4"), "unknown inference_precision 'int4'"),
         (dict(runtime="turbo"), "unknown runtime 'turbo'"),
         (
             dict(preset="orb", extractor_options=dict(nfeatures=10)),

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from ..features import PRESETS, build_components
+from ..features import PRECISIONS, PRESETS, build_components
 from ..geometry import DEFAULT_ESTIMATOR, ESTIMATORS
 from ..refinement import REFINEMENTS
 from .real_eval import REAL_SETS
@@ -203,10 +203,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--precision",
         default="fp32",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         help="learned networks' precision: fp32 measures the weights; 'auto' "
-        "the runtime's choice, what the node runs (fast: bf16 on CPUs with "
-        "native bf16)",
+        "the runtime's choice, what the node runs (fast: int8 SuperPoint backbone "
+        "with weights that carry int8 scales, else bf16 on CPUs with native bf16)",
     )
     parser.add_argument(
         "--estimator",

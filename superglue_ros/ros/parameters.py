@@ -77,16 +77,17 @@ NODE_PARAMETERS = (
     ParameterSpec(
         "runtime",
         COMPONENTS["runtime"],
-        "learned models' runtime: 'fast' (OpenVINO, bf16 where the "
-        "CPU has it natively, cached keyframe encodings; fp16 on CUDA) or 'reference' "
-        "(eager fp32 torch)",
+        "learned models' runtime: 'fast' (OpenVINO: SuperPoint's backbone in int8 with the "
+        "shipped weights, bf16 where the CPU has it natively; cached keyframe encodings; fp16 "
+        "on CUDA) or 'reference' (eager fp32 torch)",
         choices=tuple(RUNTIMES),
     ),
     ParameterSpec(
         "inference_precision",
         COMPONENTS["inference_precision"],
         "precision of the learned networks: 'auto' "
-        "(the runtime's choice), 'fp32', 'bf16' (CPUs with native bf16), 'fp16' (CUDA)",
+        "(the runtime's choice), 'fp32', 'bf16' (CPUs with native bf16), 'fp16' (CUDA), "
+        "'int8' (SuperPoint's backbone, weights with an int8 entry; SuperGlue as 'auto')",
         choices=PRECISIONS,
     ),
     ParameterSpec(
