@@ -41,6 +41,21 @@ ACTIVATION_POINTS = (
     "convPa",
     "convDa",
 )
+# each convolution -> the index in ACTIVATION_POINTS of the tensor it takes
+CONV_INPUTS = {
+    "conv1a": 0,
+    "conv1b": 1,
+    "conv2a": 2,
+    "conv2b": 3,
+    "conv3a": 4,
+    "conv3b": 5,
+    "conv4a": 6,
+    "conv4b": 7,
+    "convPa": 8,
+    "convDa": 8,
+    "convPb": 9,
+    "convDb": 10,
+}
 IMAGE_SCALE = 1.0 / 255.0
 ACTIVATION_MAX = 255  # uint8
 WEIGHT_MAX = 127  # int8, symmetric (-128 unused)
@@ -100,26 +115,18 @@ class Int8Backbone(nn.Module):
         """The current scales as plain floats (the image's pinned at 1/255)."""
         return [IMAGE_SCALE] + [float(s) for s in self.log_scales.detach()[1:].exp()]
 
-    def conv(self, name: str, x: torch.Tensor, point: int) -> torch.Tensor:
+    def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """SuperPoint.forward_dense's convolution ``name`` on uint8 ``x`` with int8 weights."""
         layer = getattr(self.model, name)
+        point = CONV_INPUTS[name]
         scale = IMAGE_SCALE if point == 0 else self.log_scales[point].exp()
         x = fake_quantize_activation(x, scale)
         return F.conv2d(x, fake_quantize_weight(layer.weight), layer.bias, padding=layer.padding)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image [B,1,H,W] in [0,1] -> logits [B,65,H/8,W/8], descriptors [B,D,H/8,W/8]."""
-        relu, pool = F.relu, self.model.pool
-        x = relu(self.conv("conv1a", image, 0))
-        x = pool(relu(self.conv("conv1b", x, 1)))
-        x = relu(self.conv("conv2a", x, 2))
-        x = pool(relu(self.conv("conv2b", x, 3)))
-        x = relu(self.conv("conv3a", x, 4))
-        x = pool(relu(self.conv("conv3b", x, 5)))
-        x = relu(self.conv("conv4a", x, 6))
-        x = relu(self.conv("conv4b", x, 7))
-        logits = self.conv("convPb", relu(self.conv("convPa", x, 8)), 9)
-        desc = self.conv("convDb", relu(self.conv("convDa", x, 8)), 10)
-        return logits, F.normalize(desc, p=2, dim=1)
+        out = self.model.forward_dense(image, conv=self.conv)
+        return out["logits"], out["descriptors"]
 
 
 # (producer, consumers): the layers whose weights equalize_ranges balances (ReLU and max pooling
@@ -168,27 +175,18 @@ def equalize_ranges(model: nn.Module, rounds: int = 4) -> None:
 def calibrate_scales(model: nn.Module, images: torch.Tensor, quantile: float = 0.9999) -> list:
     """Initial activation scales from the float network on ``images`` [B,1,H,W] in [0,1]:
     the ``quantile`` of each quantised tensor's values / 255 (the image's is 1/255)."""
-    seen: list[torch.Tensor] = []
-    m, relu = model, F.relu
+    seen: dict[int, float] = {}
 
-    def record(x):
-        flat = x.detach().flatten().float()
-        if flat.numel() > 4_000_000:  # torch.quantile's input limit; a strided subsample
-            flat = flat[:: flat.numel() // 4_000_000 + 1]
-        seen.append(torch.quantile(flat, quantile))
-        return x
+    def observed(name, x):
+        point = CONV_INPUTS[name]
+        if point not in seen:  # convPa and convDa share their input
+            flat = x.detach().flatten().float()
+            if flat.numel() > 4_000_000:  # torch.quantile's input limit; a strided subsample
+                flat = flat[:: flat.numel() // 4_000_000 + 1]
+            seen[point] = float(torch.quantile(flat, quantile))
+        return getattr(model, name)(x)
 
-    x = relu(m.conv1a(record(images)))
-    x = m.pool(relu(m.conv1b(record(x))))
-    x = relu(m.conv2a(record(x)))
-    x = m.pool(relu(m.conv2b(record(x))))
-    x = relu(m.conv3a(record(x)))
-    x = m.pool(relu(m.conv3b(record(x))))
-    x = relu(m.conv4a(record(x)))
-    x = record(relu(m.conv4b(record(x))))
-    pa = relu(m.convPa(x))
-    da = relu(m.convDa(x))
-    record(pa)
-    record(da)
-    scales = [IMAGE_SCALE] + [max(float(v), 1e-6) / ACTIVATION_MAX for v in seen[1:]]
-    return scales
+    model.forward_dense(images, conv=observed)
+    return [IMAGE_SCALE] + [
+        max(seen[point], 1e-6) / ACTIVATION_MAX for point in range(1, len(ACTIVATION_POINTS))
+    ]

@@ -305,21 +305,29 @@ class SuperPoint(nn.Module):
         logits, desc = self.dense_runner()(image)
         return dict(logits=logits.to(image.device), descriptors=desc.to(image.device))
 
-    def forward_dense(self, image: torch.Tensor) -> dict:
+    def forward_dense(self, image: torch.Tensor, conv=None) -> dict:
         """image [B,1,H,W] in [0,1], H and W multiples of 8 ->
-        logits [B,65,H/8,W/8] (raw) and descriptors [B,D,H/8,W/8] (L2-normalised over D)."""
-        x = self.relu(self.conv1a(image))
-        x = self.pool(self.relu(self.conv1b(x)))
-        x = self.relu(self.conv2a(x))
-        x = self.pool(self.relu(self.conv2b(x)))
-        x = self.relu(self.conv3a(x))
-        x = self.pool(self.relu(self.conv3b(x)))
-        x = self.relu(self.conv4a(x))
-        x = self.relu(self.conv4b(x))
-        logits = self.convPb(self.relu(self.convPa(x)))
-        desc = self.convDb(self.relu(self.convDa(x)))
+        logits [B,65,H/8,W/8] (raw) and descriptors [B,D,H/8,W/8] (L2-normalised over D).
+
+        ``conv(name, x)`` applies the convolution called ``name`` (default: the layer itself);
+        the int8 backbone and its calibration pass their own (models/quantization.py)."""
+        if conv is None:
+            conv = self._float_conv
+        x = self.relu(conv("conv1a", image))
+        x = self.pool(self.relu(conv("conv1b", x)))
+        x = self.relu(conv("conv2a", x))
+        x = self.pool(self.relu(conv("conv2b", x)))
+        x = self.relu(conv("conv3a", x))
+        x = self.pool(self.relu(conv("conv3b", x)))
+        x = self.relu(conv("conv4a", x))
+        x = self.relu(conv("conv4b", x))
+        logits = conv("convPb", self.relu(conv("convPa", x)))
+        desc = conv("convDb", self.relu(conv("convDa", x)))
         desc = F.normalize(desc, p=2, dim=1)
         return dict(logits=logits, descriptors=desc)
+
+    def _float_conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)(x)
 
     @staticmethod
     def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from ..homography import photometric_augment
-from ..models.quantization import Int8Backbone, calibrate_scales, equalize_ranges
+from ..models.quantization import (
+    ACTIVATION_POINTS,
+    IMAGE_SCALE,
+    Int8Backbone,
+    calibrate_scales,
+    equalize_ranges,
+)
 from ..models.weights import add_int8_variant, default_weights_path, load_model
 from .common import (
     CurveLog,
@@ -140,6 +146,31 @@ def main(argv=None) -> int:
         files[::every][: args.val_images],
         [f for i, f in enumerate(files) if i % every or i // every >= args.val_images],
     )
+    best_path = out / "best.pth"
+    if args.export:  # a checkpoint holds the whole student: no images are read
+        student = Int8Backbone(copy.deepcopy(teacher), [IMAGE_SCALE] * len(ACTIVATION_POINTS))
+        source = best_path if args.export_from == "best" else ckpt_path
+        ckpt = load_checkpoint(source, student, None, rng)
+        export_weights(
+            student,
+            args.weights,
+            args.export,
+            dict(
+                steps=ckpt["step"],
+                wall_time_s=round(float(ckpt.get("extra", {}).get("wall_time_s", 0.0)), 1),
+                data=[pathlib.Path(d).name for d in args.images],
+                num_images=len(train_files),
+                teacher=pathlib.Path(str(teacher.weights_path)).name,
+                batch_size=args.batch_size,
+                crop_size=args.size,
+                lr=args.lr,
+                scale_lr=args.scale_lr,
+                desc_weight=args.desc_weight,
+                seed=args.seed,
+            ),
+        )
+        print(f"wrote {args.export} from {source} (step {ckpt['step']})", file=sys.stderr)
+        return 0
     images = [read_gray(f) for f in train_files]
     val_batch = torch.cat(
         [
@@ -160,12 +191,10 @@ def main(argv=None) -> int:
         [dict(params=weights, lr=args.lr), dict(params=[student.log_scales], lr=args.scale_lr)]
     )
     step, extra = 0, {}
-    best_path = out / "best.pth"
-    if args.resume or args.export:
-        source = best_path if args.export and args.export_from == "best" else ckpt_path
-        ckpt = load_checkpoint(source, student, opt, rng)
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path, student, opt, rng)
         step, extra = ckpt["step"], ckpt.get("extra", {})
-        print(f"resumed from {source} at step {step}", file=sys.stderr)
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
     timer = Timer(float(extra.get("wall_time_s", 0.0)))
     info = dict(
         images=[str(d) for d in args.images],
@@ -173,42 +202,21 @@ def main(argv=None) -> int:
         teacher=str(teacher.weights_path),
         args=vars(args),
     )
-    if args.export:
-        export_weights(
-            student,
-            args.weights,
-            args.export,
-            dict(
-                steps=step,
-                wall_time_s=round(timer.total_s(), 1),
-                data=[pathlib.Path(d).name for d in args.images],
-                num_images=len(train_files),
-                teacher=pathlib.Path(str(teacher.weights_path)).name,
-                batch_size=args.batch_size,
-                crop_size=args.size,
-                lr=args.lr,
-                scale_lr=args.scale_lr,
-                desc_weight=args.desc_weight,
-                seed=args.seed,
-            ),
-        )
-        print(f"wrote {args.export} (step {step})", file=sys.stderr)
-        return 0
     log = CurveLog(out / "log.csv", LOG_FIELDS)
     with open(out / "args.json", "w") as f:
         json.dump(vars(args), f, indent=1)
 
-    # the lowest validation loss so far and its step (best.pth holds that student)
-    best = dict(loss=float(extra.get("best_val_loss", math.inf)), step=step)
+    best_loss = [float(extra.get("best_val_loss", math.inf))]  # lowest so far (best.pth's)
+    done = [step]  # steps done
 
-    def save(step):
+    def save(step, path=ckpt_path):
         save_checkpoint(
-            ckpt_path,
+            path,
             student,
             opt,
             step,
             rng,
-            dict(wall_time_s=timer.total_s(), best_val_loss=best["loss"], **info),
+            dict(wall_time_s=timer.total_s(), best_val_loss=best_loss[0], **info),
         )
 
     def lr_factor(step):
@@ -216,7 +224,7 @@ def main(argv=None) -> int:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0)))
 
     def train_step(step):
-        best["step"] = step + 1
+        done[0] = step + 1
         for group, base in zip(opt.param_groups, (args.lr, args.scale_lr)):
             group["lr"] = base * lr_factor(step)
         batch = crop_batch(rng, images, args.size, args.batch_size)
@@ -238,16 +246,9 @@ def main(argv=None) -> int:
             losses = distillation_losses(student, teacher, val_batch)
         student.train()
         val_loss = float(losses["det"] + args.desc_weight * losses["desc"])
-        if val_loss < best["loss"] and best["step"] > 0:
-            best["loss"] = val_loss
-            save_checkpoint(
-                best_path,
-                student,
-                opt,
-                best["step"],
-                rng,
-                dict(wall_time_s=timer.total_s(), best_val_loss=val_loss, **info),
-            )
+        if val_loss < best_loss[0] and done[0] > 0:
+            best_loss[0] = val_loss
+            save(done[0], best_path)
         return dict(val_det_kl=float(losses["det"]), val_desc_cos=float(losses["desc"]))
 
     print(f"step {step}: validation before training {validate()}", file=sys.stderr)
