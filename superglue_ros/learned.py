@@ -3,11 +3,11 @@
 Thin wrappers around ``superglue_ros.models``: numpy in and out, tensors kept on the compute
 device in ``Features.cache`` so a keyframe is uploaded (and, in the fast runtime, encoded) once.
 Runtime of both (option 'runtime'): 'fast' (default: OpenVINO with bf16 where the CPU has it
-natively and SuperPoint's backbone in int8 when its weights carry an int8 entry, static shapes,
-cv2 NMS, cached keyframe encodings, scaling Sinkhorn; fp16 autocast on CUDA) or 'reference'
-(eager fp32 torch as in the papers). Options 'backend' / 'precision' override the runtime's
-choice ('torch' | 'openvino' | 'onnxruntime'; 'auto' | 'fp32' | 'bf16' | 'fp16' | 'int8'). See
-models/backends.py and models/quantization.py.
+natively and SuperPoint's backbone in int8 when its weights carry an int8 entry and the CPU
+has 8-bit dot products (VNNI/AMX), static shapes, cv2 NMS, cached keyframe encodings, scaling
+Sinkhorn; fp16 autocast on CUDA) or 'reference' (eager fp32 torch as in the papers). Options
+'backend' / 'precision' override the runtime's choice ('torch' | 'openvino' | 'onnxruntime';
+'auto' | 'fp32' | 'bf16' | 'fp16' | 'int8'). See models/backends.py and models/quantization.py.
 """
 
 from __future__ import annotations

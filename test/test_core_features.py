@@ -314,9 +314,9 @@ def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):
 
 
 def test_fast_runtime_int8_backbone_within_tolerance_of_fp32(warped_pair):
-    """The default SuperPoint precision with the shipped file (its int8 entry; int8 kernels on
-    any x86 CPU, not only those with native bf16), against fp32 on the same pair, SuperGlue in
-    fp32 in both. Stated tolerance: >= 70 % of the keypoints within 0.5 px,
+    """The default SuperPoint precision with the shipped file on CPUs with 8-bit dot products
+    (its int8 entry; int8 kernels run on any x86 CPU, so this runs everywhere), against fp32
+    on the same pair, SuperGlue in fp32 in both. Stated tolerance: >= 70 % of the keypoints within 0.5 px,
     precision within 3 points and correct matches within 15 %. Measured (Intel AMX): 91 / 88 %
     of the keypoints, precision 0.912 (fp32) vs 0.929, 351 vs 339 correct."""
     needs_weights("superpoint", "superglue")

@@ -89,8 +89,18 @@ def test_equalisation_keeps_the_float_network_and_balances_its_ranges(shipped):
 
 
 def test_int8_precision_resolution(monkeypatch, caplog):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
     assert backends.resolve_precision("auto", "cpu", int8=True) == "int8"
     assert backends.resolve_precision("int8", "cpu", int8=True) == "int8"
+    # no 8-bit dot products (AMD Zen 1, AVX2 only): int8 is no faster there, auto takes float
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx2", "fma"})
+    assert not backends.cpu_has_int8_dot()
+    assert backends.resolve_precision("auto", "cpu", int8=True) == "fp32"
+    assert backends.resolve_precision("int8", "cpu", int8=True) == "int8"  # asked for
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512f", "amx_int8"})
+    assert backends.cpu_has_int8_dot()
+    monkeypatch.setattr(backends, "cpu_flags", set)  # unreadable flags: as before, int8
+    assert backends.resolve_precision("auto", "cpu", int8=True) == "int8"
     assert backends.resolve_precision("auto", "cuda", int8=True) == "fp16"
     monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
     assert backends.resolve_precision("auto", "cpu") == "bf16"

@@ -78,8 +78,8 @@ NODE_PARAMETERS = (
         "runtime",
         COMPONENTS["runtime"],
         "learned models' runtime: 'fast' (OpenVINO: SuperPoint's backbone in int8 with the "
-        "shipped weights, bf16 where the CPU has it natively; cached keyframe encodings; fp16 "
-        "on CUDA) or 'reference' (eager fp32 torch)",
+        "shipped weights on CPUs with VNNI/AMX, bf16 where the CPU has it natively; cached "
+        "keyframe encodings; fp16 on CUDA) or 'reference' (eager fp32 torch)",
         choices=tuple(RUNTIMES),
     ),
     ParameterSpec(
