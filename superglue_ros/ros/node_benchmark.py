@@ -273,7 +273,7 @@ def run(args) -> dict:
     node_log = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL
     node = subprocess.Popen(node_command(args), env=env, stdout=node_log, stderr=subprocess.STDOUT)
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, args=["superglue-benchmark"])  # our argv is not ROS arguments
     camera = Camera(context, frames, K, args.encoding, args.reliable)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(camera.node)

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sequence = Prerendered(make_sequence(num_frames=options.frames))
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, args=["superglue-soak"])  # our --param NAME:=VALUE are not ours
     executor = CallbackPoolExecutor(num_threads=3, context=context)
     recorder = Recorder(context, namespace)
     player = SequencePlayer(
