@@ -104,17 +104,21 @@ def refine_subpixel(keypoints: torch.Tensor, heatmap: torch.Tensor) -> torch.Ten
     if keypoints.shape[0] == 0:
         return keypoints
     height, width = heatmap.shape
-    log = torch.log(heatmap.float().clamp_min(1e-12))
+
+    def log_at(rows, cols):  # the log of only the values read (not of the whole heatmap)
+        return torch.log(heatmap[rows, cols].float().clamp_min(1e-12))
+
     x, y = keypoints[:, 0].long(), keypoints[:, 1].long()
+    l_zero = log_at(y, x)
     offsets = []
     for centre, limit, step in ((x, width, (0, 1)), (y, height, (1, 0))):
         inside = (centre > 0) & (centre < limit - 1)
         lo = torch.where(inside, centre - 1, centre)
         hi = torch.where(inside, centre + 1, centre)
         if step == (0, 1):
-            l_minus, l_zero, l_plus = log[y, lo], log[y, x], log[y, hi]
+            l_minus, l_plus = log_at(y, lo), log_at(y, hi)
         else:
-            l_minus, l_zero, l_plus = log[lo, x], log[y, x], log[hi, x]
+            l_minus, l_plus = log_at(lo, x), log_at(hi, x)
         curvature = l_minus - 2 * l_zero + l_plus
         ok = inside & (curvature < 0)
         delta = torch.where(
