@@ -372,6 +372,33 @@ def test_scaling_sinkhorn_equals_log_domain(iters):
     assert torch.equal(a[~pair], b[~pair])
 
 
+def test_scaling_sinkhorn_runs_each_pair_alone():
+    """A pair in a padded batch gets exactly its result alone (each pair runs on its real block
+    and stops at its own convergence, which differs between pairs), padding stays LOG_ZERO."""
+    from superglue_ros.models.superglue import LOG_ZERO, scaling_optimal_transport
+
+    torch.manual_seed(5)
+    sizes = [(40, 30), (25, 30), (3, 12)]
+    scores = torch.randn(3, 40, 30)
+    scores[0, torch.arange(30), torch.randperm(30)] += 15.0  # item 0 clear, the others noise
+    mask0 = torch.arange(40)[None] < torch.tensor([[m] for m, _ in sizes])
+    mask1 = torch.arange(30)[None] < torch.tensor([[n] for _, n in sizes])
+    alpha = torch.tensor(1.0)
+    stats: dict = {}
+    batch = scaling_optimal_transport(scores, alpha, 100, mask0, mask1, 1e-2, stats)
+    for i, (m, n) in enumerate(sizes):
+        own: dict = {}
+        alone = scaling_optimal_transport(
+            scores[i : i + 1, :m, :n], alpha, 100, tolerance=1e-2, stats=own
+        )
+        rows, cols = [*range(m), 40], [*range(n), 30]
+        assert torch.equal(batch[i][rows][:, cols], alone[0])
+        assert (batch[i, m:40] == LOG_ZERO).all() and (batch[i, :, n:30] == LOG_ZERO).all()
+        assert stats["pair_iterations"][i] == own["iterations"]
+    assert len(set(stats["pair_iterations"])) > 1  # seen: 60, 10, 10
+    assert stats["iterations"] == max(stats["pair_iterations"])
+
+
 def test_scaling_sinkhorn_survives_extreme_scores():
     """Scores spanning 1e4 (no trained model produces these): still finite, same assignment."""
     from superglue_ros.models.superglue import scaling_optimal_transport
