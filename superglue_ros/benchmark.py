@@ -39,7 +39,7 @@ from . import geometry
 from .baselines import MutualNearestNeighborMatcher
 from .devices import resolve_device
 from .feature_types import Features
-from .features import build_components
+from .features import build_components, runtime_of
 from .images import image_to_array
 from .models import backends
 from .models.superglue import SuperGlue
@@ -168,15 +168,10 @@ def verify_and_pack(
 
 
 def backend_fields(extractor, matcher) -> dict:
-    """Backend and precision the learned models run with (torch/fp32 on the reference path)."""
+    """Backend and precision the learned models ran with (``features.runtime_of``)."""
     out = {}
-    for prefix, model in (
-        ("dense", getattr(extractor, "model", None)),
-        ("gnn", getattr(matcher, "model", None)),
-    ):
-        runner = None if model is None else model.__dict__.get("_runner")
-        out[f"{prefix}_backend"] = getattr(runner, "name", "torch")
-        out[f"{prefix}_precision"] = getattr(runner, "precision", "fp32")
+    for prefix, component in (("dense", extractor), ("gnn", matcher)):
+        out[f"{prefix}_backend"], out[f"{prefix}_precision"] = runtime_of(component)
     return out
 
 

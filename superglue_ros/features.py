@@ -36,6 +36,7 @@ __all__ = [
     "component_names",
     "describe_components",
     "resolve_device",
+    "runtime_of",
     "to_gray",
 ]
 
@@ -160,6 +161,23 @@ def describe_components(extractor: Extractor, matcher: Matcher) -> dict:
         superpoint_weights=weights(extractor),
         superglue_weights=weights(matcher),
     )
+
+
+def runtime_of(component) -> tuple[str, str]:
+    """(backend, precision) a component's network runs with, e.g. ('openvino', 'int8'):
+    ('torch', 'fp32') on the reference path, ('opencv', '') for the classical components,
+    ('pending', '') before a fast-path model's first call builds its backend. Why: the
+    precision is chosen per CPU (backends.resolve_precision), so a user on a CPU without bf16
+    or 8-bit dot products can see that it runs fp32 (node diagnostics, benchmark JSON)."""
+    model = getattr(component, "model", None)
+    if model is None:
+        return "opencv", ""
+    runner = model.__dict__.get("_runner")
+    if runner is not None:
+        return runner.name, getattr(runner, "precision", "fp32")  # onnxruntime: fp32 only
+    if model.uses_reference_path():
+        return "torch", "fp32"
+    return "pending", ""
 
 
 def build_preset(name: str, device="cpu", **conf) -> tuple[Extractor, Matcher]:

@@ -16,10 +16,12 @@ from superglue_ros.features import (
     Features,
     Matches,
     SuperGlueMatcher,
+    build_components,
     build_extractor,
     build_matcher,
     build_preset,
     resolve_device,
+    runtime_of,
 )
 from superglue_ros.homography import sample_homography, warp_image
 
@@ -274,13 +276,22 @@ def fast_run(warped_pair, precision: str, matcher_precision: str):
         extractor=dict(precision=precision),
         matcher=dict(precision=matcher_precision),
     )
+    assert runtime_of(extractor) == ("pending", "")  # the backend is built on first use
     f0, f1 = extractor.extract(warped_pair[0]), extractor.extract(warped_pair[1])
-    assert extractor.model.dense_runner().precision == precision
+    assert runtime_of(extractor) == ("openvino", precision)
     matches = matcher.match(f0, f1)
+    assert runtime_of(matcher) == ("openvino", matcher_precision)
     result = match_precision_recall(
         f0.keypoints, f1.keypoints, matches.matches0, warped_pair[2], (512, 512), 3.0
     )
     return f0, f1, matches, result
+
+
+def test_runtime_of_names_what_each_component_runs_on():
+    extractor, matcher = build_components(dict(runtime="reference", max_keypoints=64))
+    assert runtime_of(extractor) == runtime_of(matcher) == ("torch", "fp32")
+    extractor, matcher = build_preset("orb")
+    assert runtime_of(extractor) == runtime_of(matcher) == ("opencv", "")
 
 
 def test_fast_runtime_bf16_within_tolerance_of_fp32(warped_pair):

@@ -377,5 +377,6 @@ def test_diagnostics_and_debug_image(node_probe):
         "orb",
         "ratio-hamming",
     )
+    assert values["extractor_runtime"] == values["matcher_runtime"] == "opencv"
     assert 1 <= int(values["cache_keyframes"]) <= 4 and int(values["cache_bytes"]) > 0
     assert float(values["latency_p90_ms"]) >= float(values["latency_p50_ms"]) > 0

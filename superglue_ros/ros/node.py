@@ -62,7 +62,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from superglue_ros_msgs.msg import Correspondences, KeyframeFeatures, LoopCandidates, LoopResult
 from superglue_ros_msgs.srv import GetKeyframe, Reset, VerifyLoop
 
-from ..features import COMPONENT_DEFAULTS, build_components, component_names, resolve_device
+from ..features import (
+    COMPONENT_DEFAULTS,
+    build_components,
+    component_names,
+    resolve_device,
+    runtime_of,
+)
 from ..frontend.pipeline import Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
@@ -965,6 +971,8 @@ class SuperGlueNode(Node):
                 device=str(self.device),
                 extractor=extractor.name,
                 matcher=matcher.name,
+                extractor_runtime=" ".join(filter(None, runtime_of(extractor))),
+                matcher_runtime=" ".join(filter(None, runtime_of(matcher))),
             )
             level, message = self._camera_level(cam, now)
             values["level"] = LEVEL_NAMES[level]
