@@ -88,6 +88,24 @@ def test_buffer_pairs_by_stamp_waits_for_late_info_and_checks_frame_ids():
     assert buffer.find(1000, "cam", wait_s=5.0).info == "info1000"
     with pytest.raises(ValueError, match="sync mode"):
         buffer.find(1000, "cam", mode="nearest")
+    # a frame whose own camera_info was lost: its neighbours' when they agree, never otherwise
+    lost = CameraInfoBuffer()
+    for stamp, frame_id, calibration in (
+        (100, "cam", "K1"),
+        (300, "cam", "K1"),
+        (500, "cam", "K2"),
+    ):
+        lost.add(stamp, frame_id, f"info{stamp}", calibration)
+    match = lost.find(200, "cam")
+    assert (match.info, match.from_neighbours) == ("info100", True)
+    assert not lost.find(300, "cam").from_neighbours  # its own
+    assert lost.find(400, "cam").info is None  # K1 before, K2 after: in doubt, skipped
+    assert lost.find(600, "cam", wait_s=0.01).info is None  # nothing after it
+    lost.add(700, "other", "info700", "K2")
+    assert lost.find(600, "cam").info is None  # another frame_id after it
+    lost.add(900, "cam", "info900")  # no calibration given: never paired by neighbours
+    lost.add(1100, "cam", "info1100")
+    assert lost.find(1000, "cam").info is None
 
 
 def test_frames_pair_with_the_camera_info_of_their_stamp():
@@ -118,6 +136,14 @@ def test_frames_pair_with_the_camera_info_of_their_stamp():
         # the node keeps going
         reply = probe.correspondence_for(frames.send(lambda s: info_msg(s)))
         assert reply.model_type == Correspondences.MODEL_ESSENTIAL
+        # its own camera_info lost and a later one there: the calibrations just before and
+        # after its stamp agree, so the frame takes them; when they differ it is skipped
+        reply = probe.correspondence_for(frames.send(lambda s: info_msg(s + 30_000_000)))
+        assert reply.model_type == Correspondences.MODEL_ESSENTIAL
+        assert node.cameras[0].info_from_neighbours == 1
+        zoomed = np.diag([600.0, 600.0, 1.0]) + np.array([[0, 0, 320], [0, 0, 240], [0, 0, 0]])
+        changed = frames.send(lambda s: info_msg(s + 30_000_000, K=zoomed))
+        probe.log_containing(f"frame {changed} ns skipped: no camera_info with stamp {changed} ns")
         assert node.stats()[""]["failed"] == 0
 
 

@@ -539,7 +539,19 @@ class SuperGlueNode(Node):
             )
 
     def _on_camera_info(self, cam: CameraStream, msg: CameraInfo) -> None:
-        cam.camera_infos.add(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg)
+        calibration = (
+            msg.height,
+            msg.width,
+            msg.distortion_model,
+            tuple(msg.d),
+            tuple(msg.k),
+            tuple(msg.r),
+            tuple(msg.p),
+            msg.binning_x,
+            msg.binning_y,
+            (msg.roi.x_offset, msg.roi.y_offset, msg.roi.height, msg.roi.width, msg.roi.do_rectify),
+        )
+        cam.camera_infos.add(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg, calibration)
 
     def _camera_for(self, cam: CameraStream, item: PendingFrame):
         """(CameraModel or None, problem): the calibration paired with this frame. No camera_info
@@ -565,6 +577,7 @@ class SuperGlueNode(Node):
         )
         if match.info is None:
             return None, match.problem
+        cam.info_from_neighbours += match.from_neighbours
         height, width = item.image.shape[:2]
         cached_info, cached_size, camera = cam.camera_cache
         if cached_info is not match.info or cached_size != (width, height):
@@ -955,6 +968,7 @@ class SuperGlueNode(Node):
                 frames_processed=cam.processed,
                 frames_dropped=cam.dropped,
                 frames_rejected=cam.rejected,
+                camera_info_from_neighbours=cam.info_from_neighbours,
                 frames_failed=cam.failed,
                 keyframes=cam.keyframes,
                 loop_closures=cam.loop_closures,

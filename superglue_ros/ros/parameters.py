@@ -125,9 +125,10 @@ NODE_PARAMETERS = (
         "camera_info_sync",
         "stamp",
         "how a frame finds its calibration: 'stamp' = "
-        "the camera_info with the frame's stamp (within camera_info_tolerance_s); "
-        "'latest' = the newest camera_info whatever its stamp (a calibration published "
-        "once, latched)",
+        "the camera_info with the frame's stamp (within camera_info_tolerance_s), or, when "
+        "that one was lost, its neighbours' if the camera_info just before and just after "
+        "the stamp are the same calibration; 'latest' = the newest camera_info whatever its "
+        "stamp (a calibration published once, latched)",
         choices=("stamp", "latest"),
     ),
     ParameterSpec(

@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 "frames_processed",
                 "frames_dropped",
                 "frames_rejected",
+                "camera_info_from_neighbours",
                 "frames_failed",
                 "keyframes",
                 "loop_closures",

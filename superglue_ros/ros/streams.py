@@ -77,6 +77,7 @@ class CameraStream:
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
+    info_from_neighbours: int = 0  # frames paired with their neighbours' camera_info
     failed: int = 0
     keyframes: int = 0
     loop_closures: int = 0
