@@ -227,7 +227,8 @@ def scaling_optimal_transport(
     b, m, n = scores.shape
     alpha = alpha.float().to(scores.device)
     whole = mask0 is None and mask1 is None
-    out = None if whole and b == 1 else scores.new_full((b, m + 1, n + 1), LOG_ZERO)
+    plans = []  # whole: each pair's [M+1,N+1] plan (no padding to write around)
+    out = None if whole else scores.new_full((b, m + 1, n + 1), LOG_ZERO)
     used = []
     for i in range(b):
         rows = _real_index(mask0, i, m)
@@ -236,15 +237,22 @@ def scaling_optimal_transport(
         log_p, done = (None, 0) if 0 in pair.shape else _scaling_pair(pair, alpha, iters, tolerance)
         used.append(done)
         if log_p is None:  # out of the scalings' range, or nothing to transport: the log domain
-            one = lambda mask: None if mask is None else mask[i : i + 1]  # noqa: E731
-            log_p = log_optimal_transport(scores[i : i + 1], alpha, iters, one(mask0), one(mask1))
-            if out is None:
-                return log_p
-            out[i] = log_p[0]
-        elif out is None:
-            out = log_p[None]
+            log_p = log_optimal_transport(
+                scores[i : i + 1],
+                alpha,
+                iters,
+                None if mask0 is None else mask0[i : i + 1],
+                None if mask1 is None else mask1[i : i + 1],
+            )[0]
+            rows = cols = None  # already padded
+        if whole:
+            plans.append(log_p)
+        elif rows is None:
+            out[i] = log_p
         else:
             _put(out[i], log_p, rows, cols)
+    if whole:
+        out = plans[0][None] if b == 1 else torch.stack(plans)
     if stats is not None:
         stats["iterations"] = max(used)
         stats["pair_iterations"] = used
@@ -269,18 +277,18 @@ def _take(matrix: torch.Tensor, rows, cols) -> torch.Tensor:
 def _put(target: torch.Tensor, block: torch.Tensor, rows, cols) -> None:
     """Write a pair's [m+1,n+1] plan into its padded [M+1,N+1] slot (dustbins last)."""
     big_m, big_n = target.shape[0] - 1, target.shape[1] - 1
-    if isinstance(rows, int) and isinstance(cols, int):
+    if isinstance(rows, int) and isinstance(cols, int):  # padding at the end: four slices
         target[:rows, :cols] = block[:-1, :-1]
         target[:rows, big_n] = block[:-1, -1]
         target[big_m, :cols] = block[-1, :-1]
-    else:
-        device = target.device
-        dust_r, dust_c = torch.tensor([big_m], device=device), torch.tensor([big_n], device=device)
-        rows = torch.arange(rows, device=device) if isinstance(rows, int) else rows
-        cols = torch.arange(cols, device=device) if isinstance(cols, int) else cols
-        target[torch.cat([rows, dust_r])[:, None], torch.cat([cols, dust_c])[None, :]] = block
+        target[big_m, big_n] = block[-1, -1]
         return
-    target[big_m, big_n] = block[-1, -1]
+    device = target.device
+    rows = torch.arange(rows, device=device) if isinstance(rows, int) else rows
+    cols = torch.arange(cols, device=device) if isinstance(cols, int) else cols
+    rows = torch.cat([rows, torch.tensor([big_m], device=device)])
+    cols = torch.cat([cols, torch.tensor([big_n], device=device)])
+    target[rows[:, None], cols[None, :]] = block
 
 
 def _scaling_pair(
