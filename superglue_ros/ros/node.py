@@ -1094,12 +1094,16 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
-    # SIGINT/SIGTERM only set an event: the worker is stopped while the context is still valid
-    # (rclpy's own handlers would shut the context down under a publishing worker)
+    # SIGINT/SIGTERM only record the request: the worker is stopped while the context is still
+    # valid (rclpy's own handlers would shut the context down under a publishing worker). The
+    # handler takes no lock: it runs in the main thread between two bytecodes, and the
+    # threading.Event.set() it called before deadlocked when the signal interrupted the main
+    # thread's own Event.wait() while that held the Event's lock (seen in session 9: a node
+    # that never exited after SIGTERM, its main thread blocked in the handler's set()).
     rclpy.init(args=[prog] + args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
+    signals_received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda number, _frame: signals_received.append(number))
     node = None
     try:
         try:
@@ -1114,8 +1118,8 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-
             target=_spin, args=(executor,), name="superglue_spin", daemon=True
         )
         spinner.start()
-        while not stop.is_set() and spinner.is_alive():
-            stop.wait(0.5)
+        while not signals_received and spinner.is_alive():
+            time.sleep(0.2)  # a signal's handler runs at once; no lock is held here
         node.get_logger().info("shutting down")
         node.stop_worker()
         executor.shutdown()
