@@ -233,7 +233,7 @@ def scaling_optimal_transport(
     for i in range(b):
         rows = _real_index(mask0, i, m)
         cols = _real_index(mask1, i, n)
-        pair = scores[i] if whole else _take(scores[i], rows, cols)
+        pair = _take(scores[i], rows, cols)
         log_p, done = (None, 0) if 0 in pair.shape else _scaling_pair(pair, alpha, iters, tolerance)
         used.append(done)
         if log_p is None:  # out of the scalings' range, or nothing to transport: the log domain
@@ -244,11 +244,9 @@ def scaling_optimal_transport(
                 None if mask0 is None else mask0[i : i + 1],
                 None if mask1 is None else mask1[i : i + 1],
             )[0]
-            rows = cols = None  # already padded
+            rows, cols = m, n  # its plan is already the padded [M+1,N+1] one
         if whole:
             plans.append(log_p)
-        elif rows is None:
-            out[i] = log_p
         else:
             _put(out[i], log_p, rows, cols)
     if whole:
