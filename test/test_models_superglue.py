@@ -123,6 +123,30 @@ def test_head_split_uses_interleaved_channels():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_stacked_sides_equal_one_side_after_the_other():
+    """With equal keypoint counts the GNN runs both sides as one batch; each layer must still
+    update side 0 from its own source (self) or side 1 (cross) as the paper's loop does."""
+    gnn = random_model(dict(descriptor_dim=64), seed=4).gnn
+    torch.manual_seed(4)
+    desc0, desc1 = torch.randn(2, 64, 9), torch.randn(2, 64, 9)
+    mask0 = torch.tensor([[True] * 9, [True] * 6 + [False] * 3])
+    mask1 = torch.tensor([[True] * 7 + [False] * 2, [True] * 9])
+    with torch.no_grad():
+        got0, got1 = gnn(desc0, desc1, mask0, mask1)
+        want0, want1 = desc0, desc1
+        for layer, name in zip(gnn.layers, gnn.names):
+            src0, src1 = (want1, want0) if name == "cross" else (want0, want1)
+            kmask0, kmask1 = (mask1, mask0) if name == "cross" else (mask0, mask1)
+            want0, want1 = (
+                want0 + layer(want0, src0, kmask0),
+                want1 + layer(want1, src1, kmask1),
+            )
+        one_mask = gnn(desc0, desc1, None, mask1)  # a missing mask means every keypoint
+        every = gnn(desc0, desc1, torch.ones_like(mask0), mask1)
+    assert torch.allclose(got0, want0, atol=1e-5) and torch.allclose(got1, want1, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(one_mask, every))
+
+
 def test_sinkhorn_matches_probability_domain_reference():
     torch.manual_seed(4)
     m, n, alpha = 5, 3, 0.7
