@@ -136,6 +136,26 @@ def test_a_broken_int8_entry_is_a_clear_weights_error(tmp_path, shipped):
         SuperPoint().int8_backbone()
 
 
+def test_quantising_before_max_pooling_gives_the_values_of_quantising_after_it(shipped):
+    """The int8 backbone quantises pool1-3 before pooling (so OpenVINO pools in uint8); as
+    rounding is monotonic the outputs must equal, bit for bit, quantising each convolution's
+    input after the pooling."""
+    backbone = shipped.int8_backbone()
+
+    def every_input_quantised(name, x):  # the order before the change
+        point = quantization.CONV_INPUTS[name]
+        x = quantization.fake_quantize_activation(x, backbone.scale_of(point))
+        weight = quantization.fake_quantize_weight(getattr(backbone.model, name).weight)
+        layer = getattr(backbone.model, name)
+        return torch.nn.functional.conv2d(x, weight, layer.bias, padding=layer.padding)
+
+    batch = photo_batch()
+    with torch.no_grad():
+        logits, desc = backbone(batch)
+        after = backbone.model.forward_dense(batch, conv=every_input_quantised)
+    assert torch.equal(logits, after["logits"]) and torch.equal(desc, after["descriptors"])
+
+
 def test_openvino_int8_kernels_match_the_fake_quantised_graph_on_real_photos(shipped):
     """OpenVINO fuses the exported quantize/dequantize pairs into int8 convolutions; they must
     compute what training optimised (the torch fake-quantised graph): detector logits within

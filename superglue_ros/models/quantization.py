@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 # quantised tensors, in forward order: the input of each convolution (convPa and convDa share
-# conv4b's output)
+# conv4b's output); pool1-3 are quantised before their max pooling, which gives the same values
+# (rounding is monotonic, so it commutes with a maximum) and lets OpenVINO pool in uint8
 ACTIVATION_POINTS = (
     "image",
     "conv1a",
@@ -56,6 +57,7 @@ CONV_INPUTS = {
     "convPb": 9,
     "convDb": 10,
 }
+POOLED_POINTS = ("pool1", "pool2", "pool3")
 IMAGE_SCALE = 1.0 / 255.0
 ACTIVATION_MAX = 255  # uint8
 WEIGHT_MAX = 127  # int8, symmetric (-128 unused)
@@ -115,17 +117,29 @@ class Int8Backbone(nn.Module):
         """The current scales as plain floats (the image's pinned at 1/255)."""
         return [IMAGE_SCALE] + [float(s) for s in self.log_scales.detach()[1:].exp()]
 
+    def scale_of(self, point: int) -> torch.Tensor | float:
+        return IMAGE_SCALE if point == 0 else self.log_scales[point].exp()
+
     def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """SuperPoint.forward_dense's convolution ``name`` on uint8 ``x`` with int8 weights."""
         layer = getattr(self.model, name)
         point = CONV_INPUTS[name]
-        scale = IMAGE_SCALE if point == 0 else self.log_scales[point].exp()
-        x = fake_quantize_activation(x, scale)
+        if ACTIVATION_POINTS[point] not in POOLED_POINTS:  # pooled ones came quantised
+            x = fake_quantize_activation(x, self.scale_of(point))
         return F.conv2d(x, fake_quantize_weight(layer.weight), layer.bias, padding=layer.padding)
+
+    def pool(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Max pooling ``name`` (pool1-3) of ``x`` quantised to uint8 first.
+
+        Measured on OpenVINO (Intel AMX, 2 cores, VGA): 31 -> 24 ms for the backbone, since
+        pooling after the dequantisation had run in bf16 on full-resolution float tensors
+        with a layout reorder and a second quantisation after it."""
+        point = ACTIVATION_POINTS.index(name)
+        return self.model.pool(fake_quantize_activation(x, self.scale_of(point)))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image [B,1,H,W] in [0,1] -> logits [B,65,H/8,W/8], descriptors [B,D,H/8,W/8]."""
-        out = self.model.forward_dense(image, conv=self.conv)
+        out = self.model.forward_dense(image, conv=self.conv, pool=self.pool)
         return out["logits"], out["descriptors"]
 
 

@@ -309,20 +309,23 @@ class SuperPoint(nn.Module):
         logits, desc = self.dense_runner()(image)
         return dict(logits=logits.to(image.device), descriptors=desc.to(image.device))
 
-    def forward_dense(self, image: torch.Tensor, conv=None) -> dict:
+    def forward_dense(self, image: torch.Tensor, conv=None, pool=None) -> dict:
         """image [B,1,H,W] in [0,1], H and W multiples of 8 ->
         logits [B,65,H/8,W/8] (raw) and descriptors [B,D,H/8,W/8] (L2-normalised over D).
 
-        ``conv(name, x)`` applies the convolution called ``name`` (default: the layer itself);
-        the int8 backbone and its calibration pass their own (models/quantization.py)."""
+        ``conv(name, x)`` applies the convolution called ``name`` (default: the layer itself),
+        ``pool(name, x)`` the max pooling called ``name`` (pool1-3; default: ``self.pool``); the
+        int8 backbone and its calibration pass their own (models/quantization.py)."""
         if conv is None:
             conv = self._float_conv
+        if pool is None:
+            pool = self._float_pool
         x = self.relu(conv("conv1a", image))
-        x = self.pool(self.relu(conv("conv1b", x)))
+        x = pool("pool1", self.relu(conv("conv1b", x)))
         x = self.relu(conv("conv2a", x))
-        x = self.pool(self.relu(conv("conv2b", x)))
+        x = pool("pool2", self.relu(conv("conv2b", x)))
         x = self.relu(conv("conv3a", x))
-        x = self.pool(self.relu(conv("conv3b", x)))
+        x = pool("pool3", self.relu(conv("conv3b", x)))
         x = self.relu(conv("conv4a", x))
         x = self.relu(conv("conv4b", x))
         logits = conv("convPb", self.relu(conv("convPa", x)))
@@ -332,6 +335,9 @@ class SuperPoint(nn.Module):
 
     def _float_conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, name)(x)
+
+    def _float_pool(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)
 
     @staticmethod
     def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
