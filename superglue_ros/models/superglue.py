@@ -453,8 +453,8 @@ class SuperGlue(nn.Module):
         sinkhorn_tolerance=0.0,
         small_op_threads=None,  # torch threads for encoding/Sinkhorn (fast path: 1), None = unchanged
         backend_threads=None,  # OpenVINO/ONNX Runtime threads, None = torch.get_num_threads()
-        # OpenVINO: compile once per (batch, keypoints) shape, keypoint counts padded (masked)
-        # up to a multiple of keypoint_bucket so a few compiled shapes serve every frame
+        # OpenVINO: compile once per (batch, keypoints) shape, both sides' keypoints padded
+        # (masked) to one multiple of keypoint_bucket so a few compiled shapes serve every frame
         static_shapes=False,
         keypoint_bucket=128,
     )
