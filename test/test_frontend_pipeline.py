@@ -467,7 +467,9 @@ def test_background_loop_job_matches_one_pair_per_turn_unless_behind(sequence):
     """run_loop_job(background=True): each candidate is matched in its own turn (a frame
     arriving meanwhile waits for one pair at most), whether odometry was idle or the turn was
     claimed after LOOP_MAX_DEFER_S; when the loop worker is behind (behind() is true) a claimed
-    turn takes all remaining candidates instead of waiting a deferral and a frame for each."""
+    turn takes all remaining candidates instead of waiting a deferral and a frame for each,
+    still one pair per matcher call (no batch shape of its own to compile)."""
+    import contextlib
     import threading
 
     from superglue_ros.frontend.model_lock import FOREGROUND
@@ -483,9 +485,17 @@ def test_background_loop_job_matches_one_pair_per_turn_unless_behind(sequence):
                 fe.cancel_loop_job(job)
 
     fe = FrontEnd.from_preset("orb", "cpu", dict(loop_min_id_gap=3))
-    calls = []
+    calls, turns = [], []
     match_many = fe.matcher.match_many
     fe.matcher.match_many = lambda f0, refs: calls.append(len(refs)) or match_many(f0, refs)
+    background = FOREGROUND.background
+
+    @contextlib.contextmanager
+    def counted_turn(max_defer_s):
+        with background(max_defer_s) as idle:
+            turns.append(idle)
+            yield idle
+
     jobs = jobs_with_candidates(fe)
 
     job = next(jobs)
@@ -503,17 +513,22 @@ def test_background_loop_job_matches_one_pair_per_turn_unless_behind(sequence):
             frame_started.set()
             time.sleep(3 * LOOP_MAX_DEFER_S)
 
-    for behind, expected in ((False, [1] * 3), (True, [3])):
+    for behind, expected_turns in ((False, 3), (True, 1)):
         job = next(jobs)
         calls.clear()
+        turns.clear()
         frame_started = threading.Event()
         odometry = threading.Thread(target=busy_odometry, args=(frame_started,))
         odometry.start()
         frame_started.wait()
         # no idle moment: the first turn is claimed (the later ones find odometry idle)
-        outcome = fe.run_loop_job(job, background=True, behind=lambda: behind)
+        FOREGROUND.background = counted_turn
+        try:
+            outcome = fe.run_loop_job(job, background=True, behind=lambda: behind)
+        finally:
+            del FOREGROUND.background  # the class's method again
         odometry.join()
-        assert calls == expected, behind
+        assert calls == [1] * 3 and len(turns) == expected_turns and not turns[0], behind
         assert len(outcome.candidates) == 3
     jobs.close()
 
