@@ -182,6 +182,25 @@ def test_superpoint_backends_fp32_match_reference(backend, precision, static):
         assert len(fast.dense_runner()._compiled) == 3
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_backend_outputs_belong_to_the_caller(backend):
+    """A runner's outputs survive its next call (the OpenVINO runner reads its inputs in place
+    and hands back the arrays its request returned, without a second copy); strided inputs,
+    such as one query expanded against a batch, give what their contiguous copies give."""
+    pytest.importorskip(backend)
+    model = sharpened_superglue(backend=backend, precision="fp32")
+    runner = model.score_runner()
+    assert runner.name == backend
+    enc = torch.randn(2, 64, 128)
+    masks = torch.ones(2, 128, dtype=torch.bool), torch.ones(2, 128, dtype=torch.bool)
+    (first,) = runner(enc[:1].expand(2, -1, -1), enc, *masks)
+    kept = first.clone()
+    (second,) = runner(enc.flip(0), enc, *masks)
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+    (contiguous,) = runner(enc[:1].expand(2, -1, -1).contiguous(), enc, *masks)
+    assert torch.equal(first, contiguous)
+
+
 @pytest.mark.skipif(not backends.cpu_has_native_bf16(), reason="CPU has no native bf16")
 @pytest.mark.parametrize("backend", ["openvino", "torch"])
 def test_superpoint_bf16_agrees_with_fp32(backend):

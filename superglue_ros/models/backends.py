@@ -341,11 +341,14 @@ class OpenVINORunner:
         return entry
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        arrays = [x.detach().cpu().numpy() for x in inputs]
+        arrays = [np.ascontiguousarray(x.detach().cpu().numpy()) for x in inputs]
         compiled, request = self._compile(tuple(a.shape for a in arrays))
-        result = request.infer(arrays)
+        # the inputs are read in place (they outlive this synchronous call); the outputs come
+        # back as fresh arrays owned by the caller, so they need no second copy (a VGA frame's
+        # descriptor and detector maps: about 0.7 ms)
+        result = request.infer(arrays, share_inputs=True)
         return tuple(
-            torch.from_numpy(np.array(result[out], dtype=np.float32)) for out in compiled.outputs
+            torch.from_numpy(np.asarray(result[out], dtype=np.float32)) for out in compiled.outputs
         )
 
 
