@@ -181,3 +181,9 @@ class Matcher(_Configured):
     def match_many(self, f0: Features, refs: list[Features]) -> list[Matches]:
         """Match one query against several references (loop closure). Default: one by one."""
         return [self.match(f0, f1) for f1 in refs]
+
+    def prepare(self, max_keypoints: int) -> int:
+        """Build now what would otherwise be built on first use for up to max_keypoints per
+        side (a long-running node calls it at start). Returns how many shapes it built;
+        default: nothing to build."""
+        return 0

@@ -47,6 +47,8 @@ def _runtime_options(conf: dict, which: int) -> dict:
         raise ValueError(f"unknown runtime {conf['runtime']!r}; choose from {sorted(RUNTIMES)}")
     options = dict(RUNTIMES[conf["runtime"]][which])
     options.update({k: conf[k] for k in ("backend", "precision") if conf[k] is not None})
+    if conf["threads"]:
+        options["backend_threads"] = int(conf["threads"])
     return options
 
 
@@ -64,6 +66,7 @@ class SuperPointExtractor(Extractor):
         runtime="fast",
         backend=None,
         precision=None,
+        threads=None,  # the fast runtime's inference threads; None = torch's thread count
     )
 
     def __init__(self, device="cpu", model=None, **conf):
@@ -118,6 +121,7 @@ class SuperGlueMatcher(Matcher):
         runtime="fast",
         backend=None,
         precision=None,
+        threads=None,  # the fast runtime's inference threads; None = torch's thread count
     )
 
     def __init__(self, device="cpu", model=None, **conf):
@@ -136,6 +140,9 @@ class SuperGlueMatcher(Matcher):
 
     def match(self, f0: Features, f1: Features) -> Matches:
         return self.match_many(f0, [f1])[0]
+
+    def prepare(self, max_keypoints: int) -> int:
+        return self.model.compile_shapes(max_keypoints)
 
     @torch.inference_mode()
     def match_many(self, f0: Features, refs: list[Features]) -> list[Matches]:

@@ -463,6 +463,45 @@ def test_deferred_loop_jobs_give_the_inline_closures(sequence, preset):
     assert all(o.timings_s["total"] >= o.timings_s["match"] > 0 for o in outcomes)
 
 
+def test_frames_extracted_ahead_give_what_frame_by_frame_gives(sequence):
+    """The node's two stages: frame t+1 is extracted (``extract``) before frame t is processed
+    (``process(extracted)``); odometry, keyframes and loop closures equal a frame-by-frame run.
+    A frame extracted before a newer one was accepted is refused as stale when processed, and
+    changes nothing."""
+    conf = dict(loop_min_id_gap=3)
+    frames = [
+        Frame(sequence.frame(i), int(sequence.stamps_ns[i]), "cam", sequence.K)
+        for i in range(len(sequence))
+    ]
+    plain = FrontEnd.from_preset("orb", "cpu", conf)
+    expected = [plain.process(f) for f in frames]
+    fe = FrontEnd.from_preset("orb", "cpu", conf)
+    ahead, got = fe.extract(frames[0]), []
+    for f in [*frames[1:], None]:
+        current, ahead = ahead, None if f is None else fe.extract(f)
+        got.append(fe.process(current))
+
+    def summary(r):
+        odo = r.odometry
+        return (
+            r.frame_index,
+            r.is_keyframe,
+            r.reference_id,
+            None if odo is None else (odo.num_inliers, odo.query_points.tobytes()),
+            _closures(r.loop_closures),
+        )
+
+    assert [summary(r) for r in got] == [summary(r) for r in expected]
+    assert any(r.loop_closures for r in got)
+    assert all(r.timings_s["total"] >= r.timings_s["extract"] > 0 for r in got)
+    before = (fe.stats["frames_accepted"], fe.cache.ids(), fe.stats["keyframes"])
+    late = fe.extract(frames[10])  # accepted long ago: extraction does not know yet
+    with pytest.raises(StaleFrameError):
+        fe.process(late)
+    assert (fe.stats["frames_accepted"], fe.cache.ids(), fe.stats["keyframes"]) == before
+    assert fe.stats["frames_stale"] == 1
+
+
 def test_background_loop_job_matches_one_pair_per_turn_unless_behind(sequence):
     """run_loop_job(background=True): each candidate is matched in its own turn (a frame
     arriving meanwhile waits for one pair at most), whether odometry was idle or the turn was

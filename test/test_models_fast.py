@@ -201,6 +201,38 @@ def test_backend_outputs_belong_to_the_caller(backend):
     assert torch.equal(first, contiguous)
 
 
+def test_superglue_compile_shapes_covers_every_keypoint_count():
+    """compile_shapes(300) compiles the static shapes of 128, 256 and 384 padded keypoints
+    up front; later pairs of any size up to 300 compile nothing new and give what a model
+    without the warm-up gives. The least recently used shape is the one evicted when the
+    runner holds its maximum, so the shapes in use stay compiled."""
+    pytest.importorskip("openvino")
+    cold = sharpened_superglue(backend="openvino", precision="fp32", static_shapes=True)
+    warm = sharpened_superglue(backend="openvino", precision="fp32", static_shapes=True)
+    assert warm.compile_shapes(300) == 3
+    compiled = warm.score_runner()._compiled
+    assert sorted(key[0][2] for key in compiled) == [128, 256, 384, 512]  # 512: the example
+    pair = related_pair(m=320, n=300)
+    for m, n in ((300, 290), (100, 250), (30, 100)):
+        sub = dict(pair)
+        for side, count in (("0", m), ("1", n)):
+            for key in ("keypoints", "scores", "descriptors"):
+                sub[key + side] = pair[key + side][:, :count]
+        with torch.no_grad():
+            a, b = cold(sub), warm(sub)
+        assert torch.equal(a["matches0"], b["matches0"])
+    assert len(compiled) == 4
+    assert len(cold.score_runner()._compiled) == 4  # 512 + the three it met, while matching
+    assert sharpened_superglue().compile_shapes(300) == 0  # the reference path compiles none
+    runner = warm.score_runner()
+    runner.MAX_STATIC_SHAPES = 4
+    enc = torch.randn(1, 64, 512)
+    warm.match_scores(enc, enc)  # 512, compiled first, is now the most recent; 384 the least
+    warm.match_scores(torch.randn(2, 64, 128), torch.randn(2, 64, 128))  # a 5th shape
+    kept = sorted((key[0][0], key[0][2]) for key in compiled)
+    assert kept == [(1, 128), (1, 256), (1, 512), (2, 128)]
+
+
 @pytest.mark.skipif(not backends.cpu_has_native_bf16(), reason="CPU has no native bf16")
 @pytest.mark.parametrize("backend", ["openvino", "torch"])
 def test_superpoint_bf16_agrees_with_fp32(backend):

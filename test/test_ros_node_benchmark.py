@@ -45,6 +45,7 @@ def test_node_benchmark_runs_and_writes_json(tmp_path, capsys):
     node = res["node"]  # the node's own diagnostics: per-worker timings and loop job counts
     assert node["extractor"] == "orb" and node["frames_processed"] >= res["processed"]
     assert {
+        "extraction_worker_p50_ms",
         "odometry_worker_p50_ms",
         "loop_worker_p50_ms",
         "loop_jobs_done",

@@ -1,10 +1,11 @@
 """ROS-free SLAM front-end: frame -> features -> VO vs last keyframe -> keyframe -> loop closure.
 
 The ROS node (``superglue_ros.ros``) is a thin shell around ``FrontEnd``: it converts messages
-to ``Frame``s, calls ``process(frame, defer_loop=True)`` on its odometry worker (which returns the
-odometry at once and, for a new keyframe, a ``LoopJob``), runs ``run_loop_job`` on a second, lower
-priority worker, answers ``verify_loop`` from service callbacks (concurrently), and turns
-``Correspondence`` objects into messages. Everything here is
+to ``Frame``s, calls ``extract(frame)`` on its extraction thread and ``process(extracted,
+defer_loop=True)`` on its odometry thread (so frame t+1 is extracted while frame t is matched;
+``process`` returns the odometry at once and, for a new keyframe, a ``LoopJob``), runs
+``run_loop_job`` on a third, lower priority worker, answers ``verify_loop`` from service
+callbacks (concurrently), and turns ``Correspondence`` objects into messages. Everything here is
 testable without ROS, and ``superglue-offline`` runs the very same code over folders and bags.
 
 Coordinate conventions (as in superglue_ros_msgs/Correspondences):
@@ -125,6 +126,24 @@ class Correspondence:
 
     def __len__(self) -> int:
         return len(self.query_points)
+
+
+@dataclass
+class ExtractedFrame:
+    """A frame after the half of ``process`` that touches no stream state (checks, resize,
+    feature extraction): ``FrontEnd.extract`` makes it, ``FrontEnd.process`` finishes it. The
+    node extracts the next frame on one thread while another matches this one."""
+
+    frame: Frame
+    stamp_ns: int
+    gray: np.ndarray  # original resolution, uint8
+    work: np.ndarray  # what the extractor saw (working resolution)
+    camera: CameraModel | None  # None: no usable calibration
+    working_size: tuple[int, int]  # (w, h)
+    scale: tuple[float, float]  # (sx, sy) = working / original
+    features: Features  # keypoints in ORIGINAL pixels
+    timings_s: dict[str, float]  # preprocess, extract
+    warnings: list[str]
 
 
 @dataclass
@@ -645,40 +664,61 @@ class FrontEnd:
         return cv2.resize(gray, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_AREA)
 
     # ------------------------------------------------------------------ main entry points
-    def process(self, frame: Frame, defer_loop: bool = False) -> FrameResult:
+    def process(self, frame: Frame | ExtractedFrame, defer_loop: bool = False) -> FrameResult:
         """Process one frame: extract, match vs the last keyframe, verify, maybe add a keyframe
         and run internal loop closure. Raises BadFrameError / StaleFrameError (both
         FrameRejectedError, a ValueError) for refused frames; state is then unchanged. A failing
         loop closure does not fail the frame (it is reported in ``warnings``).
 
+        frame: a Frame, or what ``extract`` made of one (the extraction is then skipped).
         defer_loop: do not match loop candidates here; a new keyframe's ranked candidates come
         back as ``result.loop_job`` for ``run_loop_job`` (on another thread, after the odometry
         is published) or ``cancel_loop_job``. Inline and deferred give the same loop closures."""
         with self._process_lock, FOREGROUND.busy():
-            return self._process(frame, defer_loop)
+            if isinstance(frame, ExtractedFrame):
+                return self._finish(frame, defer_loop)
+            stamp = self._checked_stamp(frame)
+            self._check_stale(stamp)  # before extracting: a stale frame costs nothing
+            return self._finish(self._extract(frame, stamp), defer_loop)
 
-    def _process(self, frame: Frame, defer_loop: bool) -> FrameResult:
-        timings: dict[str, float] = {}
-        t_start = time.perf_counter()
-        warnings: list[str] = []
+    def extract(self, frame: Frame) -> ExtractedFrame:
+        """The stateless half of ``process`` (checks, resize, features), safe to run while
+        ``process`` finishes the previous frame. Raises BadFrameError; staleness is checked
+        when ``process`` finishes it (a reset may come in between). It is no odometry turn of
+        ``model_lock.FOREGROUND``: a loop candidate's SuperGlue may run beside it (another
+        model, and in the node another core), as odometry's own SuperGlue does."""
+        return self._extract(frame, self._checked_stamp(frame))
+
+    def _checked_stamp(self, frame: Frame) -> int:
         try:
-            stamp = int(frame.stamp_ns)
+            return int(frame.stamp_ns)
         except (TypeError, ValueError):
-            self.stats["frames_bad"] += 1
+            self._count_stat("frames_bad")
             raise BadFrameError(f"stamp_ns must be an integer, got {frame.stamp_ns!r}") from None
-        try:
-            gray = self._check_image(frame.image)
-        except BadFrameError:
-            self.stats["frames_bad"] += 1
-            raise
+
+    def _count_stat(self, name: str) -> None:
+        with self._state_lock:
+            self.stats[name] += 1
+
+    def _check_stale(self, stamp: int) -> None:
         with self._state_lock:
             last_stamp = self._last_stamp_ns
         if last_stamp is not None and stamp <= last_stamp:
-            self.stats["frames_stale"] += 1
+            self._count_stat("frames_stale")
             what = "duplicate" if stamp == last_stamp else "out-of-order"
             raise StaleFrameError(
                 f"{what} stamp {stamp} ns (last accepted {last_stamp} ns); frame skipped"
             )
+
+    def _extract(self, frame: Frame, stamp: int) -> ExtractedFrame:
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        try:
+            gray = self._check_image(frame.image)
+        except BadFrameError:
+            self._count_stat("frames_bad")
+            raise
         camera = frame.camera
         if camera is None and frame.K is not None:
             reason = validate_intrinsics(frame.K)
@@ -693,28 +733,45 @@ class FrontEnd:
                 f"{camera.image_size[1]}, image is {w}x{h}"
             )
             camera = None
-        K = None if camera is None else camera.K
         ww, wh = self.working_size(w, h)
         sx, sy = ww / w, wh / h
         work = (
             gray if (ww, wh) == (w, h) else cv2.resize(gray, (ww, wh), interpolation=cv2.INTER_AREA)
         )
         timings["preprocess"] = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        with self._extractor_lock.hold():
+            feats_work = self.extractor.extract(work)
+        feats = self._to_original(feats_work, sx, sy, (w, h))
+        timings["extract"] = time.perf_counter() - t0
+        return ExtractedFrame(
+            frame, stamp, gray, work, camera, (ww, wh), (sx, sy), feats, timings, warnings
+        )
+
+    def _finish(self, extracted: ExtractedFrame, defer_loop: bool) -> FrameResult:
+        t_start = time.perf_counter()
+        frame, stamp, gray, work = (
+            extracted.frame,
+            extracted.stamp_ns,
+            extracted.gray,
+            extracted.work,
+        )
+        camera, feats = extracted.camera, extracted.features
+        (ww, wh), (sx, sy) = extracted.working_size, extracted.scale
+        h, w = gray.shape
+        K = None if camera is None else camera.K
+        timings = dict(extracted.timings_s)
+        warnings = list(extracted.warnings)
+        self._check_stale(stamp)
 
         with self._state_lock:
             frame_index = self._frame_index
             last_kf_frame = self._last_keyframe_frame_index
             next_id = self._next_keyframe_id
         last_kf = self.cache.latest()
-
-        t0 = time.perf_counter()
-        with self._extractor_lock.hold():
-            feats_work = self.extractor.extract(work)
-        feats = self._to_original(feats_work, sx, sy, (w, h))
-        timings["extract"] = time.perf_counter() - t0
         min_kf_kpts = int(self.conf["min_keyframe_keypoints"])
         if last_kf is None and len(feats.keypoints) < min_kf_kpts:
-            self.stats["frames_bad"] += 1
+            self._count_stat("frames_bad")
             raise FeaturelessFrameError(
                 f"{len(feats.keypoints)} keypoints < min_keyframe_keypoints {min_kf_kpts} and no "
                 "keyframe yet: frame skipped"
@@ -818,7 +875,10 @@ class FrontEnd:
             warnings += outcome.warnings
             timings["loop"] = timings["loop_rank"] + outcome.timings_s["total"]
             job = None
-        timings["total"] = time.perf_counter() - t_start
+        # the frame's own work: its extraction and this half (not the wait between them)
+        timings["total"] = (
+            timings["preprocess"] + timings["extract"] + time.perf_counter() - t_start
+        )
         return FrameResult(
             frame_index=frame_index,
             is_keyframe=keyframe is not None,

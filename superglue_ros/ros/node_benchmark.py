@@ -540,7 +540,8 @@ def print_summary(result: dict) -> None:
         f"p90 {n.get('latency_p90_ms')} ms"
     )
     print(
-        f"  workers: odometry p50 {n.get('odometry_worker_p50_ms')} ms/frame, loop p50 "
+        f"  workers: extraction p50 {n.get('extraction_worker_p50_ms')} ms/frame, odometry p50 "
+        f"{n.get('odometry_worker_p50_ms')} ms/frame, loop p50 "
         f"{n.get('loop_worker_p50_ms')} ms/job (waited {n.get('loop_wait_p50_ms')} ms), jobs "
         f"{n.get('loop_jobs_done')} done / {n.get('loop_jobs_dropped')} dropped"
     )

@@ -59,6 +59,7 @@ class PendingFrame:
     received: float  # time.monotonic() when the message arrived
     generation: int = 0  # StreamGate generation the frame was let through in
     compressed: object = None  # CompressedImage whose header passed, decoded by the worker
+    extract_s: float = 0.0  # time the extraction thread spent on it
 
 
 @dataclass
@@ -84,9 +85,12 @@ class CameraStream:
     latencies_s: deque = field(
         default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
     )  # receipt -> ODOMETRY out
+    extract_times_s: deque = field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
+    )  # extraction thread per frame
     vo_times_s: deque = field(
         default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
-    )  # odometry worker per frame
+    )  # odometry thread per frame
     loop_times_s: deque = field(
         default_factory=lambda: deque(maxlen=LATENCY_WINDOW)
     )  # loop worker per job
