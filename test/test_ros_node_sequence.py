@@ -73,6 +73,9 @@ def run(request):
         working_width=480,
         working_height=360,
         max_keypoints=512,
+        # the learned case runs the two-stage path (extraction and odometry threads), the SIFT
+        # case the default one-thread path: every test below checks both
+        overlap_stages=preset == "superglue",
         **POLICY,
         **LOOP,
     )

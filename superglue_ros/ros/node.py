@@ -72,6 +72,7 @@ from ..features import (
     resolve_device,
     runtime_of,
 )
+from ..frontend.model_lock import FOREGROUND
 from ..frontend.pipeline import ExtractedFrame, Frame, FrameRejectedError, FrontEnd, LoopJob
 from .conversions import ImageConversionError, check_compressed
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
@@ -251,7 +252,10 @@ class SuperGlueNode(Node):
         )
         self._worker = threading.Thread(target=self._work, name="superglue_worker", daemon=True)
         self._extract_worker.start()
-        self._worker.start()
+        if p["overlap_stages"]:
+            self._worker.start()
+        else:
+            self._worker = None
         self._loop_worker = threading.Thread(
             target=self._loop_work, name="superglue_loop", daemon=True
         )
@@ -385,12 +389,12 @@ class SuperGlueNode(Node):
         conf = {key: p[key] for key in COMPONENT_DEFAULTS}
         try:
             extractor_name, matcher_name = component_names(conf)
-            # the learned models run on the two pipeline stages at once (stage_threads)
-            threads = dict(threads=stage_threads())
-            if extractor_name == "superpoint":
-                conf["extractor_options"] = threads
-            if matcher_name == "superglue":
-                conf["matcher_options"] = threads
+            if p["overlap_stages"]:  # the learned models run in two stages at once
+                threads = dict(threads=stage_threads())
+                if extractor_name == "superpoint":
+                    conf["extractor_options"] = threads
+                if matcher_name == "superglue":
+                    conf["matcher_options"] = threads
             return build_components(conf)
         except (OSError, RuntimeError, ValueError, KeyError) as error:
             try:
@@ -652,14 +656,17 @@ class SuperGlueNode(Node):
         return None
 
     def _extract_work(self) -> None:
-        """Extraction thread: the newest pending frame -> features, handed to ``_work``.
+        """Extraction thread: the newest pending frame -> features, handed to ``_work``
+        (``overlap_stages``) or processed here to the end (the default).
 
         It takes a frame only once the hand-off slot is empty (the odometry thread took the
         previous one), so the extracted frame waits at most for one frame's matching, and
         extraction of frame t+1 overlaps matching of frame t on the second core."""
-        import torch
+        overlap = self.p["overlap_stages"]
+        if overlap:
+            import torch
 
-        torch.set_num_threads(stage_threads())  # this thread's own torch ops (OpenMP)
+            torch.set_num_threads(stage_threads())  # this thread's own torch ops (OpenMP)
         try:
             while True:
                 with self._handoff:
@@ -669,20 +676,36 @@ class SuperGlueNode(Node):
                 if job is None:
                     return
                 cam, item = job
+                if not overlap:  # the whole frame on this thread, one odometry turn
+                    with FOREGROUND.busy():
+                        if not self._extract_and_process(cam, item):
+                            return
+                    continue
                 try:
                     extracted = self._extract(cam, item)
                 except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
                     if not self._frame_failed(cam, error):
                         return
                     continue
-                if extracted is not None:
-                    with self._handoff:
-                        self._ready = (cam, item, extracted)
-                        self._handoff.notify_all()
+                if extracted is None:
+                    continue
+                with self._handoff:
+                    self._ready = (cam, item, extracted)
+                    self._handoff.notify_all()
         finally:
             with self._handoff:
                 self._extraction_ended = True
                 self._handoff.notify_all()
+
+    def _extract_and_process(self, cam: CameraStream, item: PendingFrame) -> bool:
+        """One frame from start to end; False when the node is shutting down."""
+        try:
+            extracted = self._extract(cam, item)
+            if extracted is not None:
+                self._process(cam, item, extracted)
+        except Exception as error:  # noqa: BLE001 - the worker must outlive any bad frame
+            return self._frame_failed(cam, error)
+        return True
 
     def _work(self) -> None:
         """Odometry thread: matching, keyframes and publishing of the extracted frames."""
