@@ -110,6 +110,21 @@ def test_real_batch_labels_follow_the_geometry(cache_dir):
         assert data["keypoints0"].shape[1] == gt["matches0"].shape[1]
 
 
+def test_real_keypoint_budgets_keep_the_best_scored_keypoints(cache_dir):
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.2, 0.7])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        keep = tsg.keypoint_subset(scores, rng, (3,))
+        assert set(keep) <= {1, 3, 5} and len(keep) >= 2 and list(keep) == sorted(keep)
+    assert len(tsg.keypoint_subset(scores, rng, (100,))) >= 4  # a budget over n keeps all n
+    assert tsg.keypoint_subset(torch.zeros(0), rng, (3,)) is None
+    cache = torch.load(cache_dir / "train.pt", weights_only=True)
+    args = args_for(["--real-cache", str(cache_dir), "--real-keypoints", "40"])
+    for data, gt in tsg.real_batch(cache, np.random.default_rng(2), 4, args, torch.device("cpu")):
+        assert 28 <= data["keypoints0"].shape[1] <= 40
+        assert gt["matches0"].shape[1] == data["keypoints0"].shape[1]
+
+
 def test_real_loss_decreases_on_a_fixed_batch(cache_dir):
     torch.manual_seed(0)
     cache = torch.load(cache_dir / "train.pt", weights_only=True)

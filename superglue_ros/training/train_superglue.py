@@ -272,9 +272,28 @@ def _side(feats: dict, keep=None) -> tuple:
     return k.float(), s.float(), d, feats["image_size"].float()
 
 
+def keypoint_subset(scores: torch.Tensor, rng, budgets) -> np.ndarray | None:
+    """Indices (sorted) of the keypoints one side of a real pair keeps: the best-scored k for a
+    k drawn from budgets (all if budgets is empty), then a random 70-100% of those. Why: the
+    cache holds 1024 keypoints per frame while the node extracts 512, so training on both
+    budgets shows SuperGlue the keypoint densities of both defaults. None when the side is
+    empty."""
+    n = len(scores)
+    if n == 0:
+        return None
+    top = np.arange(n)
+    if budgets:
+        k = int(budgets[int(rng.integers(len(budgets)))])
+        if k < n:
+            top = np.sort(np.argsort(-scores.numpy(), kind="stable")[:k])
+    m = max(int(round(len(top) * rng.uniform(0.7, 1.0))), 1)
+    return np.sort(rng.choice(top, m, replace=False))
+
+
 def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, dict]]:
-    """batch_size random real pairs (random direction, a random 70-100% of each keypoint set)
-    -> list of (SuperGlue input dict of batch 1, labels as tensors)."""
+    """batch_size random real pairs (random direction, each side's keypoints from
+    keypoint_subset) -> list of (SuperGlue input dict of batch 1, labels as tensors)."""
+    budgets = getattr(args, "real_keypoints", None) or ()
     out = []
     for _ in range(batch_size):
         pair = cache["pairs"][int(rng.integers(len(cache["pairs"])))]
@@ -287,12 +306,7 @@ def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, d
             R, t = R.T, -R.T @ t
         sides = []
         for f in (f0, f1):
-            n = len(f["keypoints"])
-            keep = (
-                np.sort(rng.choice(n, max(int(round(n * rng.uniform(0.7, 1.0))), 1), replace=False))
-                if n
-                else None
-            )
+            keep = keypoint_subset(f["scores"], rng, budgets)
             sides.append(_side(f, None if keep is None else torch.from_numpy(keep)))
         (k0, c0, d0, wh0), (k1, c1, d1, wh1) = sides
         lab = epipolar_labels(
@@ -434,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="with --real-cache and --images: a homographic batch every N-th step (0 = never)",
+    )
+    p.add_argument(
+        "--real-keypoints",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --real-cache: per side, keep the best-scored K keypoints for a K drawn "
+        "from these budgets (e.g. 512 1024: the node's and superglue-match's defaults); "
+        "default: every cached keypoint",
     )
     p.add_argument(
         "--label-source",
