@@ -376,7 +376,9 @@ def test_diagnostics_and_debug_image(node_probe):
         "extractor",
         "matcher",
         "frames_dropped",
+        "heap_trim_ms",
     } <= set(values)
+    assert float(values["heap_trim_ms"]) >= 0.0
     assert (values["device"], values["extractor"], values["matcher"]) == (
         "cpu",
         "orb",

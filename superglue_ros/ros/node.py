@@ -74,6 +74,7 @@ from ..features import (
 )
 from ..frontend.model_lock import FOREGROUND
 from ..frontend.pipeline import ExtractedFrame, Frame, FrameRejectedError, FrontEnd, LoopJob
+from ..heap import TRIM_PERIOD_S, bound_heap, trim_heap
 from .conversions import ImageConversionError, check_compressed
 from .diagnostics import LEVEL_NAMES, CountWindow, Counts, DiagnosticsConf, camera_level
 from .executor import CallbackPoolExecutor
@@ -141,6 +142,8 @@ class SuperGlueNode(Node):
         self._loop_wake = threading.Condition()
         self._loop_jobs: deque[tuple[CameraStream, LoopJob]] = deque()  # oldest left, newest right
         self._loop_busy = False
+        self._heap_trimmed_at = time.monotonic()  # see superglue_ros.heap
+        self._heap_trim_ms = 0.0  # how long the last trim took
         self._config_lock = threading.Lock()  # parameter changes vs configure / cleanup
         self._counter_lock = threading.Lock()  # counters bumped by callbacks, workers and requests
         self.cameras: list[CameraStream] = []
@@ -1078,6 +1081,10 @@ class SuperGlueNode(Node):
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
+        if now - self._heap_trimmed_at >= TRIM_PERIOD_S:
+            self._heap_trimmed_at = now
+            trim_heap()
+            self._heap_trim_ms = 1000 * (time.monotonic() - now)
         cameras, publisher, extractor, matcher = (
             self.cameras,
             self.diagnostics_pub,
@@ -1115,6 +1122,7 @@ class SuperGlueNode(Node):
                 loop_jobs_queued=queued,
                 cache_keyframes=len(cam.frontend.cache),
                 cache_bytes=cam.frontend.cache.nbytes(),
+                heap_trim_ms=f"{self._heap_trim_ms:.1f}",
                 device=str(self.device),
                 extractor=extractor.name,
                 matcher=matcher.name,
@@ -1226,6 +1234,7 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-
         help="executor threads (default: max_pending_requests + 2)",
     )
     options = parser.parse_args(own)
+    heap_settings = bound_heap()  # before any worker thread exists (see superglue_ros.heap)
     import torch
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -1247,6 +1256,7 @@ def main(argv: list[str] | None = None, node_class=None, prog: str = "superglue-
         except StartupError as error:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
             return 2
+        node.get_logger().info(f"heap settings: {heap_settings}")
         threads = options.threads or node.p["max_pending_requests"] + 2
         executor = CallbackPoolExecutor(num_threads=threads)
         executor.add_node(node)

@@ -5,7 +5,9 @@ Starts the node as its own process (as deployed), plays the synthetic loop seque
 camera stamps captures; the achieved rate is reported, a loaded machine may fall short), and
 records:
 - the node's RSS every ``--sample-s`` seconds (/proc/<pid>/status), with the keyframe cache's
-  size from /diagnostics, so memory growth can be read after the cache reached its bound;
+  size from /diagnostics, so memory growth can be read after the cache reached its bound (end
+  sample - bound sample, and the median of the last minute - that of the first minute after
+  the bound, which the node's periodic heap trim does not swing);
 - latency (reply time - frame stamp) percentiles per minute, frames published / answered;
 - the node's final frame counters (processed, dropped, rejected, failed) from /diagnostics;
 - every WARN / ERROR line the node printed.
@@ -125,6 +127,7 @@ def summarize(
     )
     return dict(
         per_minute=minutes,
+        rss_growth_median_bytes=_median_growth(samples, full),
         cache_full_at_s=full["t_s"] if full else None,
         rss_at_cache_full_bytes=full["rss_bytes"] if full else None,
         rss_end_bytes=rss_end,
@@ -134,6 +137,18 @@ def summarize(
         p50_last_over_first_minute=round(drift, 3) if drift else None,
         node_params=node_params,
     )
+
+
+def _median_growth(samples: list[dict], full: dict | None, window_s: float = 60.0) -> int | None:
+    """Median RSS of the last window_s minus that of the first window_s after the cache bound
+    (None if the run is shorter than two windows after it). Why medians: single samples swing
+    by tens of MiB between two heap trims (superglue_ros.heap), which says nothing of growth."""
+    if not full or not samples or samples[-1]["t_s"] < full["t_s"] + 2 * window_s:
+        return None
+    t0, t1 = full["t_s"], samples[-1]["t_s"]
+    first = [s["rss_bytes"] for s in samples if t0 <= s["t_s"] < t0 + window_s]
+    last = [s["rss_bytes"] for s in samples if s["t_s"] > t1 - window_s]
+    return int(np.median(last) - np.median(first))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(options.output, "w") as f:
         json.dump(result, f, indent=2)
     growth = result["rss_growth_after_cache_full_bytes"]
+    median_growth = result["rss_growth_median_bytes"]
     print(
         f"[soak] {result['frames_published']} frames published ({result['rate_achieved_hz']} Hz of "
         f"{options.rate:g} asked), {result['frames_answered']} answered, counters {result['counters']}"
@@ -304,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"[soak] RSS growth after the cache bound: "
-        f"{'cache never full' if growth is None else f'{growth / 2**20:.1f} MiB'}; p50 last/first "
+        f"{'cache never full' if growth is None else f'{growth / 2**20:.1f} MiB'} (end sample - "
+        f"bound sample), "
+        f"{'run too short' if median_growth is None else f'{median_growth / 2**20:.1f} MiB'} "
+        f"(median of the last minute - of the first minute after the bound); p50 last/first "
         f"minute {result['p50_last_over_first_minute']}; {len(problems)} WARN/ERROR lines; "
         f"node exit code {node.returncode}; load {result['load_average']}; -> {options.output}"
     )

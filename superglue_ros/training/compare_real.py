@@ -4,7 +4,8 @@ What decides whether a trained SuperGlue ships: the validation sets of `superglu
 (KITTI 07 gaps 1/3/10, EuRoC stereo, statue), SIFT/ORB/SuperPoint+MNN measured in the same run,
 every SuperGlue file on the same (shared) SuperPoint features. Run:
     python -m superglue_ros.training.compare_real --real ../shared/datasets/real \
-        --candidate new=runs/sg_real/superglue.pth [--sets kitti07,euroc] [--max_pairs 0]
+        --candidate new=runs/sg_real/superglue.pth [--sets kitti07,euroc] [--max_pairs 0] \
+        [--methods sift,superpoint-mnn+lk,superglue+lk]
 """
 
 from __future__ import annotations
@@ -20,28 +21,29 @@ import torch
 def build(
     candidates: dict, max_keypoints=1024, methods=("orb", "sift", "superpoint-mnn", "superglue")
 ) -> dict:
-    """{name: (extractor, matcher)}: the presets (fast runtime, fp32, as superglue-eval) plus
-    one 'superglue <name>' row per candidate file, all learned rows on one extractor."""
+    """{name: (extractor, matcher)}: the presets (fast runtime, fp32, as superglue-eval; a
+    method may end in '+lk', see superglue-eval) plus one 'superglue <name>' and one
+    'superglue <name>+lk' row per candidate file, all learned rows on one extractor."""
+    from ..evaluation.cli import split_method
     from ..features import build_matcher, build_preset
 
     out, sp = {}, None
     for name in methods:
-        learned = name in ("superpoint-mnn", "superglue")
+        preset = split_method(name)[0]
+        learned = preset in ("superpoint-mnn", "superglue")
         conf = dict(runtime="fast", precision="fp32") if learned else {}
         extractor, matcher = build_preset(
-            name,
+            preset,
             extractor=dict(max_keypoints=max_keypoints, **conf),
-            matcher=conf if name == "superglue" else {},
+            matcher=conf if preset == "superglue" else {},
         )
         if learned:
             sp = sp or extractor
             extractor = sp
         out[name] = (extractor, matcher)
     for name, path in candidates.items():
-        out[f"superglue {name}"] = (
-            sp,
-            build_matcher("superglue", weights=str(path), runtime="fast", precision="fp32"),
-        )
+        matcher = build_matcher("superglue", weights=str(path), runtime="fast", precision="fp32")
+        out[f"superglue {name}"] = out[f"superglue {name}+lk"] = (sp, matcher)
     return out
 
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="runs/compare_real")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from ..evaluation.cli import REAL_COLUMNS, format_table
+    from ..evaluation.cli import REAL_COLUMNS, format_table, split_method
     from ..evaluation.real_eval import evaluate_real, load_real_set
 
     candidates = dict(c.split("=", 1) for c in args.candidate)
@@ -65,7 +67,14 @@ def main(argv=None) -> int:
     results = {}
     for set_name in args.sets.split(","):
         pairs = load_real_set(set_name, args.real, args.max_pairs)
-        results[set_name] = evaluate_real(methods, pairs, args.resize, progress=True, desc=set_name)
+        results[set_name] = evaluate_real(
+            methods,
+            pairs,
+            args.resize,
+            progress=True,
+            desc=set_name,
+            refine={name: split_method(name)[1] for name in methods},
+        )
         print(f"{set_name}: {len(pairs)} pairs")
         print(format_table(results[set_name], REAL_COLUMNS), flush=True)
     out = pathlib.Path(args.output)
