@@ -195,3 +195,31 @@ def test_eval_cli_homography_and_pose(photo_dir, tmp_path, capsys):
         eval_main(["--images", str(photo_dir), "--pairs", "x"])
     with pytest.raises(SystemExit):
         eval_main(["--images", str(photo_dir), "--methods", "surf"])
+
+
+def test_matcher_study_homography_sweep_nests_by_threshold(photo_dir, tmp_path, capsys):
+    """SuperGlue's matches at a higher threshold are a subset of those at a lower one (mutual
+    argmax of one assignment, then a score bar), so over one extraction the sweep's match
+    counts and recall can only fall as the threshold rises; MNN rides along on the same
+    features; the command line writes the table and JSON."""
+    from superglue_ros.evaluation.matcher_study import SWEEP_THRESHOLDS, homography_sweep
+    from superglue_ros.evaluation.matcher_study import main as study_main
+
+    pairs = make_homography_pairs(photo_dir, 3, seed=0)
+    extractor, _ = build_preset(
+        "superglue", extractor=dict(max_keypoints=256, runtime="fast", precision="fp32")
+    )
+    report = homography_sweep(pairs, extractor, progress=False)
+    assert list(report) == ["mnn"] + [f"superglue t={t:g}" for t in SWEEP_THRESHOLDS]
+    counts = [report[f"superglue t={t:g}"]["num_matches"] for t in SWEEP_THRESHOLDS]
+    recalls = [report[f"superglue t={t:g}"]["recall"] for t in SWEEP_THRESHOLDS]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] > 0
+    assert recalls == sorted(recalls, reverse=True)
+    assert report["mnn"]["num_matches"] > 0 and report["mnn"]["repeatability"] == pytest.approx(
+        report["superglue t=0.2"]["repeatability"]
+    )
+    out = tmp_path / "sweep"
+    argv = ["--images", str(photo_dir), "--num_pairs", "2", "--max_keypoints", "128"]
+    assert study_main(argv + ["--output", str(out)]) == 0
+    assert "superglue t=0.2" in capsys.readouterr().out
+    assert set(json.loads((out / "homography_sweep.json").read_text())) == set(report)

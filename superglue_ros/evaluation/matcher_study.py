@@ -9,6 +9,11 @@ give with these keypoints). Also the confidence calibration (fraction of correct
 score bin) and the dustbin mass. Run:
     python -m superglue_ros.evaluation.matcher_study --real ../shared/datasets/real \
         [--max_pairs 60 --resize 640 480 --max_keypoints 1024 --output runs/matcher_study]
+With ``--images DIR`` instead (synthetic homographies, as superglue-eval --images): SuperGlue
+at each match threshold of SWEEP_THRESHOLDS beside MNN on one extraction per image, to tell a
+mis-calibrated dustbin (some threshold reaches MNN) from a weaker assignment (none does):
+    python -m superglue_ros.evaluation.matcher_study \
+        --images ../shared/datasets/photos/bsds500_test --num_pairs 100 --max_keypoints 512
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ BIN_OFFSETS = (-4.0, -2.0, -1.0, 1.0, 2.0, 4.0)
 MNN_DISTANCES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 IDENTITY_INIT_SCALE = 15.0**2 / 16.0  # untrained SuperGlue: final_proj 15 I, / sqrt(256)
 IDENTITY_INIT_BIN = 1.0
+SWEEP_THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.4)
 
 
 def superglue_scores(model, feats0, feats1) -> torch.Tensor:
@@ -226,9 +232,75 @@ def plot_study(report: dict, path) -> None:
     plt.close(fig)
 
 
+class _Extracted:
+    """An extractor that returns features computed beforehand ({id(image): Features}), so that
+    every matcher of a sweep sees the same extraction."""
+
+    def __init__(self, feats: dict):
+        self.feats = feats
+
+    def extract(self, image):
+        return self.feats[id(image)]
+
+
+def homography_sweep(
+    pairs, extractor, weights=None, thresholds=SWEEP_THRESHOLDS, progress=True
+) -> dict:
+    """Synthetic HomographyPairs -> {'mnn' | 'superglue t=T': summarize_homography row}: MNN
+    and SuperGlue (fast runtime, fp32, `weights` or the shipped file) at each match threshold,
+    one extraction per image for all."""
+    from ..features import build_matcher
+    from .homography_eval import evaluate_pair, summarize_homography
+
+    matchers = {"mnn": build_matcher("mnn")}
+    for t in thresholds:
+        conf = dict(runtime="fast", precision="fp32", match_threshold=float(t))
+        if weights:
+            conf["weights"] = str(weights)
+        matchers[f"superglue t={t:g}"] = build_matcher("superglue", **conf)
+    rows: dict[str, list] = {name: [] for name in matchers}
+    for pair in tqdm(pairs, desc="homographies", disable=not progress, leave=False):
+        fixed = _Extracted({id(im): extractor.extract(im) for im in (pair.image0, pair.image1)})
+        for name, matcher in matchers.items():
+            rows[name].append(evaluate_pair(fixed, matcher, pair))
+    return {name: summarize_homography(r) for name, r in rows.items()}
+
+
+def main_homography(args) -> int:
+    from .synthetic import make_homography_pairs
+
+    pairs = make_homography_pairs(args.images, args.num_pairs, args.seed)
+    extractor, _ = build_preset(
+        "superglue",
+        extractor=dict(max_keypoints=args.max_keypoints, runtime="fast", precision="fp32"),
+    )
+    report = homography_sweep(pairs, extractor, args.superglue_weights)
+    print(f"{len(pairs)} synthetic pairs from {args.images}, {args.max_keypoints} keypoints, fp32")
+    print(
+        f"{'matcher':18s}{'AUC@1px':>9s}{'AUC@3px':>9s}{'AUC@5px':>9s}{'prec.%':>8s}"
+        f"{'recall%':>9s}{'matches':>9s}"
+    )
+    for name, r in report.items():
+        print(
+            f"{name:18s}{100 * r['auc_robust@1px']:9.1f}{100 * r['auc_robust@3px']:9.1f}"
+            f"{100 * r['auc_robust@5px']:9.1f}{100 * r['precision']:8.1f}"
+            f"{100 * r['recall']:9.1f}{r['num_matches']:9.1f}"
+        )
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "homography_sweep.json").write_text(json.dumps(report, indent=1, default=float))
+    print(f"wrote {output / 'homography_sweep.json'}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real", required=True, help="the datasets/real folder")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--real", help="the datasets/real folder")
+    data.add_argument("--images", help="photos for synthetic homographies (threshold sweep)")
+    parser.add_argument("--num_pairs", type=int, default=100, help="--images: pairs")
+    parser.add_argument("--seed", type=int, default=0, help="--images: pair seed")
+    parser.add_argument("--superglue_weights", help="--images: SuperGlue file (default: shipped)")
     parser.add_argument("--set", default="kitti07")
     parser.add_argument("--max_pairs", type=int, default=0, help="0 = all")
     parser.add_argument(
@@ -238,6 +310,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="runs/matcher_study")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.images:
+        return main_homography(args)
     pairs = load_real_set(args.set, args.real, args.max_pairs)
     extractor, matcher = build_preset(
         "superglue",
