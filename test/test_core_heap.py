@@ -30,7 +30,7 @@ PROBE = textwrap.dedent(
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     applied = bound_heap() if sys.argv[1] == "bound" else None
-    # 8 threads allocating at the same moment: glibc gives contending threads their own arenas
+    # 8 live threads allocating: glibc gives each new thread its own arena up to the cap
     barrier = threading.Barrier(8)
     def work():
         barrier.wait()

@@ -293,7 +293,7 @@ def keypoint_subset(scores: torch.Tensor, rng, budgets) -> np.ndarray | None:
 def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, dict]]:
     """batch_size random real pairs (random direction, each side's keypoints from
     keypoint_subset) -> list of (SuperGlue input dict of batch 1, labels as tensors)."""
-    budgets = getattr(args, "real_keypoints", None) or ()
+    budgets = args.real_keypoints or ()
     out = []
     for _ in range(batch_size):
         pair = cache["pairs"][int(rng.integers(len(cache["pairs"])))]
