@@ -376,3 +376,32 @@ def test_subpixel_option_moves_keypoints_only_within_half_a_pixel():
     assert torch.equal(a["scores"][0], b["scores"][0])
     with pytest.raises(ValueError, match="unknown subpixel"):
         SuperPoint(dict(subpixel="cubic"))
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        dict(max_keypoints=512, subpixel="quadratic"),
+        dict(max_keypoints=-1, remove_borders=0),
+        dict(max_keypoints=100, remove_borders=9, keypoint_threshold=0.02),
+        dict(max_keypoints=50, keypoint_threshold=-1.0),  # border pixels pass as zeros
+        dict(max_keypoints=300, nms_suppression_rounds=0),
+    ],
+)
+def test_numpy_decoding_equals_the_torch_decoding(conf):
+    """The CPU path (nms 'cv2': numpy NMS and selection) returns exactly the torch path's
+    keypoints and scores, in the same order, on the shipped network's heatmap of a real image
+    whose size is not a multiple of 8 (padded rows and columns are dropped)."""
+    trained = load_model("superpoint")
+    with torch.no_grad():
+        img = trained.pad_to_cell(image_tensor(data.camera()[:203, :301]))
+        heat = trained.logits_to_heatmap(trained.forward_dense(img)["logits"])
+    results = []
+    for nms in ("torch", "cv2"):
+        model = SuperPoint(dict(conf, nms=nms))
+        results.append(model.extract_keypoints(heat, 203, 301))
+    (k_torch, s_torch), (k_np, s_np) = results
+    assert k_np[0].shape[0] > 20
+    assert torch.equal(k_torch[0], k_np[0])
+    assert torch.equal(s_torch[0], s_np[0])
+    assert k_np[0].dtype == k_torch[0].dtype and s_np[0].dtype == s_torch[0].dtype
