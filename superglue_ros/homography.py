@@ -114,6 +114,22 @@ def warp_points(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return out.astype(dtype)
 
 
+def local_rotation_scale(H: np.ndarray, point) -> tuple[float, float]:
+    """In-plane rotation [deg, (-180, 180]] and scale of homography H (3x3) near pixel point
+    (x, y): those of the similarity closest to H's Jacobian there (rotation from its antisymmetric
+    part, scale = sqrt(|det J|)). Why: tells zoomed or rotated synthetic pairs apart when a
+    matcher is studied per kind of warp (evaluation/matcher_study.py)."""
+    H = np.asarray(H, dtype=np.float64)
+    x, y = (float(v) for v in point)
+    p = H @ np.array([x, y, 1.0])
+    if p[2] == 0:
+        raise ValueError(f"local_rotation_scale: H maps {point} to infinity")
+    image = p[:2] / p[2]
+    J = (H[:2, :2] - np.outer(image, H[2, :2])) / p[2]  # d(image point) / d(x, y)
+    rotation = math.degrees(math.atan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1]))
+    return rotation, math.sqrt(abs(float(np.linalg.det(J))))
+
+
 def warp_image(image: np.ndarray, H: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
     """Warp image (HxW or HxWxC) by H into an image of out_size (width, height), black outside."""
     w, h = int(out_size[0]), int(out_size[1])

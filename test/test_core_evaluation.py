@@ -202,14 +202,19 @@ def test_matcher_study_homography_sweep_nests_by_threshold(photo_dir, tmp_path, 
     argmax of one assignment, then a score bar), so over one extraction the sweep's match
     counts and recall can only fall as the threshold rises; MNN rides along on the same
     features; the command line writes the table and JSON."""
-    from superglue_ros.evaluation.matcher_study import SWEEP_THRESHOLDS, homography_sweep
+    from superglue_ros.evaluation.matcher_study import (
+        SWEEP_THRESHOLDS,
+        homography_sweep,
+        warp_kinds,
+    )
     from superglue_ros.evaluation.matcher_study import main as study_main
 
     pairs = make_homography_pairs(photo_dir, 3, seed=0)
     extractor, _ = build_preset(
         "superglue", extractor=dict(max_keypoints=256, runtime="fast", precision="fp32")
     )
-    report = homography_sweep(pairs, extractor, progress=False)
+    full = homography_sweep(pairs, extractor, progress=False)
+    report = full["all"]
     assert list(report) == ["mnn"] + [f"superglue t={t:g}" for t in SWEEP_THRESHOLDS]
     counts = [report[f"superglue t={t:g}"]["num_matches"] for t in SWEEP_THRESHOLDS]
     recalls = [report[f"superglue t={t:g}"]["recall"] for t in SWEEP_THRESHOLDS]
@@ -218,8 +223,20 @@ def test_matcher_study_homography_sweep_nests_by_threshold(photo_dir, tmp_path, 
     assert report["mnn"]["num_matches"] > 0 and report["mnn"]["repeatability"] == pytest.approx(
         report["superglue t=0.2"]["repeatability"]
     )
+    # every pair falls in one scale bin and one rotation bin; a bin's rows cover its pairs only
+    kinds = [warp_kinds(pair) for pair in pairs]
+    assert all(len(k) == 2 and k[0].startswith("scale") and "rotation" in k[1] for k in kinds)
+    by_warp = full["by_warp"]
+    assert sum(row["num_pairs"] for name, row in by_warp.items() if name.startswith("scale")) == 3
+    assert sum(row["num_pairs"] for name, row in by_warp.items() if "rotation" in name) == 3
+    for name, row in by_warp.items():
+        assert row["num_pairs"] == sum(name in k for k in kinds) > 0
+        assert set(row) == {"num_pairs", *report} and row["mnn"]["num_pairs"] == row["num_pairs"]
     out = tmp_path / "sweep"
     argv = ["--images", str(photo_dir), "--num_pairs", "2", "--max_keypoints", "128"]
     assert study_main(argv + ["--output", str(out)]) == 0
-    assert "superglue t=0.2" in capsys.readouterr().out
-    assert set(json.loads((out / "homography_sweep.json").read_text())) == set(report)
+    printed = capsys.readouterr().out
+    assert "superglue t=0.2" in printed
+    written = json.loads((out / "homography_sweep.json").read_text())
+    assert set(written) == {"all", "by_warp"} and set(written["all"]) == set(report)
+    assert "by kind of warp" in printed

@@ -7,6 +7,7 @@ from skimage import data as skdata
 
 from superglue_ros.homography import (
     corner_bounds,
+    local_rotation_scale,
     photometric_augment,
     sample_homography,
     valid_mask,
@@ -37,6 +38,33 @@ def test_warp_points_known_homography_and_inverse():
 def test_warp_points_rejects_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         warp_points(np.eye(3), np.zeros((4, 3)))
+
+
+def test_local_rotation_scale_of_a_similarity_and_of_a_perspective_warp():
+    """A similarity has its own rotation and scale at every point; for a perspective warp the
+    values are those of the Jacobian measured by central differences of warp_points."""
+    angle, scale = np.radians(-20.0), 0.8
+    c, s = np.cos(angle), np.sin(angle)
+    H = np.array([[scale * c, -scale * s, 30.0], [scale * s, scale * c, -12.0], [0, 0, 1]])
+    for point in [(0, 0), (319.5, 239.5), (640, 10)]:
+        rotation, found_scale = local_rotation_scale(H * 2.5, point)  # H up to scale
+        assert rotation == pytest.approx(-20.0, abs=1e-9)
+        assert found_scale == pytest.approx(0.8, abs=1e-12)
+    H = sample_homography(np.random.default_rng(3), 640, 480)
+    point, h = np.array([200.0, 150.0]), 1e-4
+    J = np.stack(
+        [
+            (warp_points(H, (point + d)[None]) - warp_points(H, (point - d)[None]))[0] / (2 * h)
+            for d in (np.array([h, 0.0]), np.array([0.0, h]))
+        ],
+        axis=1,
+    )
+    rotation, found_scale = local_rotation_scale(H, point)
+    assert rotation == pytest.approx(np.degrees(np.arctan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1])))
+    assert found_scale == pytest.approx(np.sqrt(abs(np.linalg.det(J))), rel=1e-6)
+    assert found_scale != pytest.approx(1.0, abs=0.01)  # the draw is a real zoom
+    with pytest.raises(ValueError, match="infinity"):
+        local_rotation_scale(np.array([[1.0, 0, 0], [0, 1, 0], [1, 0, 0]]), (0, 5))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (320, 240), (481, 321), (240, 320)])
