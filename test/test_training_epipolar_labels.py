@@ -183,3 +183,12 @@ def test_candidate_set_nll_exact():
         la, cand, torch.zeros(1, 2, dtype=torch.bool), torch.zeros(1, 2, dtype=torch.bool)
     )
     assert float(none) == 0.0
+    # a dustbin weight w scales the dustbin's share: row 0 0.5 + 0.3 w, row 1 0.3 w, column 1 0.2 w
+    w = 0.5
+    weighted = candidate_set_nll(la.clone().requires_grad_(), cand, rows0, rows1, w)
+    expected = -(math.log(0.5 + 0.3 * w) + math.log(0.3 * w) + math.log(0.2 * w)) / 3
+    assert float(weighted) == pytest.approx(expected, rel=1e-6)
+    assert float(candidate_set_nll(la, cand, rows0, rows1, 1.0)) == pytest.approx(float(nll))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="dustbin_weight"):
+            candidate_set_nll(la, cand, rows0, rows1, bad)

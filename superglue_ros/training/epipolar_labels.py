@@ -20,6 +20,8 @@ Convention: X1 = R X0 + t (camera 0 to camera 1), depths in the units of t.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -202,20 +204,33 @@ def epipolar_labels(
 
 
 def candidate_set_nll(
-    log_assignment: torch.Tensor, candidates: torch.Tensor, rows0: torch.Tensor, rows1: torch.Tensor
+    log_assignment: torch.Tensor,
+    candidates: torch.Tensor,
+    rows0: torch.Tensor,
+    rows1: torch.Tensor,
+    dustbin_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Set-valued NLL: -log(P(dustbin) + sum of P over the geometric candidates), for the rows
+    """Set-valued NLL: -log(w P(dustbin) + sum of P over the geometric candidates), for the rows
     rows0 [B,M] bool of view 0 and columns rows1 [B,N] bool of view 1 (e.g. those without an
     exact label): mass on a keypoint outside the band is geometrically impossible.
+    dustbin_weight w in (0, 1]: at 1 the dustbin costs nothing, so an uncertain keypoint is
+    safest there; below 1 mass on the dustbin costs at least -log(w), which pushes such rows
+    towards their candidates (the recall study in the model card, "Session 14").
 
     log_assignment [B,M+1,N+1], candidates [B,M,N] bool. Mean over the selected rows and
     columns of each pair, then over pairs that have any. Returns a scalar."""
+    if not 0.0 < dustbin_weight <= 1.0:
+        raise ValueError(f"dustbin_weight must be in (0, 1], got {dustbin_weight}")
     m, n = candidates.shape[1:]
     neg = torch.finfo(log_assignment.dtype).min
+    log_w = math.log(dustbin_weight)
+    weighted = log_assignment.clone()
+    weighted[:, :, n] = weighted[:, :, n] + log_w  # dustbin column (view 0's rows)
+    weighted[:, m, :] = weighted[:, m, :] + log_w  # dustbin row (view 1's columns)
     allowed0 = torch.cat([candidates, torch.ones_like(candidates[:, :, :1])], 2)  # [B,M,N+1]
-    lp0 = torch.logsumexp(log_assignment[:, :m, :].masked_fill(~allowed0, neg), 2)  # [B,M]
+    lp0 = torch.logsumexp(weighted[:, :m, :].masked_fill(~allowed0, neg), 2)  # [B,M]
     allowed1 = torch.cat([candidates, torch.ones_like(candidates[:, :1, :])], 1)  # [B,M+1,N]
-    lp1 = torch.logsumexp(log_assignment[:, :, :n].masked_fill(~allowed1, neg), 1)  # [B,N]
+    lp1 = torch.logsumexp(weighted[:, :, :n].masked_fill(~allowed1, neg), 1)  # [B,N]
     total = -(lp0 * rows0).sum(1) - (lp1 * rows1).sum(1)
     count = rows0.sum(1) + rows1.sum(1)
     valid = count > 0

@@ -334,15 +334,17 @@ def real_batch(cache: dict, rng, batch_size, args, device) -> list[tuple[dict, d
     return out
 
 
-def real_loss(model, data, gt, set_weight: float) -> tuple[torch.Tensor, dict]:
+def real_loss(
+    model, data, gt, set_weight: float, set_dustbin_weight: float = 1.0
+) -> tuple[torch.Tensor, dict]:
     """NLL of the exact labels (matches, dustbins) + set_weight x the candidate-set NLL of the
-    keypoints without an exact label."""
+    keypoints without an exact label (their dustbin weighted by set_dustbin_weight)."""
     out = model(data)
     la = out["log_assignment"]
     loss = assignment_nll(la, gt["matches0"], gt["unmatched0"], gt["unmatched1"])
     free0 = (gt["matches0"] < 0) & ~gt["unmatched0"]
     free1 = (gt["matches1"] < 0) & ~gt["unmatched1"]
-    set_loss = candidate_set_nll(la, gt["candidates"], free0, free1)
+    set_loss = candidate_set_nll(la, gt["candidates"], free0, free1, set_dustbin_weight)
     is_gt = gt["matches0"] >= 0
     hit = (out["matches0"] == gt["matches0"]) & is_gt
     stats = dict(
@@ -488,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="weight of the candidate-set NLL of keypoints without an exact label",
+    )
+    p.add_argument(
+        "--set-dustbin-weight",
+        type=float,
+        default=1.0,
+        help="weight in (0, 1] of the dustbin inside the candidate-set NLL (1 = the dustbin is "
+        "free for a keypoint without an exact label; lower pushes it towards its candidates)",
     )
     p.add_argument(
         "--log-every",
@@ -673,7 +682,10 @@ def main(argv=None) -> int:
         else:
             torch.set_num_threads(args.gnn_threads)
             batch = real_batch(real, rng, args.batch_size, args, device)
-            parts = [real_loss(model, data, gt, args.set_weight) for data, gt in batch]
+            parts = [
+                real_loss(model, data, gt, args.set_weight, args.set_dustbin_weight)
+                for data, gt in batch
+            ]
             loss = sum(p[0] for p in parts) / len(parts)
             stats = {k: float(np.mean([p[1][k] for p in parts])) for k in parts[0][1]}
             stats.update(kind="real")
