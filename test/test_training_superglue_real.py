@@ -143,6 +143,23 @@ def test_real_loss_decreases_on_a_fixed_batch(cache_dir):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
+def test_a_dustbin_weight_below_one_raises_only_the_candidate_set_loss(cache_dir):
+    """--set-dustbin-weight w < 1 makes the dustbin cost something for keypoints without an
+    exact label: their set loss rises, the exact-label part of the loss stays."""
+    cache = torch.load(cache_dir / "train.pt", weights_only=True)
+    args = args_for(["--real-cache", str(cache_dir), "--label-source", "mnn"])
+    data, gt = tsg.real_batch(cache, np.random.default_rng(2), 1, args, torch.device("cpu"))[0]
+    model = SuperGlue(dict(gnn_layers=tsg.gnn_layer_names(1), sinkhorn_iterations=20)).eval()
+    tsg.identity_init(model)
+    with torch.no_grad():
+        exact, _ = tsg.real_loss(model, data, gt, 0.0)
+        free, free_stats = tsg.real_loss(model, data, gt, 1.0)
+        weighted, weighted_stats = tsg.real_loss(model, data, gt, 1.0, 0.3)
+    assert weighted_stats["set_loss"] > free_stats["set_loss"] > 0
+    assert float(free) == pytest.approx(float(exact) + free_stats["set_loss"], rel=1e-5)
+    assert float(weighted) == pytest.approx(float(exact) + weighted_stats["set_loss"], rel=1e-5)
+
+
 def test_validate_real_scores_the_model_and_mnn(cache_dir):
     val = torch.load(cache_dir / "val.pt", weights_only=True)["pairs"]
     model = SuperGlue(dict(gnn_layers=tsg.gnn_layer_names(1)))
@@ -196,6 +213,8 @@ def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path
         "1",
         "--log-every",
         "1",
+        "--set-dustbin-weight",
+        "0.5",
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tsg.main(common + ["--out", str(straight), "--steps", "4"]) == 0
