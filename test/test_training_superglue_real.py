@@ -231,3 +231,69 @@ def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path
     best = torch.load(straight / "best.pth", weights_only=True)
     assert best["extra"]["best_step"] == best["step"] in (0, 2, 4)
     assert (straight / "val_mnn.json").is_file()
+
+
+def test_packed_cache_keeps_every_gap_of_a_frame_share_with_int8_descriptors(cache_dir, tmp_path):
+    """real_cache --pack (the data of a GPU run): int8 descriptors that load back as the
+    fp16 unit vectors to within half a quantisation step, the leading frames of the sequence
+    up to the budget and only the pairs inside them."""
+    from superglue_ros.training.real_cache import DESCRIPTOR_SCALE, load_cache, pack_cache
+
+    full = load_cache(cache_dir / "train.pt")
+    frame_bytes = (
+        sum(
+            t.numel() * t.element_size()
+            for t in full["frames"]["s/0"].values()
+            if t.dtype != torch.float16
+        )
+        + full["frames"]["s/0"]["descriptors"].numel()
+    )
+    # room for two of the three frames: frames s/0 and s/1, pair s/0-1
+    counts = pack_cache(cache_dir, tmp_path / "two", max_mib=2.5 * frame_bytes / 2**20)
+    assert (counts["frames"], counts["pairs"], counts["photos"]) == (2, 1, 0)
+    packed = torch.load(tmp_path / "two" / "train.pt", weights_only=True)
+    assert packed["frames"]["s/0"]["descriptors"].dtype == torch.int8
+    assert packed["meta"]["descriptor_scale"] == DESCRIPTOR_SCALE
+    loaded = load_cache(tmp_path / "two" / "train.pt")
+    assert sorted(loaded["frames"]) == ["s/0", "s/1"]
+    assert [p["name"] for p in loaded["pairs"]] == ["s/0-1"]
+    for key in ("s/0", "s/1"):
+        a, b = loaded["frames"][key]["descriptors"], full["frames"][key]["descriptors"]
+        assert a.dtype == torch.float16
+        assert (a.float() - b.float()).abs().max() <= 0.5 / DESCRIPTOR_SCALE + 1e-3
+        assert torch.equal(loaded["frames"][key]["keypoints"], full["frames"][key]["keypoints"])
+    assert not (tmp_path / "two" / "val.pt").exists()
+    # a generous budget keeps everything
+    counts = pack_cache(cache_dir, tmp_path / "all", max_mib=1.0)
+    assert (counts["frames"], counts["pairs"]) == (3, 3)
+    with pytest.raises(ValueError, match="cannot pack"):
+        pack_cache(cache_dir, tmp_path / "none", max_mib=frame_bytes / 2**20)
+
+
+def test_device_train_script_trains_on_a_packed_cache_and_exports(cache_dir, tmp_path):
+    """scripts/device_train.py, dry run on the CPU: packed cache with photos -> training steps
+    of both kinds -> an exported SuperGlue file that loads."""
+    import importlib.util
+
+    from superglue_ros.models.weights import load_model
+    from superglue_ros.training.real_cache import pack_cache
+
+    (tmp_path / "photos").mkdir()
+    photos = write_photos(tmp_path / "photos", ("astronaut", "coffee"))
+    counts = pack_cache(cache_dir, tmp_path / "pack", max_mib=2.0, images=[photos])
+    assert counts["photos"] == 2 and counts["mib"] < 2.0
+    spec = importlib.util.spec_from_file_location(
+        "device_train", default_weights_path("superglue").parents[2] / "scripts/device_train.py"
+    )
+    device_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_train)
+    out = tmp_path / "out"
+    argv = ["--cache", str(tmp_path / "pack"), "--out", str(out), "--device", "cpu"]
+    argv += ["--steps", "2", "--batch-size", "1", "--init", "identity", "--"]
+    argv += ["--size", "128", "96", "--num-keypoints", "32", "--real-keypoints", "64"]
+    argv += ["--layers", "1", "--sinkhorn-iterations", "20", "--threads", "1", "--log-every", "1"]
+    assert device_train.main(argv) == 0
+    rows = [r for r in read_log(out / "log.csv") if r["loss"]]
+    assert [r["kind"] for r in rows] == ["real", "homography"]
+    model = load_model("superglue", out / "superglue.pth")
+    assert model.meta["steps"] == 2 and "device_train.py on cpu" in model.meta["notes"]

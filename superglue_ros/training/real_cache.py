@@ -13,6 +13,8 @@ coordinates, for the 'sift' label source) and ``val.pt`` (validation pairs: the 
 no labels; used only to pick steps/lr, never trained on). Run:
     python -m superglue_ros.training.real_cache --real ../shared/datasets/real \
         --out /work/cache/train10
+``--pack SRC --out DIR`` writes a copy small enough for a lent GPU machine (``pack_cache``;
+scripts/device_train.py trains on it).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import pathlib
 import sys
 import time
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 TRAIN_SEQUENCES = ("00", "02", "05")
 TRAIN_GAPS = (2, 4, 6, 10)  # KITTI frame gaps; the train sequences store every second frame
+DESCRIPTOR_SCALE = 127.0  # a packed cache's descriptors: int8 = round(127 * unit-vector component)
 
 
 def feature_dict(f) -> dict:
@@ -126,7 +130,76 @@ def build_cache(
 
 
 def load_cache(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A cache file; a packed cache's int8 descriptors come back as fp16 unit vectors."""
+    cache = torch.load(path, map_location="cpu", weights_only=True)
+    scale = cache.get("meta", {}).get("descriptor_scale")
+    if scale:
+        for feats in cache["frames"].values():
+            feats["descriptors"] = (feats["descriptors"].float() / scale).half()
+    return cache
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    return 0
+
+
+def pack_cache(src, out, max_mib=56.0, images=(), max_photos=200) -> dict:
+    """A copy of SRC/train.pt small enough to travel to a lent GPU machine, whose tool carries
+    at most 64 MiB: descriptors as int8 (round(127 d); unit vectors, so the error is at most
+    0.4 % of a component's range), the same leading share of every sequence's frames (so every
+    frame gap stays), the pairs inside them, and the first ``max_photos`` photos of ``images``
+    as JPEG in OUT/photos for the homographic batches. No val.pt: validate on the CPU after.
+    Returns the counts and the size written."""
+    from .common import list_images
+
+    src, out = pathlib.Path(src), pathlib.Path(out)
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    photo_bytes = 0
+    for i, path in enumerate((list_images(list(images)) if images else [])[:max_photos]):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            continue
+        target = out / "photos" / f"{i:04d}.jpg"
+        cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        photo_bytes += target.stat().st_size
+    cache = torch.load(src / "train.pt", map_location="cpu", weights_only=True)
+    frames = {
+        key: dict(
+            f, descriptors=torch.round(f["descriptors"].float() * DESCRIPTOR_SCALE).to(torch.int8)
+        )
+        for key, f in cache["frames"].items()
+    }
+    by_sequence: dict[str, list[str]] = {}
+    for key in sorted(frames):
+        by_sequence.setdefault(key.split("/")[0], []).append(key)
+    budget = max_mib * 2**20 - photo_bytes
+    for share in np.linspace(1.0, 0.02, 50):
+        kept = {k for keys in by_sequence.values() for k in keys[: max(2, int(share * len(keys)))]}
+        pairs = [p for p in cache["pairs"] if p["frame0"] in kept and p["frame1"] in kept]
+        size = sum(_nbytes(frames[k]) for k in kept) + sum(_nbytes(p) for p in pairs)
+        if size <= budget:
+            break
+    else:
+        raise ValueError(f"cannot pack {src} into {max_mib} MiB ({photo_bytes} bytes of photos)")
+    meta = dict(
+        cache["meta"],
+        descriptor_scale=DESCRIPTOR_SCALE,
+        packed_from=str(src),
+        frame_share=round(float(share), 2),
+    )
+    kept_frames = {k: frames[k] for k in sorted(kept)}
+    torch.save(dict(frames=kept_frames, pairs=pairs, meta=meta), out / "train.pt")
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return dict(
+        frames=len(kept_frames),
+        pairs=len(pairs),
+        photos=len(list((out / "photos").iterdir())),
+        mib=round(total / 2**20, 1),
+    )
 
 
 def label_statistics(cache: dict, num_pairs=60, seed=0, **label_kw) -> dict:
@@ -179,7 +252,7 @@ def label_statistics(cache: dict, num_pairs=60, seed=0, **label_kw) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--real", required=True, help="the datasets/real folder")
+    p.add_argument("--real", help="the datasets/real folder (to build a cache)")
     p.add_argument("--out", required=True, help="cache folder (outside the repository)")
     p.add_argument(
         "--resize", type=int, nargs="+", default=[640, 480], help="as superglue-eval's --resize"
@@ -189,12 +262,27 @@ def main(argv=None) -> int:
     p.add_argument("--val_kitti", type=int, default=40)
     p.add_argument("--val_euroc", type=int, default=24)
     p.add_argument(
+        "--pack",
+        metavar="SRC",
+        help="write a copy of the cache folder SRC small enough for a GPU machine into --out "
+        "(int8 descriptors, a share of the frames, --images photos as JPEG; see pack_cache)",
+    )
+    p.add_argument("--max_mib", type=float, default=56.0, help="--pack: size budget")
+    p.add_argument("--images", nargs="*", default=[], help="--pack: photo folders to include")
+    p.add_argument("--max_photos", type=int, default=200, help="--pack: photos to include")
+    p.add_argument(
         "--stats",
         action="store_true",
         help="print label statistics of an existing cache (no extraction)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.real is None and not (args.pack or args.stats):
+        p.error("--real is needed to build a cache")
+    if args.pack:
+        counts = pack_cache(args.pack, args.out, args.max_mib, args.images, args.max_photos)
+        print(", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+        return 0
     if args.stats:
         cache = load_cache(pathlib.Path(args.out) / "train.pt")
         for source in ("mnn", "sift", "both"):
