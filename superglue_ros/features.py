@@ -89,6 +89,8 @@ COMPONENT_DEFAULTS = dict(
     superpoint_weights="",  # '' = the shipped file
     superglue_weights="",
     max_keypoints=512,  # any extractor's keypoint budget (-1 = all)
+    # SuperGlue's: a match needs this assignment probability both ways (the papers' 0.2)
+    match_threshold=0.2,
     device="auto",
 )
 # per-component options on top of the flat ones (e.g. match_threshold, backend); they win
@@ -109,7 +111,8 @@ def build_components(conf: dict) -> tuple[Extractor, Matcher]:
     `extractor_options` / `matcher_options` dicts) to (extractor, matcher).
 
     runtime, inference_precision and the weight files go to the learned components only
-    (SuperPoint, SuperGlue); max_keypoints to any extractor. Unknown keys, presets, names,
+    (SuperPoint, SuperGlue), match_threshold to SuperGlue; max_keypoints to any extractor.
+    Unknown keys, presets, names,
     runtimes or precisions raise ValueError with the allowed values.
     """
     check_options("components", conf, [*COMPONENT_DEFAULTS, *COMPONENT_OPTION_DICTS])
@@ -126,6 +129,11 @@ def build_components(conf: dict) -> tuple[Extractor, Matcher]:
         learned["precision"] = conf["inference_precision"]
     extractor_conf = dict(max_keypoints=conf["max_keypoints"])
     matcher_conf = {}
+    if matcher_name == "superglue":
+        threshold = float(conf["match_threshold"])
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"match_threshold must be in [0, 1), got {threshold}")
+        matcher_conf["match_threshold"] = threshold
     for name, learned_name, weights, options in (
         (extractor_name, "superpoint", conf["superpoint_weights"], extractor_conf),
         (matcher_name, "superglue", conf["superglue_weights"], matcher_conf),

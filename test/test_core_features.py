@@ -258,6 +258,40 @@ def test_superglue_with_shipped_weights(warped_pair):
     assert np.all((matches.scores0 > 0) == (matches.matches0 >= 0))
 
 
+def test_match_threshold_reaches_superglue_and_nests_its_matches(warped_pair):
+    """build_components' match_threshold (the node's parameter): SuperGlue keeps a match
+    whose assignment probability exceeds it both ways, so a higher threshold keeps a subset
+    of the same extraction's matches, and they are more precise on the warped photo."""
+    needs_weights("superpoint", "superglue")
+    extractor, _ = build_components(dict(max_keypoints=512, extractor_options=FP32["extractor"]))
+    f0, f1 = extractor.extract(warped_pair[0]), extractor.extract(warped_pair[1])
+    found = {}
+    for threshold in (0.05, 0.2, 0.6):
+        _, matcher = build_components(
+            dict(match_threshold=threshold, matcher_options=FP32["matcher"])
+        )
+        assert matcher.model.conf["match_threshold"] == threshold
+        found[threshold] = matcher.match(f0, f1).matches0
+    for low, high in ((0.05, 0.2), (0.2, 0.6)):
+        kept = found[high] >= 0
+        assert kept.sum() < (found[low] >= 0).sum()
+        assert np.array_equal(found[high][kept], found[low][kept])
+    precision = {
+        t: match_precision_recall(f0.keypoints, f1.keypoints, m, warped_pair[2], (512, 512), 3.0)[
+            "precision"
+        ]
+        for t, m in found.items()
+    }
+    assert precision[0.6] > precision[0.05]
+    # a matcher_options threshold wins; out-of-range values are refused
+    _, matcher = build_components(
+        dict(match_threshold=0.2, matcher_options=dict(match_threshold=0.3))
+    )
+    assert matcher.model.conf["match_threshold"] == 0.3
+    with pytest.raises(ValueError, match="match_threshold must be in"):
+        build_components(dict(match_threshold=1.5))
+
+
 def same_keypoints(a: Features, b: Features, tol_px: float) -> np.ndarray:
     """[len(a)] index of the keypoint of b within tol_px of each keypoint of a, or -1."""
     if len(a) == 0 or len(b) == 0:

@@ -27,7 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import images
-from ..features import PRESETS, build_components, check_options, component_names
+from ..features import (
+    COMPONENT_DEFAULTS,
+    PRESETS,
+    build_components,
+    check_options,
+    component_names,
+)
 from ..evaluation.pose_eval import working_size
 from ..frontend.pipeline import FrontEnd
 from ..refinement import REFINEMENTS, refine_original_points
@@ -122,6 +128,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--max_keypoints", type=int, default=1024, help="-1 = no limit")
     parser.add_argument(
+        "--match_threshold",
+        type=float,
+        default=COMPONENT_DEFAULTS["match_threshold"],
+        help="SuperGlue's match threshold (as the reference's --match_threshold)",
+    )
+    parser.add_argument(
         "--matcher",
         default=DEFAULT_MATCHER,
         choices=sorted(PRESETS),
@@ -208,6 +220,7 @@ def main(argv=None) -> int:
         components = dict(
             load_config(args.config, args.matcher),
             max_keypoints=args.max_keypoints,
+            match_threshold=args.match_threshold,
             device=args.device,
         )
         extractor, matcher = build_components(components)

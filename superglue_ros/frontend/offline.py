@@ -257,7 +257,8 @@ def load_conf(path: str | None, overrides: list[str]) -> tuple[dict, dict]:
     """(FrontEnd options, component options) from a YAML file (flat, or a ROS params file
     '<node>: ros__parameters:') plus ``key=value`` overrides. Component keys are those of
     ``features.COMPONENT_DEFAULTS`` (preset, extractor, matcher, runtime, inference_precision,
-    *_weights, max_keypoints, device), exactly what the node reads from the same file. Other
+    *_weights, max_keypoints, match_threshold, device), exactly what the node reads from the
+    same file. Other
     keys are ignored with a log line when they come from a file (a ROS params file also holds
     topics, QoS etc.), errors on the command line."""
     import yaml
