@@ -112,8 +112,8 @@ def build_components(conf: dict) -> tuple[Extractor, Matcher]:
 
     runtime, inference_precision and the weight files go to the learned components only
     (SuperPoint, SuperGlue), match_threshold to SuperGlue; max_keypoints to any extractor.
-    Unknown keys, presets, names,
-    runtimes or precisions raise ValueError with the allowed values.
+    Unknown keys, presets, names, runtimes or precisions raise ValueError with the allowed
+    values.
     """
     check_options("components", conf, [*COMPONENT_DEFAULTS, *COMPONENT_OPTION_DICTS])
     conf = {**COMPONENT_DEFAULTS, **{k: v for k, v in conf.items() if v is not None}}
