@@ -258,9 +258,8 @@ def load_conf(path: str | None, overrides: list[str]) -> tuple[dict, dict]:
     '<node>: ros__parameters:') plus ``key=value`` overrides. Component keys are those of
     ``features.COMPONENT_DEFAULTS`` (preset, extractor, matcher, runtime, inference_precision,
     *_weights, max_keypoints, match_threshold, device), exactly what the node reads from the
-    same file. Other
-    keys are ignored with a log line when they come from a file (a ROS params file also holds
-    topics, QoS etc.), errors on the command line."""
+    same file. Other keys are ignored with a log line when they come from a file (a ROS params
+    file also holds topics, QoS etc.), errors on the command line."""
     import yaml
 
     frontend: dict = {}

@@ -158,13 +158,14 @@ def pack_cache(src, out, max_mib=56.0, images=(), max_photos=200) -> dict:
 
     src, out = pathlib.Path(src), pathlib.Path(out)
     (out / "photos").mkdir(parents=True, exist_ok=True)
-    photo_bytes = 0
+    num_photos = photo_bytes = 0
     for i, path in enumerate((list_images(list(images)) if images else [])[:max_photos]):
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if image is None:
             continue
         target = out / "photos" / f"{i:04d}.jpg"
         cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        num_photos += 1
         photo_bytes += target.stat().st_size
     cache = torch.load(src / "train.pt", map_location="cpu", weights_only=True)
     frames = {
@@ -193,12 +194,9 @@ def pack_cache(src, out, max_mib=56.0, images=(), max_photos=200) -> dict:
     )
     kept_frames = {k: frames[k] for k in sorted(kept)}
     torch.save(dict(frames=kept_frames, pairs=pairs, meta=meta), out / "train.pt")
-    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    total = photo_bytes + (out / "train.pt").stat().st_size
     return dict(
-        frames=len(kept_frames),
-        pairs=len(pairs),
-        photos=len(list((out / "photos").iterdir())),
-        mib=round(total / 2**20, 1),
+        frames=len(kept_frames), pairs=len(pairs), photos=num_photos, mib=round(total / 2**20, 1)
     )
 
 
