@@ -217,7 +217,7 @@ def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path
         "0.5",
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert tsg.main(common + ["--out", str(straight), "--steps", "4"]) == 0
+    assert tsg.main(common + ["--out", str(straight), "--steps", "4", "--keep-every", "2"]) == 0
     assert tsg.main(common + ["--out", str(resumed), "--steps", "2"]) == 0
     assert tsg.main(common + ["--out", str(resumed), "--steps", "4", "--resume"]) == 0
     a = torch.load(straight / "checkpoint.pth", weights_only=True)
@@ -231,6 +231,16 @@ def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path
     best = torch.load(straight / "best.pth", weights_only=True)
     assert best["extra"]["best_step"] == best["step"] in (0, 2, 4)
     assert (straight / "val_mnn.json").is_file()
+    # --keep-every 2: the checkpoints of steps 2 and 4 kept beside the rolling one
+    assert sorted(p.name for p in straight.glob("step_*.pth")) == [
+        "step_000002.pth",
+        "step_000004.pth",
+    ]
+    snap = torch.load(straight / "step_000002.pth", weights_only=True)
+    assert snap["step"] == 2
+    last = torch.load(straight / "step_000004.pth", weights_only=True)
+    assert all(torch.equal(last["model"][k], a["model"][k]) for k in a["model"])
+    assert not list(resumed.glob("step_*.pth"))
 
 
 def test_packed_cache_keeps_every_gap_of_a_frame_share_with_int8_descriptors(cache_dir, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
+import shutil
 import random
 import subprocess
 import sys
@@ -328,7 +329,9 @@ def run_training_loop(
     row to log (its losses and statistics). Runs until args.steps or args.max_minutes in this
     process; validate() adds its metrics every args.val_every steps and at the end; save(step)
     writes the checkpoint and the curves are plotted every args.save_every steps, and both once
-    more on exit, Ctrl-C or SIGTERM (see stop_on_sigterm)."""
+    more on exit, Ctrl-C or SIGTERM (see stop_on_sigterm). With args.keep_every > 0 the
+    checkpoint of every keep_every-th step is also kept as OUT/step_NNNNNN.pth, so a long run's
+    snapshots can be evaluated on the full sets afterwards."""
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
@@ -356,9 +359,12 @@ def run_training_loop(
                 )
             if postfix is not None:
                 bar.set_postfix(**postfix(row))
-            if step % args.save_every == 0:
+            keep = getattr(args, "keep_every", 0)
+            if step % args.save_every == 0 or (keep and step % keep == 0):
                 save(step)
                 log.plot(out / "curves.png")
+            if keep and step % keep == 0:
+                shutil.copyfile(out / "checkpoint.pth", out / f"step_{step:06d}.pth")
     except KeyboardInterrupt:
         print("interrupted: saving checkpoint", file=sys.stderr)
     finally:

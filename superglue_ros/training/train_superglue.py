@@ -551,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         "thread than on two when the CPU is shared (measured 10x)",
     )
     p.add_argument("--save-every", type=int, default=25)
+    p.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        help="also keep the checkpoint of every N-th step as OUT/step_NNNNNN.pth (0 = never)",
+    )
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--val-images", default=None)
     p.add_argument("--val-pairs", type=int, default=12)
