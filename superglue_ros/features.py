@@ -130,10 +130,7 @@ def build_components(conf: dict) -> tuple[Extractor, Matcher]:
     extractor_conf = dict(max_keypoints=conf["max_keypoints"])
     matcher_conf = {}
     if matcher_name == "superglue":
-        threshold = float(conf["match_threshold"])
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"match_threshold must be in [0, 1), got {threshold}")
-        matcher_conf["match_threshold"] = threshold
+        matcher_conf["match_threshold"] = conf["match_threshold"]
     for name, learned_name, weights, options in (
         (extractor_name, "superpoint", conf["superpoint_weights"], extractor_conf),
         (matcher_name, "superglue", conf["superglue_weights"], matcher_conf),

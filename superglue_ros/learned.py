@@ -130,6 +130,10 @@ class SuperGlueMatcher(Matcher):
         eval mode (call .train() again afterwards when training).
         """
         super().__init__(device, **conf)
+        threshold = float(self.conf["match_threshold"])
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"match_threshold must be in [0, 1), got {threshold}")
+        self.conf["match_threshold"] = threshold
         model_conf = {k: self.conf[k] for k in ("sinkhorn_iterations", "match_threshold")}
         model_conf.update(_runtime_options(self.conf, 1))
         if model is None:

@@ -288,8 +288,9 @@ def test_match_threshold_reaches_superglue_and_nests_its_matches(warped_pair):
         dict(match_threshold=0.2, matcher_options=dict(match_threshold=0.3))
     )
     assert matcher.model.conf["match_threshold"] == 0.3
-    with pytest.raises(ValueError, match="match_threshold must be in"):
-        build_components(dict(match_threshold=1.5))
+    for bad in (dict(match_threshold=1.5), dict(matcher_options=dict(match_threshold=-0.1))):
+        with pytest.raises(ValueError, match="match_threshold must be in"):
+            build_components(bad)
 
 
 def same_keypoints(a: Features, b: Features, tol_px: float) -> np.ndarray:
