@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
-import shutil
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -335,6 +335,7 @@ def run_training_loop(
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
+    keep_every = getattr(args, "keep_every", 0)  # only the SuperGlue trainer declares it
     start = time.time()
     try:
         while step < args.steps:
@@ -359,11 +360,11 @@ def run_training_loop(
                 )
             if postfix is not None:
                 bar.set_postfix(**postfix(row))
-            keep = getattr(args, "keep_every", 0)
-            if step % args.save_every == 0 or (keep and step % keep == 0):
+            kept = keep_every > 0 and step % keep_every == 0
+            if step % args.save_every == 0 or kept:
                 save(step)
                 log.plot(out / "curves.png")
-            if keep and step % keep == 0:
+            if kept:
                 shutil.copyfile(out / "checkpoint.pth", out / f"step_{step:06d}.pth")
     except KeyboardInterrupt:
         print("interrupted: saving checkpoint", file=sys.stderr)
