@@ -4,6 +4,7 @@ is bit-exact. The cache is built here from constructed geometry (3D points seen 
 forward-moving camera), in the format training/real_cache.py writes."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -181,10 +182,11 @@ def read_log(path):
     not default_weights_path("superpoint").is_file(),
     reason="shipped SuperPoint weights not written yet",
 )
-def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path):
+def mixed_run_args(cache_dir, tmp_path) -> list[str]:
+    """A tiny mixed real + homographic run, validated every second step."""
     (tmp_path / "photos").mkdir()
     photos = write_photos(tmp_path / "photos", ("astronaut", "coffee"))
-    common = [
+    return [
         "--real-cache",
         str(cache_dir),
         "--images",
@@ -216,6 +218,10 @@ def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path
         "--set-dustbin-weight",
         "0.5",
     ]
+
+
+def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path):
+    common = mixed_run_args(cache_dir, tmp_path)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tsg.main(common + ["--out", str(straight), "--steps", "4", "--keep-every", "2"]) == 0
     assert tsg.main(common + ["--out", str(resumed), "--steps", "2"]) == 0
@@ -307,3 +313,37 @@ def test_device_train_script_trains_on_a_packed_cache_and_exports(cache_dir, tmp
     assert [r["kind"] for r in rows] == ["real", "homography"]
     model = load_model("superglue", out / "superglue.pth")
     assert model.meta["steps"] == 2 and "device_train.py on cpu" in model.meta["notes"]
+
+
+def test_cosine_schedule_and_weight_average_resume_bit_exact_and_export(cache_dir, tmp_path):
+    """--lr-schedule cosine ends at --lr-min; --weight-average keeps a moving average that the
+    checkpoint holds, resumes bit for bit, validation scores and export ships."""
+    from superglue_ros.models.weights import load_model
+    from superglue_ros.training.export import export
+
+    common = mixed_run_args(cache_dir, tmp_path) + [
+        "--lr", "1e-3", "--lr-min", "1e-5", "--warmup", "1",
+        "--lr-schedule", "cosine", "--decay-steps", "5", "--weight-average", "0.5",
+    ]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert tsg.main(common + ["--out", str(straight), "--steps", "5"]) == 0
+    assert tsg.main(common + ["--out", str(resumed), "--steps", "3"]) == 0
+    assert tsg.main(common + ["--out", str(resumed), "--steps", "5", "--resume"]) == 0
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)
+    b = torch.load(resumed / "checkpoint.pth", weights_only=True)
+    for key in ("model", "average_model"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    moved = [k for k in a["model"] if not torch.equal(a["model"][k], a["average_model"][k])]
+    assert moved, "the average should lag the trained weights"
+    lrs = [float(r["lr"]) for r in read_log(straight / "log.csv") if r["loss"]]
+    # warm-up step 0 at the full rate, then the cosine from 1e-3 at step 1 to 1e-5 at step 5
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-3)
+    assert lrs[-1] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
+    assert all(x > y for x, y in zip(lrs[1:], lrs[2:]))
+    out = tmp_path / "sg.pth"
+    export("superglue", straight / "checkpoint.pth", out)
+    shipped = load_model("superglue", out)
+    assert shipped.meta["weights"] == "average_model"
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(v, a["average_model"][k]), k

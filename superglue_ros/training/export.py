@@ -39,8 +39,11 @@ def model_from_checkpoint(kind: str, checkpoint) -> tuple[torch.nn.Module, dict]
         model = SuperGlue(dict(gnn_layers=gnn_layer_names(args.get("layers", 9))))
     else:
         raise ValueError(f"unknown kind {kind!r} (superpoint | superglue)")
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), dict(step=ckpt["step"], **extra)
+    # A run with a weight average (--weight-average) validated and picked its checkpoints on
+    # the average, so that is what ships.
+    weights = "average_model" if "average_model" in ckpt else "model"
+    model.load_state_dict(ckpt[weights])
+    return model.eval(), dict(step=ckpt["step"], weights=weights, **extra)
 
 
 def export(kind: str, checkpoint, out, notes: str = "") -> str:
@@ -59,6 +62,7 @@ def export(kind: str, checkpoint, out, notes: str = "") -> str:
         lr=args.get("lr"),
         seed=args.get("seed"),
         init=args.get("init"),
+        weights=info["weights"],
         machine=machine_description(),
         git_commit=git_commit(),
         notes=notes,

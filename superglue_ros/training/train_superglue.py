@@ -21,6 +21,10 @@ exact dustbins, and a set loss that forbids mass outside each keypoint's epipola
 does not collapse. Validation on cached real pairs (pose AUC, the validation split) picks the
 checkpoint: OUT/best.pth holds the best one so far.
 
+Fine-tuning ('--init FILE'): '--lr-schedule cosine' decays the rate to '--lr-min' and
+'--weight-average DECAY' keeps a moving average of the weights (validated, picked and exported
+in place of the last weights), both against the swings of small-batch steps.
+
 Usage: superglue-train-superglue --images DIR [DIR ...] --out runs/superglue [--resume]
        superglue-train-superglue --real-cache /work/cache/train10 [--images DIR ...
            --homography-every 4] --init superglue_ros/weights/superglue.pth --out runs/sg_real
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 
@@ -43,6 +48,7 @@ from .common import (
     CurveLog,
     PairSampler,
     Timer,
+    WeightAverage,
     list_images,
     load_checkpoint,
     run_training_loop,
@@ -537,6 +543,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--bin-lr-scale", type=float, default=30.0, help="lr multiplier of bin_score")
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=("constant", "cosine"),
+        help="after the warm-up: constant, or a cosine decay from --lr to --lr-min at "
+        "--decay-steps",
+    )
+    p.add_argument("--lr-min", type=float, default=0.0, help="with --lr-schedule cosine")
+    p.add_argument(
+        "--decay-steps",
+        type=int,
+        default=None,
+        help="with --lr-schedule cosine: the step where the decay ends (default --steps; give "
+        "it when a run is split into parts with growing --steps, so every part decays alike)",
+    )
+    p.add_argument(
+        "--weight-average",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.995; 0 = off): validation, best.pth and the exported file then use the "
+        "average, the checkpoint holds both",
+    )
     p.add_argument("--difficulty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -620,11 +650,17 @@ def main(argv=None) -> int:
         [dict(params=other, lr_scale=1.0), dict(params=bin_params, lr_scale=args.bin_lr_scale)],
         lr=args.lr,
     )
+    average = WeightAverage(model, args.weight_average) if args.weight_average else None
     step, extra = 0, {}
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, model, opt, rng, map_location=device)
         step, extra = ckpt["step"], ckpt.get("extra", {})
+        if average is not None:
+            if "average_model" not in ckpt:
+                raise SystemExit(f"{ckpt_path} holds no weight average to resume")
+            average.model.load_state_dict(ckpt["average_model"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+    scored = model if average is None else average.model  # what validation scores and ships
     timer = Timer(float(extra.get("wall_time_s", 0.0)))
     best = dict(score=float(extra.get("best_score", -1.0)), step=int(extra.get("best_step", -1)))
     log = CurveLog(out / "log.csv", LOG_FIELDS)
@@ -640,6 +676,10 @@ def main(argv=None) -> int:
     )
 
     def lr_at(s):
+        if args.lr_schedule == "cosine" and s >= args.warmup:
+            end = args.decay_steps or args.steps
+            t = min(1.0, (s - args.warmup) / max(end - args.warmup, 1))
+            return args.lr_min + (args.lr - args.lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))
         return args.lr * min(1.0, (s + 1) / max(args.warmup, 1))
 
     def save(step, path=ckpt_path):
@@ -659,6 +699,7 @@ def main(argv=None) -> int:
                 best_step=best["step"],
                 superpoint=str(getattr(superpoint, "weights_path", args.superpoint)),
             ),
+            average,
         )
 
     done = [step]
@@ -698,14 +739,16 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average is not None:
+            average.update(model)
         done[0] = step + 1
         return dict(lr=lr_at(step), loss=float(loss.detach()), **stats)
 
     def validate_all():
-        row = validate(model, val) if val is not None else {}
+        row = validate(scored, val) if val is not None else {}
         if real_val is not None:
             torch.set_num_threads(args.threads)
-            row.update(validate_real(model, real_val, device))
+            row.update(validate_real(scored, real_val, device))
             torch.set_num_threads(args.gnn_threads)
             if row["val_real_score"] > best["score"]:
                 best.update(score=row["val_real_score"], step=done[0])
