@@ -178,10 +178,12 @@ def read_log(path):
         return [r for r in csv.DictReader(f)]
 
 
-@pytest.mark.skipif(
+needs_shipped_superpoint = pytest.mark.skipif(
     not default_weights_path("superpoint").is_file(),
     reason="shipped SuperPoint weights not written yet",
 )
+
+
 def mixed_run_args(cache_dir, tmp_path) -> list[str]:
     """A tiny mixed real + homographic run, validated every second step."""
     (tmp_path / "photos").mkdir()
@@ -220,6 +222,7 @@ def mixed_run_args(cache_dir, tmp_path) -> list[str]:
     ]
 
 
+@needs_shipped_superpoint
 def test_mixed_training_best_checkpoint_and_bit_exact_resume(cache_dir, tmp_path):
     common = mixed_run_args(cache_dir, tmp_path)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -315,6 +318,7 @@ def test_device_train_script_trains_on_a_packed_cache_and_exports(cache_dir, tmp
     assert model.meta["steps"] == 2 and "device_train.py on cpu" in model.meta["notes"]
 
 
+@needs_shipped_superpoint
 def test_cosine_schedule_and_weight_average_resume_bit_exact_and_export(cache_dir, tmp_path):
     """--lr-schedule cosine ends at --lr-min; --weight-average keeps a moving average that the
     checkpoint holds, resumes bit for bit, validation scores and export ships."""

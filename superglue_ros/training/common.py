@@ -8,6 +8,7 @@ never leaves a broken checkpoint behind.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import pathlib
@@ -222,8 +223,6 @@ class WeightAverage:
     trend without the swing. Buffers (BatchNorm statistics) are copied, not averaged."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        import copy
-
         if not 0.0 < decay < 1.0:
             raise ValueError(f"weight-average decay must lie in (0, 1), got {decay}")
         self.decay = float(decay)
