@@ -456,8 +456,10 @@ PHOTOS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets" / "
 
 def test_early_stopped_sinkhorn_keeps_the_matches_of_all_iterations():
     """The fast runtime's early stop (sinkhorn_tolerance): shipped weights on seeded real-photo
-    homography pairs stop well before 100 iterations and give the matches of all 100 (on 100
-    such pairs and 118 KITTI 07 pairs all were identical when it was chosen)."""
+    homography pairs give the matches of every iteration. At the default cap of 100 the
+    session-18 file runs 90-100 (the session-15 file stopped at 60 at the median, model card,
+    "Session 18"); with the cap raised to 300 the stop comes at 90-110 iterations and keeps the
+    matches of all 300, so the rule stops where the plan has converged, not at the cap."""
     if not (PHOTOS / "bsds500_test").is_dir():
         pytest.skip(f"photos not found at {PHOTOS}")
     import superglue_ros.models.superglue as sg
@@ -476,19 +478,25 @@ def test_early_stopped_sinkhorn_keeps_the_matches_of_all_iterations():
         return out
 
     tolerance = matcher.model.conf["sinkhorn_tolerance"]
-    for pair in make_homography_pairs(PHOTOS / "bsds500_test", 3, seed=0):
-        f0, f1 = extractor.extract(pair.image0), extractor.extract(pair.image1)
-        sg.SINKHORN["scaling"] = counted
-        try:
-            matcher.model.conf["sinkhorn_tolerance"] = 0.0
-            all_iterations = matcher.match(f0, f1).matches0
-            matcher.model.conf["sinkhorn_tolerance"] = tolerance
-            early = matcher.match(f0, f1).matches0
-        finally:
-            sg.SINKHORN["scaling"] = full
-        assert (
-            np.count_nonzero(all_iterations >= 0) > 30
-        )  # a pair with matches to compare (>= 50 seen)
-        assert np.count_nonzero(all_iterations != early) <= 2
-    assert used[0::2] == [100, 100, 100]
-    assert max(used[1::2]) <= 80
+    default_cap = matcher.model.conf["sinkhorn_iterations"]
+    pairs = make_homography_pairs(PHOTOS / "bsds500_test", 3, seed=0)
+    features = [(extractor.extract(pair.image0), extractor.extract(pair.image1)) for pair in pairs]
+    for cap in (100, 300):
+        matcher.model.conf["sinkhorn_iterations"] = cap
+        used.clear()
+        for f0, f1 in features:
+            sg.SINKHORN["scaling"] = counted
+            try:
+                matcher.model.conf["sinkhorn_tolerance"] = 0.0
+                all_iterations = matcher.match(f0, f1).matches0
+                matcher.model.conf["sinkhorn_tolerance"] = tolerance
+                early = matcher.match(f0, f1).matches0
+            finally:
+                sg.SINKHORN["scaling"] = full
+            assert (
+                np.count_nonzero(all_iterations >= 0) > 30
+            )  # a pair with matches to compare (>= 130 seen)
+            assert np.count_nonzero(all_iterations != early) <= 2
+        assert used[0::2] == [cap] * 3
+        assert max(used[1::2]) <= min(cap, 160)
+    matcher.model.conf["sinkhorn_iterations"] = default_cap
